@@ -1,0 +1,146 @@
+"""`python train.py`: distil a student (default), train teachers, or run the whole pipeline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from amalgam import PROJECT_ROOT
+from amalgam.cli.common import resolve_device
+from amalgam.distill.methods import DEFAULT_METHOD, METHODS, MethodOptions
+from amalgam.distill.run import DistilSettings, distil, resume
+from amalgam.distill.trainer import TrainConfig
+from amalgam.errors import UserError
+from amalgam.models.students import DEFAULT_STUDENT, canonical_student
+from amalgam.tasks.builtin import DEFAULT_TASK, get_task
+from amalgam.tasks.loader import load_task_data
+from amalgam.ui import console, say
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
+                  help="Distil one student from several partial teachers.")
+
+TaskOpt = typer.Option(DEFAULT_TASK, "--task", help="built-in task (fashion-mini, fashion, A, B) or task.toml")
+QuietOpt = typer.Option(False, "--quiet", "-q", help="no progress bars or per-epoch lines")
+DeviceOpt = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N")
+DataDirOpt = typer.Option(None, "--data-dir", help="folder holding the task's data files")
+ImgSizeOpt = typer.Option(None, "--img-size", help="input size (default: the task's)")
+ValFracOpt = typer.Option(0.1, "--val-fraction", help="part of train held out for validation")
+PerClassOpt = typer.Option(None, "--train-per-class", help="keep at most N training images per class")
+
+
+@app.callback(invoke_without_command=True)
+def distil_command(
+    ctx: typer.Context,
+    task: str = TaskOpt,
+    student: str = typer.Option(DEFAULT_STUDENT, "--student", "--student_model", "--student-model",
+                                help="mobilenetv3, mobilenetv3_small, efficientnet, resnet18"),
+    method: str = typer.Option(DEFAULT_METHOD, "--method", help=f"one of {sorted(METHODS)}"),
+    temperature: float = typer.Option(4.0, "--temperature", "-T", help="softening temperature T > 0"),
+    alpha: float = typer.Option(0.5, "--alpha", help="weight of the distillation term in [0, 1]; 0 = CE"),
+    epochs: int = typer.Option(12, "--epochs", "--num_epochs", "--num-epochs"),
+    batch_size: int = typer.Option(64, "--batch-size", "--batch_size"),
+    lr: float = typer.Option(1e-3, "--lr"),
+    weight_decay: float = typer.Option(5e-4, "--weight-decay", "--weight_decay"),
+    scheduler_step: int = typer.Option(30, "--scheduler-step", "--scheduler_step"),
+    scheduler_gamma: float = typer.Option(0.5, "--scheduler-gamma", "--scheduler_gamma"),
+    seed: int = typer.Option(42, "--seed"),
+    run: str = typer.Option("", "--run", help="suffix for the run directory name"),
+    augment: str = typer.Option("crop-flip", "--augment", help="none, flip or crop-flip"),
+    img_size: int | None = ImgSizeOpt,
+    val_fraction: float = ValFracOpt,
+    train_per_class: int | None = PerClassOpt,
+    data_dir: str | None = DataDirOpt,
+    pretrained: bool = typer.Option(False, "--pretrained", help="start from timm's ImageNet weights"),
+    device: str = DeviceOpt,
+    out: Path = typer.Option(PROJECT_ROOT / "runs", "--out", help="folder that receives run directories"),
+    resume_dir: Path | None = typer.Option(None, "--resume", help="continue a stopped run directory"),
+    quiet: bool = QuietOpt,
+) -> None:
+    """Distil a student from all of the task's teachers (`--alpha 0` or `--method ce`: no teachers)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if resume_dir is not None:
+        result = resume(resume_dir, epochs if _given(ctx, "epochs") else None, quiet)
+    else:
+        settings = DistilSettings(
+            task=task, student=canonical_student(student), method="ce" if alpha == 0 else method,
+            method_options=MethodOptions(temperature=temperature, alpha=alpha),
+            train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                              scheduler_step=scheduler_step, scheduler_gamma=scheduler_gamma, seed=seed,
+                              augment=augment, device=resolve_device(device), quiet=quiet),
+            img_size=_check_img_size(img_size), val_fraction=val_fraction,
+            train_per_class=train_per_class, data_dir=data_dir, pretrained=pretrained, run_name=run,
+        )
+        result = distil(settings, out_root=out)
+    best = result.best
+    console.print(f"best epoch {best['epoch']} (chosen on validation): val acc {best['val_acc']:.2%}, "
+                  f"macro-F1 {best['val_macro_f1']:.3f} → {result.run_dir}")
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name == "COMMANDLINE"
+
+
+def _check_img_size(img_size: int | None) -> int | None:
+    if img_size is not None and not 8 <= img_size <= 1024:
+        raise UserError(f"--img-size must be between 8 and 1024, got {img_size}")
+    return img_size
+
+
+@app.command("teachers")
+def teachers_command(
+    task: str = TaskOpt,
+    epochs: int = typer.Option(15, "--epochs", "--num_epochs"),
+    batch_size: int = typer.Option(64, "--batch-size", "--batch_size"),
+    lr: float = typer.Option(2e-3, "--lr"),
+    seed: int = typer.Option(42, "--seed"),
+    augment: str = typer.Option("crop-flip", "--augment"),
+    img_size: int | None = ImgSizeOpt,
+    val_fraction: float = ValFracOpt,
+    train_per_class: int | None = PerClassOpt,
+    data_dir: str | None = DataDirOpt,
+    device: str = DeviceOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Train each teacher on its own classes; saves checkpoints/<task>/teacher_<k>."""
+    from amalgam.distill.teachers import train_all_teachers
+
+    spec = get_task(task)
+    data = load_task_data(spec, data_dir, val_fraction, train_per_class)
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, augment=augment,
+                         device=resolve_device(device), quiet=quiet)
+    reports = train_all_teachers(data, config, _check_img_size(img_size) or spec.img_size)
+    for report in reports:
+        console.print(f"{report.name}: {report.test_accuracy:.2%} test accuracy on its "
+                      f"{len(report.classes)} classes ({', '.join(report.classes)})")
+
+
+@app.command("pipeline")
+def pipeline_command(
+    task: str = TaskOpt,
+    student: str = typer.Option(DEFAULT_STUDENT, "--student", "--student_model"),
+    method: str = typer.Option(DEFAULT_METHOD, "--method"),
+    epochs: int = typer.Option(8, "--epochs", help="student epochs (CE baseline and distilled)"),
+    teacher_epochs: int = typer.Option(10, "--teacher-epochs"),
+    img_size: int | None = ImgSizeOpt,
+    seed: int = typer.Option(42, "--seed"),
+    data_dir: str | None = DataDirOpt,
+    device: str = DeviceOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Teachers → CE baseline → distilled student → evaluation, then one summary table."""
+    from amalgam.pipeline import print_summary, run_pipeline
+
+    summary = run_pipeline(task=task, student=canonical_student(student), method=method, epochs=epochs,
+                           teacher_epochs=teacher_epochs, img_size=_check_img_size(img_size), seed=seed,
+                           data_dir=data_dir, device=resolve_device(device), quiet=quiet)
+    print_summary(summary)
+    say(f"reports in {summary['evaluation_dir']}")
+
+
+def main() -> None:
+    from amalgam.cli.common import run_cli
+
+    run_cli(app)

@@ -1,0 +1,87 @@
+"""Frozen partial teachers, and pure functions that place their outputs in task space.
+
+Teacher k outputs logits over its own classes; the roster's index tensors scatter them into
+the task's global classes for a whole batch and all teachers at once.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from amalgam.distill.views import ModelInput
+from amalgam.tasks.spec import Roster
+
+
+def masked_local_softmax(local_logits: torch.Tensor, roster: Roster, temperature: float = 1.0):
+    """Softmax over each teacher's real classes; padded slots get probability 0. [B,K,L]."""
+    mask = roster.local_mask.to(local_logits.device)
+    scaled = (local_logits / temperature).masked_fill(~mask, float("-inf"))
+    return torch.softmax(scaled, dim=-1)
+
+
+def place_in_task_space(local_values: torch.Tensor, roster: Roster) -> torch.Tensor:
+    """[B, K, L] per-teacher values → [B, K, C], zeros at classes a teacher does not know."""
+    b, k, _ = local_values.shape
+    index = roster.local_to_global.to(local_values.device).expand(b, k, -1)
+    mask = roster.local_mask.to(local_values.device)
+    placed = local_values.new_zeros(b, k, roster.num_classes)
+    return placed.scatter_add(2, index, local_values * mask)
+
+
+def seed_rule_targets(
+    local_logits: torch.Tensor, labels: torch.Tensor, roster: Roster, temperature: float
+) -> torch.Tensor:
+    """The seed app's soft labels, vectorised: average the teachers that cover the true class.
+
+    Each covering teacher's softened probabilities go to their global indices; a class known
+    to several covering teachers gets their mean. The result is renormalised to sum to 1 so
+    it is a distribution for the KL term (it already is when one teacher covers the label).
+    """
+    coverage = roster.coverage.to(local_logits.device)  # [K, C]
+    covering = coverage[:, labels].T.float()  # [B, K]: teacher covers the sample's class
+    probs = place_in_task_space(masked_local_softmax(local_logits, roster, temperature), roster)
+    summed = (probs * covering[:, :, None]).sum(dim=1)  # [B, C]
+    counts = covering @ coverage.float()  # [B, C]: covering teachers that know class c
+    averaged = summed / counts.clamp_min(1.0)
+    return averaged / averaged.sum(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def combined_teacher_probs(local_logits: torch.Tensor, roster: Roster) -> torch.Tensor:
+    """The teachers as one classifier over the union: per class, the mean of its teachers'
+    probabilities. Used as the 'teachers combined' reference line in reports."""
+    probs = place_in_task_space(masked_local_softmax(local_logits, roster), roster).sum(dim=1)
+    counts = roster.coverage.to(local_logits.device).float().sum(dim=0)
+    return probs / counts
+
+
+class TeacherEnsemble(nn.Module):
+    """Runs every frozen teacher on one augmented view; outputs padded local logits [B,K,L]."""
+
+    def __init__(self, teachers: list[nn.Module], inputs: list[ModelInput], roster: Roster):
+        super().__init__()
+        self.teachers = nn.ModuleList(teachers)
+        self.inputs = inputs
+        self.roster = roster
+        for teacher in self.teachers:
+            teacher.eval()
+            teacher.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> TeacherEnsemble:
+        return super().train(False)  # frozen teachers keep BN and dropout in eval mode
+
+    def forward(self, view: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            out = self._all_teachers(view)
+        return out.clone()  # a normal tensor again, so losses may save it for backward
+
+    def _all_teachers(self, view: torch.Tensor) -> torch.Tensor:
+        width = self.roster.local_mask.shape[1]
+        out = view.new_zeros(view.shape[0], len(self.teachers), width)
+        prepared: dict[ModelInput, torch.Tensor] = {}
+        for k, (teacher, model_input) in enumerate(zip(self.teachers, self.inputs, strict=True)):
+            if model_input not in prepared:
+                prepared[model_input] = model_input(view)
+            logits = teacher(prepared[model_input]).float()
+            out[:, k, : logits.shape[1]] = logits
+        return out

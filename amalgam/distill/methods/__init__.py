@@ -1,0 +1,24 @@
+"""The method registry: just a dict from `--method` name to class."""
+
+from __future__ import annotations
+
+from amalgam.distill.methods.base import Method, MethodOptions, TeacherOutputs
+from amalgam.distill.methods.ce import CrossEntropy
+from amalgam.distill.methods.kd import SeedRuleKD
+from amalgam.errors import UserError
+from amalgam.tasks.spec import Roster
+
+METHODS: dict[str, type[Method]] = {
+    CrossEntropy.name: CrossEntropy,
+    SeedRuleKD.name: SeedRuleKD,
+}
+DEFAULT_METHOD = "kd"
+
+
+def build_method(name: str, roster: Roster, options: MethodOptions) -> Method:
+    if name not in METHODS:
+        raise UserError(f"unknown method {name!r}; use one of {sorted(METHODS)}")
+    return METHODS[name](roster, options)
+
+
+__all__ = ["METHODS", "DEFAULT_METHOD", "Method", "MethodOptions", "TeacherOutputs", "build_method"]

@@ -1,0 +1,86 @@
+"""What every distillation method provides to the trainer (mdistiller's shape, typed options)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+
+from amalgam.errors import UserError
+from amalgam.tasks.spec import Roster
+
+
+@dataclass(frozen=True)
+class MethodOptions:
+    """All methods' hyper-parameters, each with the literature's default; recorded in config.json."""
+
+    temperature: float = 4.0
+    alpha: float = 0.5
+    dkd_alpha: float = 1.0
+    dkd_beta: float = 8.0
+    hint_weight: float = 1.0
+    simkd_ratio: int = 2
+    confidence_weighting: bool = False
+    teacher_filter: str = "none"  # "none" | "correct"
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.alpha <= 1.0:
+            raise UserError(f"--alpha must be in [0, 1], got {self.alpha}")
+        if not self.temperature > 0.0:
+            raise UserError(f"--temperature must be > 0, got {self.temperature}")
+        if self.dkd_alpha < 0 or self.dkd_beta < 0 or self.hint_weight < 0:
+            raise UserError("--dkd-alpha, --dkd-beta and --hint-weight must be >= 0")
+        if self.simkd_ratio < 1:
+            raise UserError(f"--simkd-ratio must be >= 1, got {self.simkd_ratio}")
+        if self.teacher_filter not in ("none", "correct"):
+            raise UserError(f"--teacher-filter must be 'none' or 'correct', got {self.teacher_filter!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TeacherOutputs:
+    """Teachers' padded local logits [B, K, L], and feature maps when a method asks for them."""
+
+    logits: torch.Tensor
+    features: list[torch.Tensor] | None = None
+
+
+class Method(nn.Module):
+    """A distillation method: named loss terms from the student's and teachers' outputs.
+
+    Methods own any trainable helpers (regressors, projectors); the trainer optimises them
+    together with the student and never needs to know which method it runs.
+    """
+
+    name = "base"
+    uses_teachers = True
+    needs_features = False  # teachers' and student's feature maps, not only logits
+
+    def __init__(self, roster: Roster, options: MethodOptions):
+        super().__init__()
+        self.roster = roster
+        self.options = options
+
+    def setup(self, student: nn.Module, teachers: list[nn.Module], view: torch.Tensor) -> None:
+        """Build trainable helpers once shapes are known (a dry run on one batch)."""
+
+    def student_forward(self, student: nn.Module, x: torch.Tensor):
+        if self.needs_features:
+            features = student.forward_features(x)
+            return student.forward_head(features), features
+        return student(x), None
+
+    def loss_terms(
+        self,
+        student_logits: torch.Tensor,
+        student_features: torch.Tensor | None,
+        teacher: TeacherOutputs | None,
+        labels: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def predict(self, student: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return student(x)

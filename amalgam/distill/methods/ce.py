@@ -1,0 +1,15 @@
+"""Plain cross-entropy: the baseline every comparison must include."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+
+from amalgam.distill.methods.base import Method
+
+
+class CrossEntropy(Method):
+    name = "ce"
+    uses_teachers = False
+
+    def loss_terms(self, student_logits, student_features, teacher, labels):
+        return {"loss_ce": F.cross_entropy(student_logits, labels)}

@@ -1,0 +1,201 @@
+"""The training loop: one student, one method, optional teachers; state that resumes exactly.
+
+Nothing here touches files: the run directory code saves `state_dict()` and feeds it back.
+Randomness that matters for resuming (shuffling, augmentation) is drawn from generators
+seeded by (seed, epoch), and the global RNG (dropout) is part of the saved state.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+
+from amalgam.distill.methods.base import Method, TeacherOutputs
+from amalgam.distill.views import AUGMENTATIONS, ModelInput, augment, to_unit_float
+from amalgam.errors import UserError
+from amalgam.harness.metrics import classification_scores
+from amalgam.tasks.images import ImageSet
+from amalgam.ui import track
+
+TeacherSource = Callable[[torch.Tensor, torch.Tensor], TeacherOutputs]  # (indices, view)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 12
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 5e-4
+    scheduler_step: int = 30
+    scheduler_gamma: float = 0.5
+    seed: int = 42
+    augment: str = "crop-flip"
+    device: str = "cpu"
+    quiet: bool = False
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
+            (self.batch_size >= 2, f"--batch-size must be >= 2, got {self.batch_size}"),
+            (self.lr > 0, f"--lr must be > 0, got {self.lr}"),
+            (self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}"),
+            (self.scheduler_step >= 1, f"--scheduler-step must be >= 1, got {self.scheduler_step}"),
+            (0 < self.scheduler_gamma <= 1, "--scheduler-gamma must be in (0, 1]"),
+            (self.augment in AUGMENTATIONS, f"--augment must be one of {list(AUGMENTATIONS)}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UserError(message)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class NonFiniteLoss(UserError):
+    """Training diverged; the message names the step and the loss terms."""
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 100_003 + epoch)
+
+
+def batch_indices(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """Shuffled batches; a trailing batch of one is dropped (BatchNorm cannot train on it)."""
+    order = torch.randperm(n, generator=generator)
+    batches = list(order.split(batch_size))
+    if len(batches) > 1 and len(batches[-1]) < 2:
+        batches.pop()
+    return batches
+
+
+@torch.no_grad()
+def predict_logits(
+    predict: Callable[[torch.Tensor], torch.Tensor],
+    model_input: ModelInput,
+    images: ImageSet,
+    device: torch.device,
+    batch_size: int = 256,
+) -> torch.Tensor:
+    """Logits for a whole image set in fixed order (no augmentation)."""
+    outputs = []
+    for start in range(0, len(images), batch_size):
+        view = to_unit_float(images.images[start : start + batch_size], device)
+        outputs.append(predict(model_input(view)).float().cpu())
+    return torch.cat(outputs) if outputs else torch.zeros(0)
+
+
+class Trainer:
+    def __init__(
+        self,
+        student: nn.Module,
+        method: Method,
+        student_input: ModelInput,
+        train: ImageSet,
+        val: ImageSet,
+        num_classes: int,
+        config: TrainConfig,
+        teachers: TeacherSource | None = None,
+    ):
+        if method.uses_teachers and teachers is None:
+            raise UserError(f"method {method.name!r} needs teachers; train them first")
+        self.device = torch.device(config.device)
+        self.student = student.to(self.device)
+        self.method = method.to(self.device)
+        self.student_input = student_input
+        self.train_set, self.val_set = train, val
+        self.num_classes = num_classes
+        self.config = config
+        self.teachers = teachers
+        self.epoch = 0
+        self.history: list[dict] = []
+        params = list(self.student.parameters()) + list(self.method.parameters())
+        self.optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.StepLR(
+            self.optimizer, step_size=config.scheduler_step, gamma=config.scheduler_gamma
+        )
+
+    def _step(self, index: torch.Tensor, generator: torch.Generator, step: int):
+        view = to_unit_float(self.train_set.images[index], self.device)
+        view = augment(view, self.config.augment, generator)
+        labels = self.train_set.labels[index].to(self.device, non_blocking=True)
+        logits, features = self.method.student_forward(self.student, self.student_input(view))
+        teacher_out = self.teachers(index, view) if self.method.uses_teachers else None
+        terms = self.method.loss_terms(logits, features, teacher_out, labels)
+        loss = sum(terms.values())
+        if not torch.isfinite(loss):
+            values = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
+            raise NonFiniteLoss(
+                f"loss became non-finite at epoch {self.epoch + 1} step {step} ({values}); "
+                "lower --lr or --temperature and resume from the last good checkpoint"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.item() * len(index), int((logits.argmax(1) == labels).sum())
+
+    def train_epoch(self) -> dict:
+        """One epoch of training, then validation; appends to and returns the history row."""
+        started = time.perf_counter()
+        generator = epoch_generator(self.config.seed, self.epoch)
+        batches = batch_indices(len(self.train_set), self.config.batch_size, generator)
+        self.student.train()
+        self.method.train()
+        loss_sum, correct, seen = 0.0, 0, 0
+        description = f"epoch {self.epoch + 1}/{self.config.epochs}"
+        for step, index in enumerate(track(batches, len(batches), description, self.config.quiet)):
+            batch_loss, batch_correct = self._step(index, generator, step)
+            loss_sum, correct, seen = loss_sum + batch_loss, correct + batch_correct, seen + len(index)
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.scheduler.step()
+        val = self.validate()
+        self.epoch += 1
+        row = {
+            "epoch": self.epoch,
+            "train_loss": loss_sum / max(seen, 1),
+            "train_acc": correct / max(seen, 1),
+            "val_loss": val["nll"],
+            "val_acc": val["accuracy"],
+            "val_macro_f1": val["macro_f1"],
+            "lr": lr,
+            "seconds": time.perf_counter() - started,
+        }
+        self.history.append(row)
+        return row
+
+    def validate(self) -> dict:
+        self.student.eval()
+        self.method.eval()
+        logits = predict_logits(
+            lambda x: self.method.predict(self.student, x), self.student_input, self.val_set,
+            self.device,
+        )
+        return classification_scores(logits, self.val_set.labels, self.num_classes)
+
+    def best_epoch(self) -> dict:
+        """The history row chosen on validation accuracy (ties: lower validation loss)."""
+        return max(self.history, key=lambda r: (r["val_acc"], -r["val_loss"]))
+
+    def state_dict(self) -> dict:
+        return {
+            "student": self.student.state_dict(),
+            "method": self.method.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "epoch": self.epoch,
+            "history": self.history,
+            "rng": torch.get_rng_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.student.load_state_dict(state["student"])
+        self.method.load_state_dict(state["method"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch = int(state["epoch"])
+        self.history = list(state["history"])
+        torch.set_rng_state(state["rng"])
+

@@ -1,0 +1,118 @@
+"""Grade a student on a task's test split and write what a person looks at.
+
+evaluation/<task>/ gets results.json (a superset of the seed app's schema),
+sample_predictions.png, confusion_matrix.png and reliability.png.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from amalgam import PROJECT_ROOT
+from amalgam.distill.teachers import model_input_for
+from amalgam.distill.trainer import predict_logits
+from amalgam.distill.views import ModelInput
+from amalgam.errors import UserError
+from amalgam.harness.metrics import classification_scores, fit_temperature, reliability_bins
+from amalgam.harness.plots import confusion_figure, prediction_grid, reliability_figure
+from amalgam.models.checkpoint import atomic_write_bytes, checkpoint_stem, load_model
+from amalgam.tasks.loader import TaskData
+
+
+@dataclass
+class LoadedStudent:
+    """A model ready to predict, however it was stored."""
+
+    predict: nn.Module
+    model_input: ModelInput
+    path: Path
+    params: int
+
+
+def newest_student(task_dir_name: str, runs_root: Path = PROJECT_ROOT / "runs") -> Path:
+    """The best checkpoint of the task's most recent run (run names start with a timestamp)."""
+    candidates = sorted(runs_root.glob(f"*_task_{task_dir_name}*/best.safetensors"))
+    if not candidates:
+        raise UserError(
+            f"no trained student for task {task_dir_name} under {runs_root}; run "
+            f"`python train.py --task {task_dir_name.removeprefix('Task')}` or pass --checkpoint"
+        )
+    return checkpoint_stem(candidates[-1])
+
+
+def load_student(path: Path, classes: tuple[str, ...]) -> LoadedStudent:
+    model, card = load_model(path, classes)
+    return LoadedStudent(model, model_input_for(card), checkpoint_stem(path),
+                         sum(p.numel() for p in model.parameters()))
+
+
+def load_any_student(path: Path, classes: tuple[str, ...], fmt: str = "auto") -> LoadedStudent:
+    """An amalgam checkpoint, or (`--format seed`, or a .pth file) the seed app's state_dict."""
+    path = Path(path)
+    if fmt not in ("auto", "amalgam", "seed"):
+        raise UserError(f"--format must be auto, amalgam or seed, got {fmt!r}")
+    if fmt == "seed" or (fmt == "auto" and path.suffix in (".pth", ".pt")):
+        from amalgam.models.seed_format import load_seed_student
+
+        model, model_input = load_seed_student(path, classes)
+        return LoadedStudent(model, model_input, path, sum(p.numel() for p in model.parameters()))
+    return load_student(path, classes)
+
+
+def score_student(student: LoadedStudent, data: TaskData, device: torch.device) -> dict:
+    """Test scores, with calibration before and after a temperature fitted on validation."""
+    model = student.predict.to(device).eval()
+    test_logits = predict_logits(model, student.model_input, data.test, device)
+    val_logits = predict_logits(model, student.model_input, data.val, device)
+    n = data.spec.num_classes
+    scores = classification_scores(test_logits, data.test.labels, n)
+    temperature = fit_temperature(val_logits, data.val.labels)
+    scaled = classification_scores(test_logits / temperature, data.test.labels, n)
+    scores.update(
+        temperature=temperature, nll_ts=scaled["nll"], ece_ts=scaled["ece"],
+        reliability=reliability_bins(test_logits, data.test.labels),
+        reliability_ts=reliability_bins(test_logits / temperature, data.test.labels),
+    )
+    scores["predictions"] = test_logits.argmax(1)
+    return scores
+
+
+def evaluate_student(student: LoadedStudent, data: TaskData, out_dir: Path, device: torch.device) -> dict:
+    spec = data.spec
+    scores = score_student(student, data, device)
+    preds = scores.pop("predictions")
+    names = list(spec.classes)
+    results = {
+        "task": spec.name,
+        "model_path": str(student.path),
+        "overall_accuracy": round(100 * scores["accuracy"], 2),
+        "per_class_accuracy": {c: round(100 * a, 2) for c, a in zip(names, scores["per_class_accuracy"], strict=True)},
+        "macro_f1": scores["macro_f1"],
+        "per_class_f1": dict(zip(names, scores["per_class_f1"], strict=True)),
+        "confusion_matrix": scores["confusion_matrix"],
+        "classes": names,
+        "n_samples": len(data.test),
+        "params": student.params,
+        "nll": scores["nll"],
+        "ece": scores["ece"],
+        "temperature": scores["temperature"],
+        "nll_ts": scores["nll_ts"],
+        "ece_ts": scores["ece_ts"],
+        "reliability": scores["reliability"],
+        "reliability_ts": scores["reliability_ts"],
+        "split": "test",
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    prediction_grid(data.test.images, data.test.labels, preds, names, out_dir / "sample_predictions.png")
+    confusion_figure(scores["confusion_matrix"], names, out_dir / "confusion_matrix.png",
+                     f"task {spec.name}: accuracy {results['overall_accuracy']:.2f} %")
+    reliability_figure(scores["reliability"], scores["reliability_ts"], scores["temperature"],
+                       out_dir / "reliability.png", f"task {spec.name}: calibration on test")
+    text = json.dumps(results, indent=2)
+    atomic_write_bytes(out_dir / "results.json", lambda p: p.write_text(text))
+    return results

@@ -1,0 +1,243 @@
+"""Getting release assets onto disk.
+
+The CAS771 archives are large and come from Google Drive over connections that drop, so
+partial downloads are kept and resumed, nothing is unpacked before its checksum is checked,
+and every failure ends in one message telling the user how to finish the job by hand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import inspect
+import json
+import os
+import re
+import zipfile
+from pathlib import Path
+from typing import Any
+from urllib.error import HTTPError, URLError
+from urllib.request import Request, urlopen
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from amalgam.errors import UserError
+from amalgam.harness.manifest import Asset, is_present, load_manifest, marker_path
+from amalgam.harness.unpack import place_file, unpack_zip
+
+TIMEOUT_S = 30.0
+_CHUNK = 1 << 20
+_CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-\d+|\*)/(\d+|\*)")
+
+
+def _say(console: Console, quiet: bool, message: str) -> None:
+    if not quiet:
+        console.print(message, markup=False, highlight=False, soft_wrap=True)
+
+
+def source_url(url: str) -> str:
+    """A link a person can open in a browser, for messages that ask them to download by hand."""
+    if url.startswith("gdrive:"):
+        return "https://drive.google.com/uc?id=" + url.removeprefix("gdrive:")
+    return url
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(_CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _content_range(value: str | None) -> tuple[int | None, int | None]:
+    """(first byte, total size) from a Content-Range header; None where absent or unknown."""
+    match = _CONTENT_RANGE.fullmatch((value or "").strip())
+    if match is None:
+        return None, None
+    start = int(match[1]) if match[1] is not None else None
+    total = int(match[2]) if match[2] != "*" else None
+    return start, total
+
+
+def _stream(response: Any, partial: Path, offset: int, progress: Progress, label: str) -> None:
+    length = response.headers.get("Content-Length")
+    expected = int(length) if length and length.isdigit() else None
+    total = offset + expected if expected is not None else None
+    task = progress.add_task(label, total=total, completed=offset)
+    received = 0
+    # Appending only when resuming; a 200 answer means the server is sending everything again.
+    with partial.open("ab" if offset else "wb") as out:
+        while chunk := response.read(_CHUNK):
+            out.write(chunk)
+            received += len(chunk)
+            progress.advance(task, len(chunk))
+    if expected is not None and received < expected:
+        # http.client returns a short body silently; without this the file would look complete.
+        raise ConnectionError(f"connection closed after {offset + received} of {total} bytes")
+
+
+def _download_http(url: str, partial: Path, progress: Progress, label: str) -> None:
+    """Download into partial, continuing from its current size when the server allows it."""
+    for _attempt in range(2):  # the second pass only follows discarding an unusable partial
+        offset = partial.stat().st_size if partial.exists() else 0
+        headers = {"User-Agent": "amalgam-fetch"}
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
+        try:
+            response = urlopen(Request(url, headers=headers), timeout=TIMEOUT_S)
+        except HTTPError as err:
+            if err.code != 416 or not offset:
+                raise
+            _, total = _content_range(err.headers.get("Content-Range"))
+            err.close()
+            if total == offset:
+                return  # an earlier run already received every byte
+            partial.unlink()
+            continue
+        with response:
+            if offset and response.status == 206:
+                start, _ = _content_range(response.headers.get("Content-Range"))
+                if start != offset:
+                    partial.unlink()
+                    continue
+            else:
+                offset = 0
+            _stream(response, partial, offset, progress, label)
+            return
+    raise ConnectionError("the server kept refusing to resume the download")
+
+
+def _download_gdrive(file_id: str, partial: Path, quiet: bool) -> None:
+    import gdown  # lazily: it drags in requests and bs4, and only Drive assets need it
+
+    kwargs: dict[str, Any] = {"id": file_id, "output": str(partial), "quiet": quiet, "resume": True}
+    if "timeout" in inspect.signature(gdown.download).parameters:  # older gdown lacks it
+        kwargs["timeout"] = TIMEOUT_S
+    try:
+        result = gdown.download(**kwargs)
+    except OSError:
+        raise
+    except Exception as err:  # gdown's own error types differ between versions
+        raise ConnectionError(f"{type(err).__name__}: {err}") from err
+    if result is None or not partial.is_file():
+        raise ConnectionError("Google Drive did not send the file; is it still shared publicly?")
+
+
+def _reason(err: BaseException) -> str:
+    if isinstance(err, HTTPError):
+        text = f"HTTP {err.code} {err.reason}"
+    elif isinstance(err, URLError):
+        text = str(err.reason)
+    elif isinstance(err, TimeoutError):
+        text = f"no answer within {TIMEOUT_S:.0f} s"
+    else:
+        text = str(err) or type(err).__name__
+    text = " ".join(text.split())  # gdown's messages span several lines; the CLI wants one
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _download(asset: Asset, download: Path, dest: Path, quiet: bool, console: Console) -> None:
+    partial = download.with_name(download.name + ".partial")
+    try:
+        if asset.url.startswith("gdrive:"):
+            _download_gdrive(asset.url.removeprefix("gdrive:"), partial, quiet)
+        else:
+            columns = (
+                TextColumn("{task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                TimeRemainingColumn(),
+            )
+            with Progress(*columns, console=console, disable=quiet, transient=True) as progress:
+                _download_http(asset.url, partial, progress, asset.name)
+    except (OSError, http.client.HTTPException) as err:
+        # The .partial stays where it is, so the next run resumes instead of starting over.
+        raise UserError(
+            f"could not download {asset.name} from {source_url(asset.url)} ({_reason(err)}); "
+            f"download it by hand and put it at {download} (or unpack it into {dest}), "
+            "then run again"
+        ) from err
+    os.replace(partial, download)
+
+
+def _verify(asset: Asset, download: Path, quiet: bool, console: Console) -> str:
+    digest = sha256_file(download)
+    if asset.sha256 and digest != asset.sha256:
+        download.unlink(missing_ok=True)
+        raise UserError(
+            f"sha256 mismatch for {asset.name}: expected {asset.sha256}, got {digest}; "
+            f"the download {download} was deleted - run again to re-download, or update "
+            "sha256 in the manifest if the release really changed"
+        )
+    if not asset.sha256:
+        _say(
+            console,
+            quiet,
+            f'{asset.name}: sha256 {digest} is not pinned; add sha256 = "{digest}" to its '
+            "[[asset]] table in the manifest so later downloads are verified",
+        )
+    return digest
+
+
+def fetch_asset(
+    asset: Asset,
+    root: Path,
+    *,
+    cache_dir: Path | None = None,
+    quiet: bool = False,
+    console: Console | None = None,
+) -> Path:
+    """Make one asset present under root, downloading only what is missing; returns its dest."""
+    console = console if console is not None else Console(stderr=True)
+    root = Path(root)
+    dest = root / asset.dest
+    if is_present(asset, root):
+        _say(console, quiet, f"{asset.name}: already present in {dest}, nothing to do")
+        return dest
+    cache = Path(cache_dir) if cache_dir is not None else root / ".cache" / "downloads"
+    cache.mkdir(parents=True, exist_ok=True)
+    download = cache / asset.filename
+    if download.is_file():
+        _say(console, quiet, f"{asset.name}: using the earlier download {download}")
+    else:
+        _download(asset, download, dest, quiet, console)
+    digest = _verify(asset, download, quiet, console)
+
+    if asset.archive == "zip":
+        try:
+            unpack_zip(download, dest)
+        except zipfile.BadZipFile as err:
+            download.unlink(missing_ok=True)
+            raise UserError(
+                f"{asset.name}: {download} is not a readable zip archive ({err}); it was "
+                "deleted - run again to download it afresh"
+            ) from err
+    else:
+        place_file(download, dest, asset.filename)
+
+    record = {"name": asset.name, "url": asset.url, "sha256": digest, "archive": asset.archive}
+    marker_path(asset, root).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    _say(console, quiet, f"{asset.name}: ready in {dest}")
+    return dest
+
+
+def fetch(names: list[str] | None, manifest: Path | None, root: Path, quiet: bool = False) -> list[Path]:
+    """Fetch the named assets (all of them when names is empty), in manifest order."""
+    assets = load_manifest(manifest)
+    by_name = {asset.name: asset for asset in assets}
+    for name in names or []:
+        if name not in by_name:
+            raise UserError(f"unknown asset {name!r}; known assets: {', '.join(by_name)}")
+    chosen = [by_name[name] for name in dict.fromkeys(names)] if names else assets
+    console = Console(stderr=True)
+    return [fetch_asset(asset, Path(root), quiet=quiet, console=console) for asset in chosen]

@@ -1,0 +1,33 @@
+"""How good the teachers are: each on its own classes, and all of them combined on the union."""
+
+from __future__ import annotations
+
+import torch
+
+from amalgam.distill.ensemble import TeacherEnsemble, combined_teacher_probs
+from amalgam.distill.views import to_unit_float
+from amalgam.tasks.images import ImageSet
+
+
+@torch.no_grad()
+def teacher_logits(ensemble: TeacherEnsemble, images: ImageSet, device: torch.device,
+                   batch_size: int = 256) -> torch.Tensor:
+    """Padded local logits [N, K, L] of every teacher on every image, in order."""
+    parts = [ensemble(to_unit_float(images.images[i : i + batch_size], device)).cpu()
+             for i in range(0, len(images), batch_size)]
+    return torch.cat(parts)
+
+
+def teacher_scores(ensemble: TeacherEnsemble, images: ImageSet, device: torch.device) -> dict:
+    """Per teacher: accuracy on the images of its own classes; plus the union accuracy."""
+    roster = ensemble.roster
+    logits = teacher_logits(ensemble, images, device)
+    labels = images.labels
+    per_teacher = {}
+    for k, name in enumerate(roster.teacher_names):
+        own = roster.coverage[k, labels]
+        width = int(roster.local_mask[k].sum())
+        predicted_global = roster.local_to_global[k, logits[own, k, :width].argmax(1)]
+        per_teacher[name] = float((predicted_global == labels[own]).float().mean()) if own.any() else 0.0
+    union_pred = combined_teacher_probs(logits, roster).argmax(1)
+    return {"per_teacher": per_teacher, "union_accuracy": float((union_pred == labels).float().mean())}

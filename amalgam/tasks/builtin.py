@@ -1,0 +1,108 @@
+"""The built-in tasks, written as data: the embedded default, full Fashion-MNIST, CAS771 A and B."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from amalgam.errors import UserError
+from amalgam.tasks.fashion import FASHION_CLASSES
+from amalgam.tasks.spec import DataSpec, TaskSpec, TeacherSpec
+
+DEFAULT_TASK = "fashion-mini"
+
+
+def _fashion_roster() -> tuple[TeacherSpec, ...]:
+    groups = ((0, 1, 2, 3), (3, 4, 5, 6), (6, 7, 8, 9))  # SPEC §2: Dress and Shirt shared
+    return tuple(
+        TeacherSpec(f"teacher_{k}", tuple(FASHION_CLASSES[i] for i in group))
+        for k, group in enumerate(groups, start=1)
+    )
+
+
+# SPEC §1: (global name, original label) in global order, then each teacher's names.
+TASK_A_CLASSES = (
+    ("apple", 0), ("maple_tree", 47), ("mushroom", 51), ("oak_tree", 52), ("orange", 53),
+    ("orchid", 54), ("palm_tree", 56), ("pear", 57), ("pine_tree", 59), ("poppy", 62),
+    ("rose", 70), ("sunflower", 82), ("sweet_pepper", 83), ("tulip", 92), ("willow", 96),
+)
+TASK_A_TEACHERS = (
+    ("maple_tree", "oak_tree", "palm_tree", "pine_tree", "willow"),
+    ("orchid", "poppy", "rose", "sunflower", "tulip"),
+    ("apple", "mushroom", "orange", "pear", "sweet_pepper"),
+)
+TASK_A_FILES = (
+    ("Model1_trees_superclass/model1_train_supercls.pth",
+     "Model1_trees_superclass/model1_test_supercls.pth"),
+    ("Model2_flowers_superclass/model2_train_supercls.pth",
+     "Model2_flowers_superclass/model2_test_supercls.pth"),
+    ("Model3_fruit+veg_superclass/model3_train_supercls.pth",
+     "Model3_fruit+veg_superclass/model3_test_supercls.pth"),
+)
+TASK_B_CLASSES = (
+    ("African_elephant", 24), ("hyena", 34), ("zebra", 80), ("collie", 124),
+    ("golden_retriever", 125), ("boxer", 130), ("patas", 135), ("baboon", 137),
+    ("Arctic_fox", 159), ("Chihuahua", 173), ("lynx", 201), ("African_hunting_dog", 202),
+)
+TASK_B_TEACHERS = (
+    ("hyena", "baboon", "Arctic_fox", "Chihuahua", "lynx"),
+    ("African_elephant", "hyena", "zebra", "patas", "African_hunting_dog"),
+    ("collie", "golden_retriever", "boxer", "Chihuahua", "African_hunting_dog"),
+)
+TASK_B_FILES = tuple(
+    (f"train_dataB_model_{k}.pth", f"val_dataB_model_{k}.pth") for k in (1, 2, 3)
+)
+
+
+def _cas771(name: str, classes, teachers, files, folder: str, description: str) -> TaskSpec:
+    return TaskSpec(
+        name=name,
+        classes=tuple(c for c, _ in classes),
+        teachers=tuple(
+            TeacherSpec(f"teacher_{k}", names) for k, names in enumerate(teachers, start=1)
+        ),
+        data=DataSpec(
+            "cas771-pth",
+            root=f"data/{folder}",
+            options={
+                "original_labels": {c: label for c, label in classes},
+                "files": [{"train": tr, "test": te} for tr, te in files],
+            },
+        ),
+        img_size=64,
+        description=description,
+    )
+
+
+def builtin_tasks() -> dict[str, TaskSpec]:
+    return {
+        "fashion-mini": TaskSpec(
+            "fashion-mini", FASHION_CLASSES, _fashion_roster(), DataSpec("fashion-mini"),
+            img_size=32,
+            description="embedded default: 300 train / 60 test real Fashion-MNIST images per class",
+        ),
+        "fashion": TaskSpec(
+            "fashion", FASHION_CLASSES, _fashion_roster(), DataSpec("fashion-idx"),
+            img_size=32,
+            description="full Fashion-MNIST (60k train / 10k test) from the IDX files",
+        ),
+        "A": _cas771("A", TASK_A_CLASSES, TASK_A_TEACHERS, TASK_A_FILES, "TaskA",
+                     "CAS771 Task A: 15 CIFAR-100 classes, 3 disjoint teachers"),
+        "B": _cas771("B", TASK_B_CLASSES, TASK_B_TEACHERS, TASK_B_FILES, "TaskB",
+                     "CAS771 Task B: 12 ImageNet animals, 3 overlapping teachers"),
+    }
+
+
+def get_task(name: str) -> TaskSpec:
+    """A built-in task by name (A/B also as TaskA/TaskB), or a task.toml by path."""
+    if name.endswith(".toml") or Path(name).suffix == ".toml":
+        from amalgam.tasks.toml_task import load_task_file
+
+        return load_task_file(Path(name))
+    tasks = builtin_tasks()
+    key = {"TaskA": "A", "TaskB": "B", "a": "A", "b": "B"}.get(name, name)
+    if key not in tasks:
+        raise UserError(
+            f"unknown task {name!r}; use one of {sorted(tasks)} or a path to a task.toml "
+            "(`python train.py tasks` lists them)"
+        )
+    return tasks[key]
