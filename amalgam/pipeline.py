@@ -19,23 +19,44 @@ from amalgam.tasks.loader import load_task_data
 from amalgam.ui import console, say
 
 
-def run_pipeline(task: str, student: str, method: str, epochs: int, teacher_epochs: int,
-                 img_size: int | None, seed: int, data_dir: str | None, device: str, quiet: bool,
-                 root=PROJECT_ROOT) -> dict:
+def run_pipeline(
+    task: str,
+    student: str,
+    method: str,
+    epochs: int,
+    teacher_epochs: int,
+    img_size: int | None,
+    seed: int,
+    train_per_class: int | None,
+    data_dir: str | None,
+    device: str,
+    quiet: bool,
+    root=PROJECT_ROOT,
+) -> dict:
     spec = get_task(task)
-    data = load_task_data(spec, data_dir)
+    data = load_task_data(spec, data_dir, train_per_class=train_per_class)
     size = img_size or spec.img_size
-    base = TrainConfig(epochs=teacher_epochs, lr=2e-3, seed=seed, device=device, quiet=quiet)
+    base = TrainConfig(
+        epochs=teacher_epochs, lr=2e-3, seed=seed, augment="crop-flip", device=device, quiet=quiet
+    )
     say(f"[bold]1/4[/] teachers of task {spec.name}", quiet)
     train_all_teachers(data, base, size, root)
-    student_config = replace(base, epochs=epochs, lr=1e-3)
+    student_config = replace(base, epochs=epochs, lr=1e-3, augment="none")
     results = {}
     for step, arm in ((2, "ce"), (3, method)):
         say(f"[bold]{step}/4[/] student {student} with method {arm}", quiet)
-        settings = DistilSettings(task=task, student=student, method=arm, method_options=MethodOptions(),
-                                  train=student_config, img_size=img_size, data_dir=data_dir,
-                                  run_name=f"pipeline_{arm}")
-        results[arm] = distil(settings, out_root=root / "runs", root=root, data=data)
+        settings = DistilSettings(
+            task=task,
+            student=student,
+            method=arm,
+            method_options=MethodOptions(),
+            train=student_config,
+            img_size=img_size,
+            data_dir=data_dir,
+            run_name=f"pipeline_{arm}",
+            train_per_class=train_per_class,
+        )
+        results[arm] = distil(settings, root=root, data=data)
     say("[bold]4/4[/] evaluation on the test split", quiet)
     torch_device = torch.device(device)
     out_dir = root / "evaluation" / spec.dir_name
@@ -43,17 +64,21 @@ def run_pipeline(task: str, student: str, method: str, epochs: int, teacher_epoc
     report = evaluate_student(distilled, data, out_dir, torch_device)
     baseline = score_student(load_student(results["ce"].run_dir / "best", spec.classes), data, torch_device)
     teachers = teacher_scores(load_ensemble(spec, torch_device, root), data.test, torch_device)
+    confusion = torch.tensor(report["confusion_matrix"])  # rows: true class, columns: predicted
     own_class_acc = {}
     for teacher in spec.teachers:
         idx = torch.tensor(spec.teacher_global_indices(teacher))
-        keep = torch.isin(data.test.labels, idx)
-        preds = torch.tensor(report["confusion_matrix"])  # rows: true class
-        own_class_acc[teacher.name] = float(preds[idx].diag().sum() / preds[idx].sum()) if keep.any() else 0.0
+        own_class_acc[teacher.name] = float(confusion[idx, idx].sum() / confusion[idx].sum().clamp_min(1))
     return {
-        "task": spec.name, "method": method, "student": student,
-        "teachers": teachers["per_teacher"], "teachers_union_accuracy": teachers["union_accuracy"],
-        "student_accuracy": report["overall_accuracy"] / 100, "student_on_teacher_classes": own_class_acc,
-        "ce_accuracy": baseline["accuracy"], "evaluation_dir": str(out_dir),
+        "task": spec.name,
+        "method": method,
+        "student": student,
+        "teachers": teachers["per_teacher"],
+        "teachers_union_accuracy": teachers["union_accuracy"],
+        "student_accuracy": report["overall_accuracy"] / 100,
+        "student_on_teacher_classes": own_class_acc,
+        "ce_accuracy": baseline["accuracy"],
+        "evaluation_dir": str(out_dir),
         "runs": {arm: str(r.run_dir) for arm, r in results.items()},
     }
 
@@ -65,10 +90,19 @@ def print_summary(summary: dict) -> None:
     table.add_column("accuracy", justify="right")
     for name, acc in summary["teachers"].items():
         table.add_row(name, "its own classes", f"{acc:.2%}")
-        table.add_row(f"  student ({summary['method']})", f"{name}'s classes",
-                      f"{summary['student_on_teacher_classes'][name]:.2%}")
+        table.add_row(
+            f"  student ({summary['method']})",
+            f"{name}'s classes",
+            f"{summary['student_on_teacher_classes'][name]:.2%}",
+        )
     table.add_row("teachers combined", "all classes", f"{summary['teachers_union_accuracy']:.2%}")
-    table.add_row(f"student, CE baseline ({summary['student']})", "all classes", f"{summary['ce_accuracy']:.2%}")
-    table.add_row(f"student, distilled ({summary['method']})", "all classes",
-                  f"{summary['student_accuracy']:.2%}", style="bold")
+    table.add_row(
+        f"student, CE baseline ({summary['student']})", "all classes", f"{summary['ce_accuracy']:.2%}"
+    )
+    table.add_row(
+        f"student, distilled ({summary['method']})",
+        "all classes",
+        f"{summary['student_accuracy']:.2%}",
+        style="bold",
+    )
     console.print(table)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
-from amalgam import PROJECT_ROOT
 from amalgam.cli.common import resolve_device
+from amalgam.cli.tasks_cli import tasks_command
 from amalgam.distill.methods import DEFAULT_METHOD, METHODS, MethodOptions
 from amalgam.distill.run import DistilSettings, distil, resume
 from amalgam.distill.trainer import TrainConfig
@@ -17,10 +17,15 @@ from amalgam.tasks.builtin import DEFAULT_TASK, get_task
 from amalgam.tasks.loader import load_task_data
 from amalgam.ui import console, say
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
-                  help="Distil one student from several partial teachers.")
+app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Distil one student from several partial teachers.",
+)
 
-TaskOpt = typer.Option(DEFAULT_TASK, "--task", help="built-in task (fashion-mini, fashion, A, B) or task.toml")
+TaskOpt = typer.Option(
+    DEFAULT_TASK, "--task", help="built-in task (fashion-mini, fashion, A, B) or a task.toml"
+)
 QuietOpt = typer.Option(False, "--quiet", "-q", help="no progress bars or per-epoch lines")
 DeviceOpt = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N")
 DataDirOpt = typer.Option(None, "--data-dir", help="folder holding the task's data files")
@@ -33,11 +38,26 @@ PerClassOpt = typer.Option(None, "--train-per-class", help="keep at most N train
 def distil_command(
     ctx: typer.Context,
     task: str = TaskOpt,
-    student: str = typer.Option(DEFAULT_STUDENT, "--student", "--student_model", "--student-model",
-                                help="mobilenetv3, mobilenetv3_small, efficientnet, resnet18"),
+    student: str = typer.Option(
+        DEFAULT_STUDENT,
+        "--student",
+        "--student_model",
+        "--student-model",
+        help="mobilenetv3, mobilenetv3_small, efficientnet, resnet18",
+    ),
     method: str = typer.Option(DEFAULT_METHOD, "--method", help=f"one of {sorted(METHODS)}"),
     temperature: float = typer.Option(4.0, "--temperature", "-T", help="softening temperature T > 0"),
     alpha: float = typer.Option(0.5, "--alpha", help="weight of the distillation term in [0, 1]; 0 = CE"),
+    dkd_alpha: float = typer.Option(1.0, "--dkd-alpha", help="DKD weight of the target-class term"),
+    dkd_beta: float = typer.Option(8.0, "--dkd-beta", help="DKD weight of the non-target term"),
+    hint_weight: float = typer.Option(1.0, "--hint-weight", help="FitNet / SimKD feature-loss weight"),
+    simkd_ratio: int = typer.Option(2, "--simkd-ratio", help="SimKD projector bottleneck ratio r"),
+    confidence_weighting: bool = typer.Option(
+        False, "--confidence-weighting", help="partial-kd: weight teachers by their confidence"
+    ),
+    teacher_filter: str = typer.Option(
+        "none", "--teacher-filter", help="none, or correct: distil only from teachers that are right"
+    ),
     epochs: int = typer.Option(12, "--epochs", "--num_epochs", "--num-epochs"),
     batch_size: int = typer.Option(64, "--batch-size", "--batch_size"),
     lr: float = typer.Option(1e-3, "--lr"),
@@ -46,14 +66,16 @@ def distil_command(
     scheduler_gamma: float = typer.Option(0.5, "--scheduler-gamma", "--scheduler_gamma"),
     seed: int = typer.Option(42, "--seed"),
     run: str = typer.Option("", "--run", help="suffix for the run directory name"),
-    augment: str = typer.Option("crop-flip", "--augment", help="none, flip or crop-flip"),
+    augment: str = typer.Option("none", "--augment", help="none (teachers cached), flip or crop-flip"),
     img_size: int | None = ImgSizeOpt,
     val_fraction: float = ValFracOpt,
     train_per_class: int | None = PerClassOpt,
     data_dir: str | None = DataDirOpt,
     pretrained: bool = typer.Option(False, "--pretrained", help="start from timm's ImageNet weights"),
     device: str = DeviceOpt,
-    out: Path = typer.Option(PROJECT_ROOT / "runs", "--out", help="folder that receives run directories"),
+    out: Path | None = typer.Option(
+        None, "--out", help="run directory (default runs/<time>_task_<T>[_<run>])"
+    ),
     resume_dir: Path | None = typer.Option(None, "--resume", help="continue a stopped run directory"),
     quiet: bool = QuietOpt,
 ) -> None:
@@ -64,18 +86,44 @@ def distil_command(
         result = resume(resume_dir, epochs if _given(ctx, "epochs") else None, quiet)
     else:
         settings = DistilSettings(
-            task=task, student=canonical_student(student), method="ce" if alpha == 0 else method,
-            method_options=MethodOptions(temperature=temperature, alpha=alpha),
-            train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                              scheduler_step=scheduler_step, scheduler_gamma=scheduler_gamma, seed=seed,
-                              augment=augment, device=resolve_device(device), quiet=quiet),
-            img_size=_check_img_size(img_size), val_fraction=val_fraction,
-            train_per_class=train_per_class, data_dir=data_dir, pretrained=pretrained, run_name=run,
+            task=task,
+            student=canonical_student(student),
+            method="ce" if alpha == 0 else method,
+            method_options=MethodOptions(
+                temperature=temperature,
+                alpha=alpha,
+                dkd_alpha=dkd_alpha,
+                dkd_beta=dkd_beta,
+                hint_weight=hint_weight,
+                simkd_ratio=simkd_ratio,
+                confidence_weighting=confidence_weighting,
+                teacher_filter=teacher_filter,
+            ),
+            train=TrainConfig(
+                epochs=epochs,
+                batch_size=batch_size,
+                lr=lr,
+                weight_decay=weight_decay,
+                scheduler_step=scheduler_step,
+                scheduler_gamma=scheduler_gamma,
+                seed=seed,
+                augment=augment,
+                device=resolve_device(device),
+                quiet=quiet,
+            ),
+            img_size=_check_img_size(img_size),
+            val_fraction=val_fraction,
+            train_per_class=train_per_class,
+            data_dir=data_dir,
+            pretrained=pretrained,
+            run_name=run,
         )
-        result = distil(settings, out_root=out)
+        result = distil(settings, out_dir=out)
     best = result.best
-    console.print(f"best epoch {best['epoch']} (chosen on validation): val acc {best['val_acc']:.2%}, "
-                  f"macro-F1 {best['val_macro_f1']:.3f} → {result.run_dir}")
+    console.print(
+        f"best epoch {best['epoch']} (chosen on validation): val acc {best['val_acc']:.2%}, "
+        f"macro-F1 {best['val_macro_f1']:.3f} → {result.run_dir}"
+    )
 
 
 def _given(ctx: typer.Context, name: str) -> bool:
@@ -109,12 +157,21 @@ def teachers_command(
 
     spec = get_task(task)
     data = load_task_data(spec, data_dir, val_fraction, train_per_class)
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, augment=augment,
-                         device=resolve_device(device), quiet=quiet)
+    config = TrainConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        augment=augment,
+        device=resolve_device(device),
+        quiet=quiet,
+    )
     reports = train_all_teachers(data, config, _check_img_size(img_size) or spec.img_size)
     for report in reports:
-        console.print(f"{report.name}: {report.test_accuracy:.2%} test accuracy on its "
-                      f"{len(report.classes)} classes ({', '.join(report.classes)})")
+        console.print(
+            f"{report.name}: {report.test_accuracy:.2%} test accuracy on its "
+            f"{len(report.classes)} classes ({', '.join(report.classes)})"
+        )
 
 
 @app.command("pipeline")
@@ -122,9 +179,10 @@ def pipeline_command(
     task: str = TaskOpt,
     student: str = typer.Option(DEFAULT_STUDENT, "--student", "--student_model"),
     method: str = typer.Option(DEFAULT_METHOD, "--method"),
-    epochs: int = typer.Option(8, "--epochs", help="student epochs (CE baseline and distilled)"),
+    epochs: int = typer.Option(15, "--epochs", help="student epochs (CE baseline and distilled)"),
     teacher_epochs: int = typer.Option(10, "--teacher-epochs"),
     img_size: int | None = ImgSizeOpt,
+    train_per_class: int | None = PerClassOpt,
     seed: int = typer.Option(42, "--seed"),
     data_dir: str | None = DataDirOpt,
     device: str = DeviceOpt,
@@ -133,11 +191,82 @@ def pipeline_command(
     """Teachers → CE baseline → distilled student → evaluation, then one summary table."""
     from amalgam.pipeline import print_summary, run_pipeline
 
-    summary = run_pipeline(task=task, student=canonical_student(student), method=method, epochs=epochs,
-                           teacher_epochs=teacher_epochs, img_size=_check_img_size(img_size), seed=seed,
-                           data_dir=data_dir, device=resolve_device(device), quiet=quiet)
+    summary = run_pipeline(
+        task=task,
+        student=canonical_student(student),
+        method=method,
+        epochs=epochs,
+        teacher_epochs=teacher_epochs,
+        img_size=_check_img_size(img_size),
+        seed=seed,
+        train_per_class=train_per_class,
+        data_dir=data_dir,
+        device=resolve_device(device),
+        quiet=quiet,
+    )
     print_summary(summary)
     say(f"reports in {summary['evaluation_dir']}")
+
+
+app.command("tasks")(tasks_command)
+
+
+@app.command("compare")
+def compare_command(
+    task: str = TaskOpt,
+    methods: str = typer.Option("ce,kd,partial-kd,dkd,fitnet,simkd", "--methods", help="comma-separated"),
+    seeds: int = typer.Option(3, "--seeds", help="runs per method (seeds seed, seed+1, …)"),
+    student: str = typer.Option(DEFAULT_STUDENT, "--student", "--student_model"),
+    epochs: int = typer.Option(12, "--epochs", "--num_epochs"),
+    batch_size: int = typer.Option(64, "--batch-size", "--batch_size"),
+    lr: float = typer.Option(1e-3, "--lr"),
+    temperature: float = typer.Option(4.0, "--temperature", "-T"),
+    alpha: float = typer.Option(0.5, "--alpha"),
+    teacher_filter: str = typer.Option("none", "--teacher-filter"),
+    augment: str = typer.Option("none", "--augment"),
+    img_size: int | None = ImgSizeOpt,
+    train_per_class: int | None = PerClassOpt,
+    seed: int = typer.Option(42, "--seed"),
+    data_dir: str | None = DataDirOpt,
+    out: Path | None = typer.Option(None, "--out", help="report folder (default reports/<task>)"),
+    device: str = DeviceOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Train every method with the same budget over several seeds; write reports/<task>/compare.*."""
+    from amalgam.compare import parse_methods, run_compare
+
+    config = TrainConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        augment=augment,
+        device=resolve_device(device),
+        quiet=quiet,
+    )
+    options = MethodOptions(temperature=temperature, alpha=alpha, teacher_filter=teacher_filter)
+    report = run_compare(
+        task,
+        parse_methods(methods),
+        seeds,
+        canonical_student(student),
+        options,
+        config,
+        _check_img_size(img_size),
+        train_per_class,
+        data_dir,
+        out_dir=out,
+    )
+    for name, stats in report["methods"].items():
+        console.print(
+            f"{name:>11}: accuracy {stats['accuracy']['mean']:.2%} ± {stats['accuracy']['std']:.2%}, "
+            f"ECE after T-scaling {stats['ece_ts']['mean']:.3f}"
+        )
+    console.print(f"teachers combined: {report['teachers_union_accuracy']:.2%}")
+    for name, failures in report["failed"].items():
+        console.print(
+            f"[red]{name} failed[/] on {len(failures)} seed(s): {failures[0]['error']}", markup=True
+        )
 
 
 def main() -> None:

@@ -30,16 +30,21 @@ def place_in_task_space(local_values: torch.Tensor, roster: Roster) -> torch.Ten
 
 
 def seed_rule_targets(
-    local_logits: torch.Tensor, labels: torch.Tensor, roster: Roster, temperature: float
+    local_logits: torch.Tensor, labels: torch.Tensor, roster: Roster, temperature: float,
+    allowed: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The seed app's soft labels, vectorised: average the teachers that cover the true class.
 
     Each covering teacher's softened probabilities go to their global indices; a class known
     to several covering teachers gets their mean. The result is renormalised to sum to 1 so
     it is a distribution for the KL term (it already is when one teacher covers the label).
+    `allowed` [B, K] narrows the covering teachers further (e.g. to those that are correct);
+    a sample left with none gets an all-zero row, which its caller must mask out.
     """
     coverage = roster.coverage.to(local_logits.device)  # [K, C]
     covering = coverage[:, labels].T.float()  # [B, K]: teacher covers the sample's class
+    if allowed is not None:
+        covering = covering * allowed.float()
     probs = place_in_task_space(masked_local_softmax(local_logits, roster, temperature), roster)
     summed = (probs * covering[:, :, None]).sum(dim=1)  # [B, C]
     counts = covering @ coverage.float()  # [B, C]: covering teachers that know class c
@@ -72,16 +77,37 @@ class TeacherEnsemble(nn.Module):
 
     def forward(self, view: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
-            out = self._all_teachers(view)
-        return out.clone()  # a normal tensor again, so losses may save it for backward
+            logits, _ = self._all_teachers(view, with_features=False)
+        return logits.clone()  # a normal tensor again, so losses may save it for backward
 
-    def _all_teachers(self, view: torch.Tensor) -> torch.Tensor:
+    def forward_with_features(self, view: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Logits plus each teacher's last feature map (for FitNet / SimKD)."""
+        with torch.inference_mode():
+            logits, features = self._all_teachers(view, with_features=True)
+        return logits.clone(), [f.clone() for f in features]
+
+    def _all_teachers(self, view: torch.Tensor, with_features: bool):
         width = self.roster.local_mask.shape[1]
         out = view.new_zeros(view.shape[0], len(self.teachers), width)
+        features = []
         prepared: dict[ModelInput, torch.Tensor] = {}
         for k, (teacher, model_input) in enumerate(zip(self.teachers, self.inputs, strict=True)):
             if model_input not in prepared:
                 prepared[model_input] = model_input(view)
-            logits = teacher(prepared[model_input]).float()
+            if with_features:
+                feature_map = teacher.forward_features(prepared[model_input])
+                features.append(feature_map.float())
+                logits = teacher.forward_head(feature_map).float()
+            else:
+                logits = teacher(prepared[model_input]).float()
             out[:, k, : logits.shape[1]] = logits
-        return out
+        return out, features
+
+def correct_teachers(local_logits: torch.Tensor, labels: torch.Tensor, roster: Roster) -> torch.Tensor:
+    """[B, K] bool: the teacher knows the sample's class and ranks it first (seed 003's filter)."""
+    masked = local_logits.masked_fill(~roster.local_mask.to(local_logits.device), float("-inf"))
+    predicted = roster.local_to_global.to(local_logits.device).gather(
+        1, masked.argmax(dim=2).T
+    ).T  # [B, K] global index of each teacher's top class
+    covers = roster.coverage.to(local_logits.device)[:, labels].T
+    return covers & (predicted == labels[:, None])

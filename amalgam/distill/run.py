@@ -13,12 +13,14 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from amalgam import PROJECT_ROOT
 from amalgam.distill.methods import MethodOptions, TeacherOutputs, build_method
+from amalgam.distill.teacher_cache import teacher_source_for
 from amalgam.distill.teachers import load_ensemble
 from amalgam.distill.trainer import TrainConfig, Trainer
-from amalgam.distill.views import ModelInput
+from amalgam.distill.views import ModelInput, to_unit_float
 from amalgam.errors import UserError
 from amalgam.harness.plots import learning_curve
 from amalgam.models.checkpoint import ModelCard, atomic_write_bytes, save_checkpoint
@@ -28,6 +30,7 @@ from amalgam.tasks.loader import TaskData, load_task_data
 from amalgam.ui import say
 
 STATE_FILE = "last_state.pt"
+BEST_METHOD_FILE = "best_method.safetensors"
 
 
 @dataclass(frozen=True)
@@ -57,14 +60,21 @@ class DistilSettings:
         return cls(**data)
 
 
-def new_run_dir(out_root: Path, task_dir_name: str, run_name: str) -> Path:
+def default_run_dir(runs_root: Path, task_dir_name: str, run_name: str) -> Path:
+    """runs/<YYYYmmdd-HHMMSS>_task_<T>[_<run>], with -2, -3… if that second is taken."""
     suffix = f"_{run_name}" if run_name else ""
-    run_dir = out_root / f"{time.strftime('%Y%m%d-%H%M%S')}_task_{task_dir_name}{suffix}"
-    if (run_dir / "config.json").exists():
-        raise UserError(
-            f"{run_dir} already holds a run and is never overwritten; wait a second, "
-            "pass another --run name, or --resume it"
-        )
+    base = runs_root / f"{time.strftime('%Y%m%d-%H%M%S')}_task_{task_dir_name}{suffix}"
+    candidate, n = base, 1
+    while candidate.exists():
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    return candidate
+
+
+def claim_run_dir(run_dir: Path) -> Path:
+    """Create the run directory; one that already holds a run is never overwritten."""
+    if (run_dir / "config.json").exists() or (run_dir / STATE_FILE).exists():
+        raise UserError(f"{run_dir} already holds a run; pass another --out, or --resume {run_dir}")
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
 
@@ -86,20 +96,47 @@ class RunResult:
     run_dir: Path
     best: dict
     history: list[dict]
+    trainer: Trainer
 
 
-def student_card(settings: DistilSettings, data: TaskData, model_input: ModelInput, metrics: dict) -> ModelCard:
+def setup_feature_method(
+    method, student, model_input: ModelInput, ensemble, data: TaskData, device: torch.device
+) -> None:
+    """Let a feature method size its regressors/projectors from one dry batch."""
+    view = to_unit_float(data.train.images[:2], device)
+    with torch.no_grad():
+        student_features = student.eval().forward_features(model_input(view))
+    _, teacher_features = ensemble.forward_with_features(view)
+    method.setup(student_features, teacher_features, list(ensemble.teachers))
+
+
+def load_best(trainer: Trainer, run_dir: Path) -> None:
+    """Put the validation-chosen weights (student and method helpers) back into the trainer."""
+    trainer.student.load_state_dict(load_file(str(run_dir / "best.safetensors")))
+    method_file = run_dir / BEST_METHOD_FILE
+    if method_file.exists():
+        trainer.method.load_state_dict(load_file(str(method_file)))
+
+
+def student_card(
+    settings: DistilSettings, data: TaskData, model_input: ModelInput, metrics: dict
+) -> ModelCard:
     return ModelCard(
-        kind="student", arch=canonical_student(settings.student), classes=list(data.spec.classes),
-        img_size=model_input.img_size, mean=list(model_input.mean), std=list(model_input.std),
-        task=data.spec.name, metrics=metrics,
+        kind="student",
+        arch=canonical_student(settings.student),
+        classes=list(data.spec.classes),
+        img_size=model_input.img_size,
+        mean=list(model_input.mean),
+        std=list(model_input.std),
+        task=data.spec.name,
+        metrics=metrics,
         trained_on={"task": data.spec.name, "method": settings.method, "images": len(data.train)},
     )
 
 
 def distil(
     settings: DistilSettings,
-    out_root: Path = PROJECT_ROOT / "runs",
+    out_dir: Path | None = None,
     resume_dir: Path | None = None,
     root: Path = PROJECT_ROOT,
     data: TaskData | None = None,
@@ -115,43 +152,59 @@ def distil(
     student = create_student(settings.student, spec.num_classes, settings.pretrained)
     teachers = None
     if method.uses_teachers:
-        teachers = online_teacher_source(load_ensemble(spec, device, root))
+        ensemble = load_ensemble(spec, device, root)
+        teachers = teacher_source_for(spec, data, method, config, ensemble, root)
+        if method.needs_features:
+            setup_feature_method(method, student.to(device), model_input, ensemble, data, device)
     trainer = Trainer(student, method, model_input, data.train, data.val, spec.num_classes, config, teachers)
     if resume_dir is not None:
         run_dir = resume_dir
         trainer.load_state_dict(torch.load(run_dir / STATE_FILE, weights_only=True))
         say(f"resuming {run_dir} at epoch {trainer.epoch + 1}/{config.epochs}", config.quiet)
     else:
-        run_dir = new_run_dir(out_root, spec.dir_name, settings.run_name)
+        run_dir = claim_run_dir(out_dir or default_run_dir(root / "runs", spec.dir_name, settings.run_name))
         write_json(run_dir / "config.json", settings.to_dict())
     while trainer.epoch < config.epochs:
         row = trainer.train_epoch()
-        say(f"epoch {row['epoch']}/{config.epochs}: train loss {row['train_loss']:.4f} "
+        say(
+            f"epoch {row['epoch']}/{config.epochs}: train loss {row['train_loss']:.4f} "
             f"acc {row['train_acc']:.2%} | val loss {row['val_loss']:.4f} acc {row['val_acc']:.2%} "
-            f"macro-F1 {row['val_macro_f1']:.3f} | {row['seconds']:.1f}s", config.quiet)
+            f"macro-F1 {row['val_macro_f1']:.3f} | {row['seconds']:.1f}s",
+            config.quiet,
+        )
         save_epoch(trainer, settings, data, model_input, run_dir)
     best = trainer.best_epoch()
-    return RunResult(run_dir, best, trainer.history)
+    return RunResult(run_dir, best, trainer.history, trainer)
 
 
-def save_epoch(trainer: Trainer, settings: DistilSettings, data: TaskData, model_input: ModelInput,
-               run_dir: Path) -> None:
+def save_epoch(
+    trainer: Trainer, settings: DistilSettings, data: TaskData, model_input: ModelInput, run_dir: Path
+) -> None:
     """Write last (always) and best (when this epoch is the best so far), then the log."""
     row = trainer.history[-1]
     weights = trainer.student.state_dict()
     metrics = {k: row[k] for k in ("epoch", "val_acc", "val_loss", "val_macro_f1")}
     card = student_card(settings, data, model_input, metrics)
     if trainer.best_epoch() is row:
-        save_checkpoint(run_dir / "best", weights, replace(card, metrics={**metrics, "selected_on": "val_acc"}))
+        best_card = replace(card, metrics={**metrics, "selected_on": "val_acc"})
+        save_checkpoint(run_dir / "best", weights, best_card)
+        method_state = {k: v.detach().cpu().contiguous() for k, v in trainer.method.state_dict().items()}
+        if method_state:  # projectors / regressors, needed to score SimKD's reused classifiers
+            atomic_write_bytes(run_dir / BEST_METHOD_FILE, lambda p: save_file(method_state, str(p)))
     save_checkpoint(run_dir / "last", weights, card)
     state = trainer.state_dict()
     atomic_write_bytes(run_dir / STATE_FILE, lambda p: torch.save(state, p))
     write_json(run_dir / "history.json", trainer.history)
-    learning_curve(trainer.history, run_dir / "learning_curve.png",
-                   f"task {data.spec.name}: {settings.student}, {settings.method}")
+    learning_curve(
+        trainer.history,
+        run_dir / "learning_curve.png",
+        f"task {data.spec.name}: {settings.student}, {settings.method}",
+    )
 
 
-def resume(run_dir: Path, epochs: int | None = None, quiet: bool | None = None) -> RunResult:
+def resume(
+    run_dir: Path, epochs: int | None = None, quiet: bool | None = None, root: Path = PROJECT_ROOT
+) -> RunResult:
     config_path = run_dir / "config.json"
     if not config_path.exists() or not (run_dir / STATE_FILE).exists():
         raise UserError(f"{run_dir} is not a resumable run (no config.json or {STATE_FILE}); check the path")
@@ -167,4 +220,4 @@ def resume(run_dir: Path, epochs: int | None = None, quiet: bool | None = None) 
     if overrides:
         settings = replace(settings, train=replace(settings.train, **overrides))
         write_json(config_path, settings.to_dict())
-    return distil(settings, resume_dir=run_dir)
+    return distil(settings, resume_dir=run_dir, root=root)

@@ -45,8 +45,15 @@ def train_teacher(
     model = create_teacher(teacher.arch, len(teacher.classes))
     model_input = ModelInput(img_size, data.mean, data.std)
     roster = Roster.from_spec(spec)  # CE ignores it; methods share one constructor
-    trainer = Trainer(model, build_method("ce", roster, MethodOptions()), model_input, train, val,
-                      len(teacher.classes), config)
+    trainer = Trainer(
+        model,
+        build_method("ce", roster, MethodOptions()),
+        model_input,
+        train,
+        val,
+        len(teacher.classes),
+        config,
+    )
     best_state, best_acc = None, -1.0
     for _ in range(config.epochs):
         row = trainer.train_epoch()
@@ -59,11 +66,21 @@ def train_teacher(
         predict_logits(model, model_input, test, trainer.device), test.labels, len(teacher.classes)
     )
     card = ModelCard(
-        kind="teacher", arch=teacher.arch, classes=list(teacher.classes), img_size=img_size,
-        mean=list(data.mean), std=list(data.std), task=spec.name,
+        kind="teacher",
+        arch=teacher.arch,
+        classes=list(teacher.classes),
+        img_size=img_size,
+        mean=list(data.mean),
+        std=list(data.std),
+        task=spec.name,
         metrics={"val_accuracy": best_acc, "test_accuracy_own_classes": test_scores["accuracy"]},
-        trained_on={"task": spec.name, "split": "train", "images": len(train),
-                    "epochs": config.epochs, "seed": config.seed},
+        trained_on={
+            "task": spec.name,
+            "split": "train",
+            "images": len(train),
+            "epochs": config.epochs,
+            "seed": config.seed,
+        },
     )
     stem = save_checkpoint(resolve_checkpoint_stem(spec, teacher, root), model.state_dict(), card)
     return TeacherReport(teacher.name, teacher.classes, stem, best_acc, test_scores["accuracy"])
@@ -74,19 +91,37 @@ def train_all_teachers(
 ) -> list[TeacherReport]:
     reports = []
     for teacher in data.spec.teachers:
+        if teacher.format == "seed":
+            say(f"{teacher.name}: released seed-format checkpoint, not retrained", config.quiet)
+            continue
         say(f"training {teacher.name} on {len(teacher.classes)} classes", config.quiet)
         report = train_teacher(data, teacher, replace(config), img_size, root)
-        say(f"  {teacher.name}: val {report.val_accuracy:.2%}, test {report.test_accuracy:.2%} "
-            f"on its own classes → {report.checkpoint}", config.quiet)
+        say(
+            f"  {teacher.name}: val {report.val_accuracy:.2%}, test {report.test_accuracy:.2%} "
+            f"on its own classes → {report.checkpoint}",
+            config.quiet,
+        )
         reports.append(report)
     return reports
 
 
-def load_teachers(spec: TaskSpec, root: Path = PROJECT_ROOT) -> tuple[list[nn.Module], list[ModelInput], list[ModelCard]]:
+def load_teachers(
+    spec: TaskSpec, root: Path = PROJECT_ROOT
+) -> tuple[list[nn.Module], list[ModelInput], list[ModelCard]]:
     """Each teacher's model and input recipe, checked against the roster's class lists."""
     models, inputs, cards = [], [], []
     for teacher in spec.teachers:
-        model, card = load_model(resolve_checkpoint_stem(spec, teacher, root), teacher.classes)
+        path = resolve_checkpoint_stem(spec, teacher, root)
+        if teacher.format == "seed":  # the seed app's bare .pth: its custom CNN, no card
+            from amalgam.models.seed_format import load_seed_teacher, seed_teacher_card
+
+            stats = spec.data.options
+            model, model_input = load_seed_teacher(
+                path, teacher.classes, spec.img_size, stats.get("mean"), stats.get("std")
+            )
+            card = seed_teacher_card(teacher.classes, model_input, spec.name)
+        else:
+            model, card = load_model(path, teacher.classes)
         models.append(model)
         inputs.append(model_input_for(card))
         cards.append(card)

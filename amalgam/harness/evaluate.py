@@ -34,32 +34,47 @@ class LoadedStudent:
     params: int
 
 
-def newest_student(task_dir_name: str, runs_root: Path = PROJECT_ROOT / "runs") -> Path:
-    """The best checkpoint of the task's most recent run (run names start with a timestamp)."""
-    candidates = sorted(runs_root.glob(f"*_task_{task_dir_name}*/best.safetensors"))
+def newest_student(task: str, runs_root: Path = PROJECT_ROOT / "runs") -> Path:
+    """The best checkpoint of the task's most recently written run."""
+    candidates = []
+    for card_path in runs_root.glob("*/best.json"):
+        try:
+            card = json.loads(card_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue  # a half-written or foreign file is not a student to grade
+        if card.get("task") == task and card_path.with_suffix(".safetensors").exists():
+            candidates.append((card_path.stat().st_mtime, card_path))
     if not candidates:
         raise UserError(
-            f"no trained student for task {task_dir_name} under {runs_root}; run "
-            f"`python train.py --task {task_dir_name.removeprefix('Task')}` or pass --checkpoint"
+            f"no trained student for task {task} under {runs_root}; run "
+            f"`python train.py --task {task}` or pass --checkpoint"
         )
-    return checkpoint_stem(candidates[-1])
+    return checkpoint_stem(max(candidates)[1])
 
 
 def load_student(path: Path, classes: tuple[str, ...]) -> LoadedStudent:
     model, card = load_model(path, classes)
-    return LoadedStudent(model, model_input_for(card), checkpoint_stem(path),
-                         sum(p.numel() for p in model.parameters()))
+    return LoadedStudent(
+        model, model_input_for(card), checkpoint_stem(path), sum(p.numel() for p in model.parameters())
+    )
 
 
-def load_any_student(path: Path, classes: tuple[str, ...], fmt: str = "auto") -> LoadedStudent:
-    """An amalgam checkpoint, or (`--format seed`, or a .pth file) the seed app's state_dict."""
+def load_any_student(
+    path: Path, classes: tuple[str, ...], fmt: str = "auto", data: TaskData | None = None
+) -> LoadedStudent:
+    """An amalgam checkpoint, or (`--format seed`, or a .pth file) the seed app's state_dict.
+
+    Seed files carry no preprocessing; like the seed app, they get 64 px input normalised
+    with the training split's statistics (`data`), else ImageNet's.
+    """
     path = Path(path)
     if fmt not in ("auto", "amalgam", "seed"):
         raise UserError(f"--format must be auto, amalgam or seed, got {fmt!r}")
     if fmt == "seed" or (fmt == "auto" and path.suffix in (".pth", ".pt")):
         from amalgam.models.seed_format import load_seed_student
 
-        model, model_input = load_seed_student(path, classes)
+        stats = {"mean": data.mean, "std": data.std} if data is not None else {}
+        model, model_input = load_seed_student(path, classes, **stats)
         return LoadedStudent(model, model_input, path, sum(p.numel() for p in model.parameters()))
     return load_student(path, classes)
 
@@ -74,7 +89,9 @@ def score_student(student: LoadedStudent, data: TaskData, device: torch.device) 
     temperature = fit_temperature(val_logits, data.val.labels)
     scaled = classification_scores(test_logits / temperature, data.test.labels, n)
     scores.update(
-        temperature=temperature, nll_ts=scaled["nll"], ece_ts=scaled["ece"],
+        temperature=temperature,
+        nll_ts=scaled["nll"],
+        ece_ts=scaled["ece"],
         reliability=reliability_bins(test_logits, data.test.labels),
         reliability_ts=reliability_bins(test_logits / temperature, data.test.labels),
     )
@@ -91,7 +108,9 @@ def evaluate_student(student: LoadedStudent, data: TaskData, out_dir: Path, devi
         "task": spec.name,
         "model_path": str(student.path),
         "overall_accuracy": round(100 * scores["accuracy"], 2),
-        "per_class_accuracy": {c: round(100 * a, 2) for c, a in zip(names, scores["per_class_accuracy"], strict=True)},
+        "per_class_accuracy": {
+            c: round(100 * a, 2) for c, a in zip(names, scores["per_class_accuracy"], strict=True)
+        },
         "macro_f1": scores["macro_f1"],
         "per_class_f1": dict(zip(names, scores["per_class_f1"], strict=True)),
         "confusion_matrix": scores["confusion_matrix"],
@@ -109,10 +128,19 @@ def evaluate_student(student: LoadedStudent, data: TaskData, out_dir: Path, devi
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     prediction_grid(data.test.images, data.test.labels, preds, names, out_dir / "sample_predictions.png")
-    confusion_figure(scores["confusion_matrix"], names, out_dir / "confusion_matrix.png",
-                     f"task {spec.name}: accuracy {results['overall_accuracy']:.2f} %")
-    reliability_figure(scores["reliability"], scores["reliability_ts"], scores["temperature"],
-                       out_dir / "reliability.png", f"task {spec.name}: calibration on test")
+    confusion_figure(
+        scores["confusion_matrix"],
+        names,
+        out_dir / "confusion_matrix.png",
+        f"task {spec.name}: accuracy {results['overall_accuracy']:.2f} %",
+    )
+    reliability_figure(
+        scores["reliability"],
+        scores["reliability_ts"],
+        scores["temperature"],
+        out_dir / "reliability.png",
+        f"task {spec.name}: calibration on test",
+    )
     text = json.dumps(results, indent=2)
     atomic_write_bytes(out_dir / "results.json", lambda p: p.write_text(text))
     return results

@@ -35,7 +35,7 @@ def choose_student(task: str, checkpoint: str | None, manifest: Path | None, roo
     if checkpoint:
         return Path(checkpoint)
     try:
-        return newest_student(spec.dir_name, root / "runs")
+        return newest_student(spec.name, root / "runs")
     except UserError:
         released = released_student(spec.name, manifest, root)
         if released is None:
@@ -50,7 +50,7 @@ def grade_task(task: str, checkpoint: str | None, fmt: str, manifest: Path | Non
     if fetch_missing:
         ensure_task_assets(spec.name, manifest, root, quiet)
     data = load_task_data(spec, data_dir)
-    student = load_any_student(choose_student(task, checkpoint, manifest, root), spec.classes, fmt)
+    student = load_any_student(choose_student(task, checkpoint, manifest, root), spec.classes, fmt, data)
     return evaluate_student(student, data, out_root / spec.dir_name, device)
 
 

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from amalgam import PROJECT_ROOT
+from amalgam import REPO_ROOT
 from amalgam.errors import UserError
 from amalgam.harness.unpack import path_problem
 
-DEFAULT_MANIFEST = PROJECT_ROOT / "checkpoints" / "manifest.toml"
+DEFAULT_MANIFEST = REPO_ROOT / "checkpoints" / "manifest.toml"  # shipped with the code
 ARCHIVES = ("zip", "none")
 
 _REQUIRED = ("name", "url", "sha256", "archive", "dest")

@@ -14,7 +14,7 @@ STUDENTS = {
     "resnet18": "resnet18",
 }
 SEED_ALIASES = {"MobileNetV3": "mobilenetv3", "EfficientNet": "efficientnet", "ResNet18": "resnet18"}
-DEFAULT_STUDENT = "mobilenetv3"
+DEFAULT_STUDENT = "mobilenetv3_small"  # CPU-friendly; see README "Choosing defaults"
 
 
 def canonical_student(name: str) -> str:

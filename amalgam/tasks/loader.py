@@ -65,5 +65,9 @@ def load_task_data(
         train, val = train.subset(keep), train.subset(held)
     if len(val) == 0:
         raise UserError("the validation split is empty; raise --val-fraction or add data")
-    mean, std = channel_stats(train.images, spec.channels)
+    given = spec.data.options
+    if "mean" in given and "std" in given:  # a task may pin its normalisation (task.toml)
+        mean, std = tuple(given["mean"]), tuple(given["std"])
+    else:
+        mean, std = channel_stats(train.images, spec.channels)
     return TaskData(spec, train, val, raw["test"], mean, std)

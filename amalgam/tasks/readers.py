@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from amalgam.errors import UserError
+from amalgam.tasks.cas771 import read_cas771
 from amalgam.tasks.fashion import locate_fashion_dir, read_fashion_mini, read_fashion_split
+from amalgam.tasks.folder import read_folder_task
 from amalgam.tasks.images import ImageSet
 from amalgam.tasks.spec import TaskSpec
 
@@ -30,6 +32,10 @@ READERS: dict[str, Reader] = {
 
 def register_reader(kind: str, reader: Reader) -> None:
     READERS[kind] = reader
+
+
+register_reader("cas771-pth", read_cas771)
+register_reader("folder", read_folder_task)
 
 
 def read_raw_splits(spec: TaskSpec, data_dir: str | None) -> RawSplits:

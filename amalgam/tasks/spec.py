@@ -23,6 +23,7 @@ class TeacherSpec:
     classes: tuple[str, ...]
     arch: str = "cnn-small"
     checkpoint: str | None = None  # stem or file; None means checkpoints/<task>/<name>
+    format: str = "amalgam"  # "amalgam" (safetensors + card) or "seed" (the seed app's .pth)
 
 
 @dataclass(frozen=True)

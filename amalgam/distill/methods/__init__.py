@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from amalgam.distill.methods.base import Method, MethodOptions, TeacherOutputs
 from amalgam.distill.methods.ce import CrossEntropy
+from amalgam.distill.methods.dkd import DecoupledKD
+from amalgam.distill.methods.fitnet import FitNet
 from amalgam.distill.methods.kd import SeedRuleKD
+from amalgam.distill.methods.partial_kd import PartialKD
+from amalgam.distill.methods.simkd import SimKD
 from amalgam.errors import UserError
 from amalgam.tasks.spec import Roster
 
 METHODS: dict[str, type[Method]] = {
-    CrossEntropy.name: CrossEntropy,
-    SeedRuleKD.name: SeedRuleKD,
+    method.name: method for method in (CrossEntropy, SeedRuleKD, PartialKD, DecoupledKD, FitNet, SimKD)
 }
 DEFAULT_METHOD = "kd"
 

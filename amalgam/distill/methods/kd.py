@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amalgam.distill.ensemble import seed_rule_targets
+from amalgam.distill.ensemble import correct_teachers, seed_rule_targets
 from amalgam.distill.losses import kd_loss
 from amalgam.distill.methods.base import Method
 
@@ -12,5 +12,8 @@ class SeedRuleKD(Method):
 
     def loss_terms(self, student_logits, student_features, teacher, labels):
         t = self.options.temperature
-        targets = seed_rule_targets(teacher.logits, labels, self.roster, t)
+        allowed = None
+        if self.options.teacher_filter == "correct":
+            allowed = correct_teachers(teacher.logits, labels, self.roster)
+        targets = seed_rule_targets(teacher.logits, labels, self.roster, t, allowed)
         return kd_loss(student_logits, targets, labels, t, self.options.alpha)

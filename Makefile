@@ -1,0 +1,19 @@
+# The two commands of the README. Both install into the current Python environment
+# (activate a virtualenv first if you want one); installing is a no-op once done.
+PYTHON ?= python3
+PIP_FLAGS ?= --quiet --disable-pip-version-check
+
+.PHONY: setup demo test lint bench
+
+setup:
+	$(PYTHON) -m pip install $(PIP_FLAGS) -e ".[dev,export]"
+
+demo: setup
+	$(PYTHON) train.py pipeline --task fashion-mini
+
+test: setup
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m pytest -q
+
+bench: setup
+	$(PYTHON) bench/bench_train.py --quick

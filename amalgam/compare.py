@@ -1,0 +1,143 @@
+"""`python train.py compare`: every method, same student, data, epochs and augmentation, N seeds.
+
+Every figure is the test score of the checkpoint chosen on validation accuracy; the
+temperature for `ece_ts` is fitted on validation logits only.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from amalgam import PROJECT_ROOT
+from amalgam.distill.methods import METHODS, MethodOptions
+from amalgam.distill.run import DistilSettings, distil, load_best
+from amalgam.distill.teachers import load_ensemble
+from amalgam.distill.trainer import TrainConfig, predict_logits
+from amalgam.errors import UserError
+from amalgam.harness.compare_report import write_compare_report
+from amalgam.harness.metrics import classification_scores, fit_temperature
+from amalgam.harness.teacher_scores import teacher_scores
+from amalgam.tasks.builtin import get_task
+from amalgam.tasks.loader import load_task_data
+from amalgam.ui import say
+
+METRICS = ("accuracy", "macro_f1", "nll", "ece", "ece_ts")
+
+
+def parse_methods(text: str) -> list[str]:
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in names if m not in METHODS]
+    if unknown or not names:
+        raise UserError(f"--methods has unknown {unknown or 'nothing'}; choose from {sorted(METHODS)}")
+    return list(dict.fromkeys(names))
+
+
+def score_arm(result, data, device: torch.device) -> dict:
+    """Test metrics of the validation-chosen checkpoint, calibration fitted on validation."""
+    trainer = result.trainer
+    load_best(trainer, result.run_dir)
+    trainer.student.eval()
+    trainer.method.eval()
+
+    def predict(x):
+        return trainer.method.predict(trainer.student, x)
+
+    test = predict_logits(predict, trainer.student_input, data.test, device)
+    val = predict_logits(predict, trainer.student_input, data.val, device)
+    n = data.spec.num_classes
+    scores = classification_scores(test, data.test.labels, n)
+    temperature = fit_temperature(val, data.val.labels)
+    scaled = classification_scores(test / temperature, data.test.labels, n)
+    return {
+        "accuracy": scores["accuracy"],
+        "macro_f1": scores["macro_f1"],
+        "nll": scores["nll"],
+        "ece": scores["ece"],
+        "ece_ts": scaled["ece"],
+        "temperature": temperature,
+        "best_epoch": result.best["epoch"],
+    }
+
+
+def summarise(runs: list[dict]) -> dict:
+    summary = {}
+    for metric in METRICS:
+        values = torch.tensor([r[metric] for r in runs], dtype=torch.float64)
+        std = float(values.std(unbiased=True)) if len(values) > 1 else 0.0
+        summary[metric] = {"mean": float(values.mean()), "std": std, "runs": values.tolist()}
+    return summary
+
+
+def run_compare(
+    task: str,
+    methods: list[str],
+    seeds: int,
+    student: str,
+    options: MethodOptions,
+    config: TrainConfig,
+    img_size: int | None,
+    train_per_class: int | None,
+    data_dir: str | None,
+    root: Path = PROJECT_ROOT,
+    out_dir: Path | None = None,
+) -> dict:
+    if seeds < 1:
+        raise UserError(f"--seeds must be at least 1, got {seeds}")
+    spec = get_task(task)
+    data = load_task_data(spec, data_dir, train_per_class=train_per_class)
+    device = torch.device(config.device)
+    out_dir = out_dir or root / "reports" / spec.dir_name
+    runs_dir = out_dir / "runs" / time.strftime("%Y%m%d-%H%M%S")
+    teachers = teacher_scores(load_ensemble(spec, device, root), data.test, device)
+    report = {
+        "task": spec.name,
+        "student": student,
+        "seeds": seeds,
+        "epochs": config.epochs,
+        "img_size": img_size or spec.img_size,
+        "augment": config.augment,
+        "train_per_class": train_per_class,
+        "train_images": len(data.train),
+        "test_images": len(data.test),
+        "selection": "best validation accuracy; test scored once",
+        "method_options": options.to_dict(),
+        "teachers_union_accuracy": teachers["union_accuracy"],
+        "teachers_own_classes_accuracy": teachers["per_teacher"],
+        "methods": {},
+        "failed": {},
+    }
+    for method in methods:
+        runs = []
+        for seed in range(seeds):
+            say(f"[bold]{method}[/] seed {seed + 1}/{seeds}", config.quiet)
+            settings = DistilSettings(
+                task=task,
+                student=student,
+                method=method,
+                method_options=options,
+                train=replace(config, seed=config.seed + seed),
+                img_size=img_size,
+                train_per_class=train_per_class,
+                data_dir=data_dir,
+                run_name=f"compare_{method}_seed{seed}",
+            )
+            try:
+                result = distil(settings, out_dir=runs_dir / f"{method}_seed{seed}", root=root, data=data)
+                runs.append(score_arm(result, data, device))
+            except Exception as exc:  # a failed arm is reported, never hidden or fatal
+                report["failed"].setdefault(method, []).append(
+                    {
+                        "seed": seed,
+                        "error": f"{type(exc).__name__}: {exc}",
+                        "where": traceback.format_exc(limit=3).strip().splitlines()[-1],
+                    }
+                )
+        if runs:
+            report["methods"][method] = {**summarise(runs), "per_seed": runs}
+    write_compare_report(report, out_dir)
+    return report

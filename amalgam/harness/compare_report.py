@@ -1,0 +1,96 @@
+"""The comparison report: compare.json (numbers), compare.md (for people), compare.png (at a glance)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from amalgam.models.checkpoint import atomic_write_bytes  # noqa: E402
+
+COLUMNS = (
+    ("accuracy", "accuracy", 100, "%"),
+    ("macro_f1", "macro-F1", 1, ""),
+    ("nll", "NLL", 1, ""),
+    ("ece", "ECE", 1, ""),
+    ("ece_ts", "ECE after T-scaling", 1, ""),
+)
+
+
+def _cell(stats: dict, scale: float, digits: int = 3) -> str:
+    return f"{stats['mean'] * scale:.{digits}f} ± {stats['std'] * scale:.{digits}f}"
+
+
+def markdown(report: dict) -> str:
+    seeds = report["seeds"]
+    lines = [
+        f"# Method comparison on task {report['task']}",
+        "",
+        f"Student `{report['student']}`, {report['epochs']} epochs, input {report['img_size']} px, "
+        f"augmentation `{report['augment']}`, {report['train_images']} training images"
+        + (
+            f" (at most {report['train_per_class']} per class before the validation carve)"
+            if report.get("train_per_class")
+            else ""
+        )
+        + f", {report['test_images']} test images.",
+        "",
+        f"Every figure is the **test** score of the checkpoint chosen on **validation accuracy** "
+        f"(best epoch, not last), as mean ± sample std over **{seeds} seed(s)**. "
+        "ECE uses 15 equal-width bins; 'after T-scaling' divides the logits by one global "
+        "temperature fitted on the validation split by minimising NLL.",
+        "",
+        "| method | " + " | ".join(name for _, name, _, _ in COLUMNS) + " |",
+        "|---" * (len(COLUMNS) + 1) + "|",
+    ]
+    for method, stats in report["methods"].items():
+        cells = [_cell(stats[key], scale, 2 if scale == 100 else 3) for key, _, scale, _ in COLUMNS]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"Teachers combined on the union of classes (reference line): "
+        f"**{report['teachers_union_accuracy']:.2%}** test accuracy.",
+    ]
+    own = report.get("teachers_own_classes_accuracy", {})
+    if own:
+        lines.append(
+            "Each teacher on its own classes: " + ", ".join(f"{k} {v:.2%}" for k, v in own.items()) + "."
+        )
+    if report["failed"]:
+        lines += ["", "## Failed arms", ""]
+        for method, failures in report["failed"].items():
+            for failure in failures:
+                lines.append(f"- {method}, seed {failure['seed']}: {failure['error']}")
+    lines += ["", "Options: `" + json.dumps(report["method_options"]) + "`", ""]
+    return "\n".join(lines)
+
+
+def figure(report: dict, path: Path) -> None:
+    methods = list(report["methods"])
+    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(methods) + 2), 4))
+    means = [100 * report["methods"][m]["accuracy"]["mean"] for m in methods]
+    stds = [100 * report["methods"][m]["accuracy"]["std"] for m in methods]
+    ax.bar(methods, means, yerr=stds, capsize=4, color="tab:blue", alpha=0.8)
+    union = 100 * report["teachers_union_accuracy"]
+    ax.axhline(union, color="tab:red", linestyle="--", label=f"teachers combined {union:.1f} %")
+    low = min(means + [union]) if means else union
+    ax.set_ylim(max(0, low - 10), 100)
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"task {report['task']}: mean ± std over {report['seeds']} seed(s), best-on-validation")
+    ax.legend(loc="lower right")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def write_compare_report(report: dict, out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(report, indent=2)
+    atomic_write_bytes(out_dir / "compare.json", lambda p: p.write_text(text))
+    md = markdown(report)
+    atomic_write_bytes(out_dir / "compare.md", lambda p: p.write_text(md))
+    figure(report, out_dir / "compare.png")

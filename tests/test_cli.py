@@ -1,0 +1,163 @@
+"""Each front-end command on the tiny embedded task, as a user runs it, and its bad inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TINY, assert_one_line_error, run_front_end
+
+STUDENT = ["--student", "mobilenetv3_small", "--epochs", "1", "--batch-size", "16"]
+
+
+@pytest.fixture(scope="module")
+def distilled(trained_home: Path) -> Path:
+    out = trained_home / "runs" / "cli_kd"
+    result = run_front_end(
+        "train.py", [*TINY, *STUDENT, "--temperature", "3", "--alpha", "0.5", "--out", str(out)], trained_home
+    )
+    assert result.returncode == 0, result.stderr
+    assert "best epoch 1 (chosen on validation)" in result.stdout
+    return out
+
+
+def test_teachers_command_saves_checkpoints_and_prints_accuracy(trained_home: Path):
+    for k in (1, 2, 3):
+        stem = trained_home / "checkpoints" / "fashion-mini" / f"teacher_{k}"
+        card = json.loads(stem.with_suffix(".json").read_text())
+        assert stem.with_suffix(".safetensors").stat().st_size > 0
+        assert card["kind"] == "teacher" and len(card["classes"]) == 4
+        assert 0.0 <= card["metrics"]["test_accuracy_own_classes"] <= 1.0
+
+
+def test_distil_writes_a_complete_run_dir(distilled: Path):
+    for name in (
+        "config.json",
+        "history.json",
+        "learning_curve.png",
+        "best.safetensors",
+        "best.json",
+        "last.safetensors",
+        "last.json",
+        "last_state.pt",
+    ):
+        assert (distilled / name).exists(), name
+    history = json.loads((distilled / "history.json").read_text())
+    assert len(history) == 1
+    assert set(history[0]) >= {
+        "train_loss",
+        "train_acc",
+        "val_loss",
+        "val_acc",
+        "val_macro_f1",
+        "lr",
+        "seconds",
+    }
+    config = json.loads((distilled / "config.json").read_text())
+    assert config["method_options"]["temperature"] == 3.0 and config["method"] == "kd"
+    assert config["train"]["epochs"] == 1 and config["student"] == "mobilenetv3_small"
+
+
+def test_evaluation_writes_reports(distilled: Path, trained_home: Path):
+    result = run_front_end(
+        "evaluation.py",
+        ["--task", "fashion-mini", "--checkpoint", str(distilled / "best"), "--quiet"],
+        trained_home,
+    )
+    assert result.returncode == 0, result.stderr
+    out = trained_home / "evaluation" / "fashion-mini"
+    results = json.loads((out / "results.json").read_text())
+    assert {
+        "task",
+        "model_path",
+        "overall_accuracy",
+        "per_class_accuracy",
+        "macro_f1",
+        "per_class_f1",
+        "confusion_matrix",
+        "n_samples",
+        "params",
+    } <= set(results)
+    assert results["n_samples"] == 600 and len(results["per_class_accuracy"]) == 10
+    assert sum(map(sum, results["confusion_matrix"])) == 600
+    for png in ("sample_predictions.png", "confusion_matrix.png", "reliability.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+    assert "fashion-mini" in result.stdout
+
+
+def test_evaluation_defaults_to_the_newest_student(distilled: Path, trained_home: Path):
+    result = run_front_end("evaluation.py", ["--task", "fashion-mini", "--quiet"], trained_home)
+    assert result.returncode == 0, result.stderr
+    results = json.loads((trained_home / "evaluation" / "fashion-mini" / "results.json").read_text())
+    assert Path(results["model_path"]).parent.parent == trained_home / "runs"
+
+
+def test_existing_run_dir_is_never_overwritten(distilled: Path, trained_home: Path):
+    before = (distilled / "best.safetensors").read_bytes()
+    result = run_front_end("train.py", [*TINY, *STUDENT, "--out", str(distilled)], trained_home)
+    assert_one_line_error(result, "already holds a run")
+    assert (distilled / "best.safetensors").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--task", "nope"], "unknown task"),
+        (["--student", "vgg16"], "unknown student"),
+        (["--alpha", "1.5"], "--alpha"),
+        (["--temperature", "0"], "--temperature"),
+        (["--temperature", "-2"], "--temperature"),
+        (["--epochs", "0"], "--epochs"),
+        (["--img-size", "3"], "--img-size"),
+        (["--device", "tpu"], "--device"),
+        (["--method", "magic"], "unknown method"),
+    ],
+)
+def test_bad_flags_get_one_clear_line(tmp_path: Path, args, needle):
+    assert_one_line_error(run_front_end("train.py", args, tmp_path), needle)
+
+
+def test_missing_teacher_checkpoint(tmp_path: Path):
+    result = run_front_end("train.py", [*TINY, *STUDENT], tmp_path)
+    assert_one_line_error(result, "teacher_1.safetensors", "python train.py teachers")
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("best.json"))
+
+
+def test_corrupt_teacher_checkpoint(trained_home: Path, tmp_path: Path):
+    home = tmp_path / "home"
+    (home / "checkpoints" / "fashion-mini").mkdir(parents=True)
+    for path in (trained_home / "checkpoints" / "fashion-mini").iterdir():
+        (home / "checkpoints" / "fashion-mini" / path.name).write_bytes(path.read_bytes())
+    (home / "checkpoints" / "fashion-mini" / "teacher_2.safetensors").write_bytes(b"not a checkpoint")
+    assert_one_line_error(run_front_end("train.py", [*TINY, *STUDENT], home), "teacher_2", "corrupt")
+
+
+def test_teacher_whose_classes_do_not_match_the_roster(trained_home: Path, tmp_path: Path):
+    home = tmp_path / "home"
+    (home / "checkpoints" / "fashion-mini").mkdir(parents=True)
+    for path in (trained_home / "checkpoints" / "fashion-mini").iterdir():
+        (home / "checkpoints" / "fashion-mini" / path.name).write_bytes(path.read_bytes())
+    card_path = home / "checkpoints" / "fashion-mini" / "teacher_3.json"
+    card = json.loads(card_path.read_text())
+    card["classes"] = list(reversed(card["classes"]))
+    card_path.write_text(json.dumps(card))
+    assert_one_line_error(run_front_end("train.py", [*TINY, *STUDENT], home), "teacher_3", "classes")
+
+
+def test_head_that_does_not_fit_the_class_list(trained_home: Path, tmp_path: Path):
+    home = tmp_path / "home"
+    (home / "checkpoints" / "fashion-mini").mkdir(parents=True)
+    for path in (trained_home / "checkpoints" / "fashion-mini").iterdir():
+        (home / "checkpoints" / "fashion-mini" / path.name).write_bytes(path.read_bytes())
+    card_path = home / "checkpoints" / "fashion-mini" / "teacher_1.json"
+    card = json.loads(card_path.read_text())
+    card["arch"] = "cnn-large"
+    card_path.write_text(json.dumps(card))
+    assert_one_line_error(run_front_end("train.py", [*TINY, *STUDENT], home), "teacher_1", "do not fit")
+
+
+def test_evaluation_without_any_student(tmp_path: Path):
+    result = run_front_end("evaluation.py", ["--task", "fashion-mini"], tmp_path)
+    assert_one_line_error(result, "no trained student")

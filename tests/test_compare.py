@@ -1,0 +1,33 @@
+"""`train.py compare` on the tiny task: every method, 2 seeds, 1 epoch, all three report files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.conftest import TINY, run_front_end
+
+
+def test_compare_writes_json_markdown_and_figure(trained_home: Path, tmp_path: Path):
+    out = tmp_path / "report"
+    result = run_front_end("train.py", ["compare", *TINY, "--methods", "ce,kd,partial-kd,dkd,fitnet,simkd",
+                                        "--seeds", "2", "--epochs", "1", "--batch-size", "16",
+                                        "--student", "mobilenetv3_small", "--out", str(out)], trained_home,
+                           timeout=900)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "compare.json").read_text())
+    assert set(report["methods"]) == {"ce", "kd", "partial-kd", "dkd", "fitnet", "simkd"}, report["failed"]
+    for stats in report["methods"].values():
+        for metric in ("accuracy", "macro_f1", "nll", "ece", "ece_ts"):
+            assert set(stats[metric]) == {"mean", "std", "runs"} and len(stats[metric]["runs"]) == 2
+            assert stats[metric]["mean"] == sum(stats[metric]["runs"]) / 2
+    assert 0.0 <= report["teachers_union_accuracy"] <= 1.0
+    markdown = (out / "compare.md").read_text()
+    assert "chosen on **validation accuracy**" in markdown and "2 seed(s)" in markdown
+    assert "| partial-kd |" in markdown and "Teachers combined" in markdown
+    assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_compare_rejects_unknown_methods(tmp_path: Path):
+    result = run_front_end("train.py", ["compare", *TINY, "--methods", "ce,telepathy"], tmp_path)
+    assert result.returncode == 2 and "telepathy" in result.stderr

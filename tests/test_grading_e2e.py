@@ -1,0 +1,146 @@
+"""`python evaluation.py` from nothing: fetch → verify → unpack → grade Task A and B.
+
+Fixture archives in the exact released layouts stand in for Google Drive, served from a
+server this test starts on 127.0.0.1; the released students are seed-format EfficientNet-B0
+state_dicts built here. Everything lands in a temporary AMALGAM_HOME.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import threading
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import run_front_end
+from tests.test_assets import FileServer, sha
+from tests.test_cas771 import TEST_PER_CLASS, write_task_a, write_task_b
+from tests.test_seed_format import seed_layout_student
+
+STUDENTS = {
+    "A": ("best_models/TaskA/student_model_epoch57_acc81.27.pth", 15),
+    "B": ("best_models/TaskB/student_model_epoch12_acc80.00.pth", 12),
+}
+SEED_KEYS = {"task", "model_path", "overall_accuracy", "per_class_accuracy"}
+
+
+@pytest.fixture
+def server(tmp_path: Path):
+    docroot = tmp_path / "served"
+    docroot.mkdir()
+    srv = FileServer(docroot)
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+    thread.join(timeout=5)
+
+
+def zip_tree(folder: Path, extra: dict[str, bytes]) -> bytes:
+    """Every file under folder, named relative to it, plus extra entries (e.g. __MACOSX/)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as zf:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            zf.write(path, path.relative_to(folder).as_posix())
+        for name, data in extra.items():
+            zf.writestr(name, data)
+    return buffer.getvalue()
+
+
+def release_archives(staging: Path) -> tuple[bytes, bytes, list[str]]:
+    """The data archive and the best-models archive as the seed released them."""
+    data_root = staging / "data_release"
+    write_task_a(data_root)
+    write_task_b(data_root)
+    provides = sorted(p.relative_to(data_root).as_posix() for p in data_root.rglob("*.pth"))
+    data_zip = zip_tree(data_root, {"__MACOSX/data/TaskB/._train_dataB_model_1.pth": b"\0\x05\x16\x07"})
+    models_root = staging / "models_release"
+    for rel, classes in STUDENTS.values():
+        (models_root / rel).parent.mkdir(parents=True, exist_ok=True)
+        torch.save(seed_layout_student(classes).state_dict(), models_root / rel)
+    models_zip = zip_tree(models_root, {"__MACOSX/best_models/._TaskA": b"\0"})
+    return data_zip, models_zip, provides
+
+
+def write_manifest(path: Path, data: tuple[str, str], models: tuple[str, str], provides: list[str]) -> Path:
+    listed = ", ".join(f'"{p}"' for p in provides)
+    path.write_text(f"""
+[[asset]]
+name = "cas771-models"
+url = "{models[0]}"
+sha256 = "{models[1]}"
+archive = "zip"
+dest = "."
+provides = ["{STUDENTS['A'][0]}", "{STUDENTS['B'][0]}"]
+tasks = ["A", "B"]
+
+[asset.students]
+A = "{STUDENTS['A'][0]}"
+B = "{STUDENTS['B'][0]}"
+
+[[asset]]
+name = "cas771-data"
+url = "{data[0]}"
+sha256 = "{data[1]}"
+archive = "zip"
+dest = "."
+provides = [{listed}]
+tasks = ["A", "B"]
+""")
+    return path
+
+
+def test_grades_a_and_b_from_nothing(server: FileServer, tmp_path: Path):
+    data_zip, models_zip, provides = release_archives(tmp_path / "staging")
+    manifest = write_manifest(
+        tmp_path / "manifest.toml",
+        (server.publish("data.zip", data_zip), sha(data_zip)),
+        (server.publish("best_models.zip", models_zip), sha(models_zip)),
+        provides,
+    )
+    home = tmp_path / "home"
+
+    result = run_front_end("evaluation.py", ["--manifest", str(manifest), "--quiet", "--device", "cpu"], home)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("evaluation on the test split") == 1
+    assert not (home / "__MACOSX").exists()
+    for task, (rel, classes) in STUDENTS.items():
+        assert (home / rel).is_file()
+        report = home / "evaluation" / f"Task{task}"
+        results = json.loads((report / "results.json").read_text())
+        assert SEED_KEYS <= set(results) and {"macro_f1", "ece", "confusion_matrix"} <= set(results)
+        assert results["task"] == task and results["model_path"] == str(home / rel)
+        assert len(results["per_class_accuracy"]) == classes
+        assert results["n_samples"] == classes * TEST_PER_CLASS  # each class counted once
+        assert 0.0 <= results["overall_accuracy"] <= 100.0
+        assert (report / "sample_predictions.png").exists() and (report / "confusion_matrix.png").exists()
+
+    again = run_front_end("evaluation.py", ["--manifest", str(manifest), "--quiet", "--device", "cpu"], home)
+    assert again.returncode == 0, again.stderr
+    assert len([r for r in server.requests if r[0].endswith(".zip")]) == 2  # nothing fetched twice
+
+
+def test_unreachable_assets_skip_both_tasks_and_fail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("COLUMNS", "500")  # keep each reason on one table line
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    dead = f"http://127.0.0.1:{port}"
+    manifest = write_manifest(tmp_path / "manifest.toml", (f"{dead}/data.zip", ""),
+                              (f"{dead}/best_models.zip", ""), ["data/TaskB/train_dataB_model_1.pth"])
+
+    result = run_front_end("evaluation.py", ["--manifest", str(manifest), "--quiet", "--device", "cpu"],
+                           tmp_path / "home")
+
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert result.stdout.count("skipped") == 2 and result.stdout.count("evaluation on the test split") == 1
+    assert f"could not download cas771-models from {dead}/best_models.zip" in result.stdout
+    assert result.stderr.strip().startswith("error: no task could be graded")

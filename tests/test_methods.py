@@ -1,0 +1,163 @@
+"""Each distillation method's loss on tiny tensors, against values computed by hand here."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from amalgam.distill.ensemble import correct_teachers
+from amalgam.distill.methods import METHODS, MethodOptions, TeacherOutputs, build_method
+from amalgam.distill.methods.dkd import dkd_loss
+from amalgam.distill.methods.partial_kd import partial_kd_loss
+from amalgam.errors import UserError
+from amalgam.harness.metrics import fit_temperature
+from amalgam.models.teachers import create_teacher
+from amalgam.tasks.spec import DataSpec, TaskSpec, TeacherSpec
+
+
+def roster3():
+    """Classes a..e; t1 = (a, b), t2 = (b, c, d) overlapping on b, t3 = (e, a)."""
+    spec = TaskSpec(
+        "r",
+        tuple("abcde"),
+        (TeacherSpec("t1", ("a", "b")), TeacherSpec("t2", ("b", "c", "d")), TeacherSpec("t3", ("e", "a"))),
+        DataSpec("none"),
+    )
+    return spec, spec.roster()
+
+
+def kl(p, q):
+    return sum(pi * math.log(pi / qi) for pi, qi in zip(p, q, strict=True) if pi > 0)
+
+
+def softmax(values, t=1.0):
+    e = [math.exp(v / t) for v in values]
+    return [x / sum(e) for x in e]
+
+
+def test_partial_kd_by_hand_including_a_teacher_that_knows_none_of_the_image_classes():
+    spec, roster = roster3()
+    student = torch.tensor([[1.0, 0.0, -1.0, 0.5, 2.0]])  # logits for a..e; the image is class d
+    teacher = torch.tensor([[[2.0, 0.0, 0.0], [0.0, 1.0, 3.0], [1.0, -1.0, 0.0]]])  # padded to width 3
+    t = 2.0
+    expected = 0.0
+    for local, classes in (([2.0, 0.0], "ab"), ([0.0, 1.0, 3.0], "bcd"), ([1.0, -1.0], "ea")):
+        s = [student[0, "abcde".index(c)].item() for c in classes]
+        expected += kl(softmax(local, t), softmax(s, t))  # t1 and t3 know nothing of d: still used
+    got = partial_kd_loss(student, teacher, roster, t)
+    assert math.isclose(float(got), t * t * expected, rel_tol=1e-5)
+
+
+def test_partial_kd_weights_select_teachers():
+    spec, roster = roster3()
+    student = torch.randn(4, 5)
+    teacher = torch.randn(4, 3, 3)
+    only_second = torch.tensor([[0.0, 1.0, 0.0]]).expand(4, 3)
+    full = partial_kd_loss(student, teacher, roster, 3.0)
+    part = partial_kd_loss(student, teacher, roster, 3.0, only_second)
+    assert 0 < float(part) < float(full)
+
+
+def test_dkd_by_hand():
+    student = torch.tensor([[2.0, 1.0, 0.0]])
+    target = torch.tensor([[0.7, 0.2, 0.1]])
+    labels = torch.tensor([0])
+    t, a, b = 1.0, 1.0, 8.0
+    ps = softmax([2.0, 1.0, 0.0], t)
+    tckd = kl([0.7, 0.3], [ps[0], 1 - ps[0]])
+    nckd = kl([2 / 3, 1 / 3], softmax([1.0, 0.0], t))
+    terms = dkd_loss(student, target, labels, t, a, b)
+    assert math.isclose(float(terms["loss_tckd"]), a * tckd, rel_tol=1e-5)
+    assert math.isclose(float(terms["loss_nckd"]), b * nckd, rel_tol=1e-4)
+    assert math.isclose(float(terms["loss_ce"]), -math.log(ps[0]), rel_tol=1e-6)
+
+
+def test_dkd_leaves_out_samples_without_a_teacher():
+    student = torch.randn(2, 3)
+    target = torch.tensor([[0.7, 0.2, 0.1], [0.0, 0.0, 0.0]])
+    both = dkd_loss(student, target, torch.tensor([0, 1]), 2.0, 1.0, 8.0)
+    first = dkd_loss(student[:1], target[:1], torch.tensor([0]), 2.0, 1.0, 8.0)
+    torch.testing.assert_close(both["loss_tckd"], first["loss_tckd"])
+    torch.testing.assert_close(both["loss_nckd"], first["loss_nckd"])
+
+
+def test_correct_teacher_filter():
+    spec, roster = roster3()
+    teacher = torch.tensor([[[0.0, 5.0, 0.0], [5.0, 0.0, 0.0], [0.0, 5.0, 0.0]]])  # t1→b, t2→b, t3→a
+    assert correct_teachers(teacher, torch.tensor([1]), roster).tolist() == [[True, True, False]]
+    assert correct_teachers(teacher, torch.tensor([0]), roster).tolist() == [[False, False, True]]
+
+
+class TinyStudent(torch.nn.Module):
+    """Enough of timm's interface (forward_features / forward_head) for feature methods."""
+
+    def __init__(self, classes: int):
+        super().__init__()
+        self.body = torch.nn.Conv2d(3, 6, 3, padding=1)
+        self.fc = torch.nn.Linear(6, classes)
+
+    def forward_features(self, x):
+        return torch.relu(self.body(x))
+
+    def forward_head(self, f):
+        return self.fc(f.mean(dim=(2, 3)))
+
+    def forward(self, x):
+        return self.forward_head(self.forward_features(x))
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_gradients_reach_only_the_student_and_the_method_helpers(name):
+    spec, roster = roster3()
+    torch.manual_seed(0)
+    teachers = [
+        create_teacher("cnn-small", len(t.classes)).eval().requires_grad_(False) for t in spec.teachers
+    ]
+    student = TinyStudent(5)
+    method = build_method(name, roster, MethodOptions(temperature=2.0, alpha=0.5))
+    x, labels = torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 3, 4])
+    with torch.no_grad():
+        feats = [t.forward_features(x) for t in teachers]
+        local = torch.zeros(4, 3, 3)
+        for k, (t, f) in enumerate(zip(teachers, feats, strict=True)):
+            out = t.forward_head(f)
+            local[:, k, : out.shape[1]] = out
+    if method.needs_features:
+        method.setup(student.forward_features(x), feats, teachers)
+    logits, features = method.student_forward(student, x)
+    terms = method.loss_terms(logits, features, TeacherOutputs(local, feats), labels)
+    assert all(torch.isfinite(v) for v in terms.values())
+    sum(terms.values()).backward()
+    assert all(p.grad is not None for p in student.parameters())
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in method.parameters())
+    assert all(p.grad is None for t in teachers for p in t.parameters())
+    assert method.predict(student, x).shape == (4, 5)
+
+
+def test_temperature_fit_lowers_nll_of_an_overconfident_model():
+    torch.manual_seed(0)
+    labels = torch.randint(0, 4, (400,))
+    logits = torch.randn(400, 4)
+    logits[torch.arange(400), labels] += 1.0
+    overconfident = logits * 8  # right often, but far too sure
+    temperature = fit_temperature(overconfident, labels)
+    assert temperature > 2
+    assert F.cross_entropy(overconfident / temperature, labels) < F.cross_entropy(overconfident, labels) - 0.5
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"alpha": -0.1},
+        {"temperature": 0.0},
+        {"teacher_filter": "best"},
+        {"simkd_ratio": 0},
+        {"dkd_beta": -1.0},
+    ],
+)
+def test_impossible_method_options(kwargs):
+    with pytest.raises(UserError):
+        MethodOptions(**kwargs)

@@ -1,0 +1,53 @@
+"""A stopped run, resumed, ends exactly where an uninterrupted run of the same seed ends."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from amalgam.distill.methods import MethodOptions
+from amalgam.distill.run import DistilSettings, distil, resume
+from amalgam.distill.trainer import TrainConfig
+
+
+def settings(epochs: int) -> DistilSettings:
+    return DistilSettings(
+        task="fashion-mini", student="mobilenetv3_small", method="kd",
+        method_options=MethodOptions(temperature=3.0, alpha=0.5),
+        train=TrainConfig(epochs=epochs, batch_size=32, seed=7, augment="crop-flip", quiet=True,
+                          scheduler_step=1, scheduler_gamma=0.5),
+        img_size=32, train_per_class=10,
+    )
+
+
+def without_time(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+
+
+def test_resume_matches_an_uninterrupted_run(trained_home: Path, tmp_path: Path):
+    straight = distil(settings(2), out_dir=tmp_path / "straight", root=trained_home)
+    stopped = distil(settings(1), out_dir=tmp_path / "stopped", root=trained_home)
+    assert len(stopped.history) == 1
+    resumed = resume(stopped.run_dir, epochs=2, root=trained_home)
+    assert without_time(resumed.history) == without_time(straight.history)
+    for name in ("last", "best"):
+        a = load_file(str(straight.run_dir / f"{name}.safetensors"))
+        b = load_file(str(resumed.run_dir / f"{name}.safetensors"))
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    saved = json.loads((resumed.run_dir / "history.json").read_text())
+    assert [row["epoch"] for row in saved] == [1, 2]
+    config = json.loads((resumed.run_dir / "config.json").read_text())
+    assert config["train"]["epochs"] == 2
+
+
+def test_resume_of_a_finished_run_trains_nothing(trained_home: Path, tmp_path: Path):
+    done = distil(replace(settings(1), method="ce"), out_dir=tmp_path / "done", root=trained_home)
+    before = (done.run_dir / "last.safetensors").read_bytes()
+    again = resume(done.run_dir, root=trained_home)
+    assert len(again.history) == 1
+    assert (done.run_dir / "last.safetensors").read_bytes() == before

@@ -1,0 +1,246 @@
+"""The on-disk teacher-logit cache: same targets as online teachers, hit, miss, invalidation
+and corrupt files. Tiny CompactCNN teachers and 16x16 images, all under tmp_path."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from amalgam.distill.ensemble import TeacherEnsemble, seed_rule_targets
+from amalgam.distill.methods import MethodOptions, build_method
+from amalgam.distill.teacher_cache import (
+    cached_teacher_source,
+    load_or_build_teacher_logits,
+    online_source,
+    teacher_cache_key,
+    teacher_source_for,
+)
+from amalgam.distill.teachers import load_ensemble
+from amalgam.distill.trainer import TrainConfig, Trainer
+from amalgam.distill.views import ModelInput, to_unit_float
+from amalgam.models.checkpoint import ModelCard, save_checkpoint
+from amalgam.models.teachers import create_teacher
+from amalgam.tasks.images import ImageSet
+from amalgam.tasks.loader import TaskData
+from amalgam.tasks.spec import DataSpec, TaskSpec, TeacherSpec
+
+SIZE, N = 16, 40
+MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+CPU = torch.device("cpu")
+
+
+def save_teacher(stem: Path, classes: tuple[str, ...], seed: int, img_size: int = SIZE) -> Path:
+    torch.manual_seed(seed)
+    model = create_teacher("cnn-small", len(classes))
+    card = ModelCard(kind="teacher", arch="cnn-small", classes=list(classes), img_size=img_size,
+                     mean=list(MEAN), std=list(STD), task="tiny")
+    return save_checkpoint(stem, model.state_dict(), card)
+
+
+@pytest.fixture
+def tiny(tmp_path: Path):
+    """A 4-class task with teachers of different widths (3 and 2 classes, sharing 'c')."""
+    rosters = (("a", "b", "c"), ("c", "d"))
+    teachers = []
+    for k, classes in enumerate(rosters, start=1):
+        stem = save_teacher(tmp_path / "ckpt" / f"t{k}", classes, seed=k)
+        teachers.append(TeacherSpec(f"t{k}", classes, checkpoint=str(stem)))
+    spec = TaskSpec("tiny", ("a", "b", "c", "d"), tuple(teachers), DataSpec("none"), img_size=SIZE)
+    gen = torch.Generator().manual_seed(0)
+    images = ImageSet(torch.randint(0, 256, (N, 3, SIZE, SIZE), dtype=torch.uint8, generator=gen),
+                      torch.arange(N) % 4)
+    data = TaskData(spec, images, images.subset(torch.arange(8)), images.subset(torch.arange(8)), MEAN, STD)
+    return spec, data, tmp_path
+
+
+def stems(spec: TaskSpec) -> list[Path]:
+    return [Path(t.checkpoint) for t in spec.teachers]
+
+
+def count_forwards(ensemble: TeacherEnsemble) -> list[int]:
+    calls = [0]
+
+    def hook(*_):
+        calls[0] += 1
+
+    for teacher in ensemble.teachers:  # the first layer runs whether or not features are taken
+        next(teacher.children()).register_forward_hook(hook)
+    return calls
+
+
+def build(spec, data, root) -> tuple[torch.Tensor, TeacherEnsemble, str, list[int]]:
+    ensemble = load_ensemble(spec, CPU, root)
+    calls = count_forwards(ensemble)
+    key = teacher_cache_key(stems(spec), data.train, ensemble.inputs)
+    logits = load_or_build_teacher_logits(ensemble, data.train, key, root / "cache", CPU, quiet=True)
+    return logits, ensemble, key, calls
+
+
+def test_cached_targets_equal_online_for_a_deterministic_view(tiny):
+    spec, data, root = tiny
+    logits, ensemble, _, _ = build(spec, data, root)
+    assert logits.shape == (N, 2, 3) and logits.dtype == torch.float32
+    index = torch.tensor([5, 0, 17, 33, 2, 39])
+    view = to_unit_float(data.train.images[index], CPU)
+    cached = cached_teacher_source(logits)(index, view).logits
+    online = online_source(ensemble)(index, view).logits
+    # identical, not merely close: frozen eval-mode teachers do not depend on the batch around an image
+    assert torch.equal(cached, online), (cached - online).abs().max()
+    labels = data.train.labels[index]
+    assert torch.equal(seed_rule_targets(cached, labels, spec.roster(), 4.0),
+                       seed_rule_targets(online, labels, spec.roster(), 4.0))
+
+
+def test_training_with_cache_matches_online_teachers(tiny):
+    """The whole point: a deterministic view gives the same run either way."""
+    spec, data, root = tiny
+    logits, ensemble, _, _ = build(spec, data, root)
+    config = TrainConfig(epochs=1, batch_size=8, augment="none", quiet=True)
+    histories = []
+    for source in (cached_teacher_source(logits), online_source(ensemble)):
+        torch.manual_seed(0)
+        student = create_teacher("cnn-small", spec.num_classes)
+        method = build_method("kd", spec.roster(), MethodOptions())
+        trainer = Trainer(student, method, ModelInput(SIZE, MEAN, STD), data.train, data.val,
+                          spec.num_classes, config, source)
+        histories.append(trainer.train_epoch())
+    assert histories[0]["train_loss"] == pytest.approx(histories[1]["train_loss"], rel=1e-6)
+    assert histories[0]["val_acc"] == histories[1]["val_acc"]
+
+
+def test_second_call_is_a_hit_and_runs_no_teacher(tiny):
+    spec, data, root = tiny
+    first, _, key, calls = build(spec, data, root)
+    assert calls[0] > 0  # miss: teachers ran
+    assert (root / "cache" / f"{key}.safetensors").exists()
+    index = json.loads((root / "cache" / f"{key}.json").read_text())
+    assert index["key"] == key and index["shape"] == [N, 2, 3] and "created" in index
+    second, _, key2, calls2 = build(spec, data, root)
+    assert key2 == key and calls2[0] == 0
+    assert torch.equal(first, second)
+
+
+def key_of(spec, data, inputs=None) -> str:
+    inputs = inputs or [ModelInput(SIZE, MEAN, STD)] * len(spec.teachers)
+    return teacher_cache_key(stems(spec), data.train, inputs)
+
+
+def test_key_changes_with_checkpoint_data_and_img_size(tiny):
+    spec, data, root = tiny
+    base = key_of(spec, data)
+    assert key_of(spec, data) == base  # stable
+
+    pixels = data.train.images.clone()
+    pixels[3, 0, 0, 0] ^= 1
+    assert key_of(spec, replace(data, train=ImageSet(pixels, data.train.labels))) != base
+    labels = data.train.labels.clone()
+    labels[0] = 3
+    assert key_of(spec, replace(data, train=ImageSet(data.train.images, labels))) != base
+    resized = [ModelInput(SIZE * 2, MEAN, STD)] * 2
+    assert key_of(spec, data, resized) != base
+    save_teacher(stems(spec)[1], spec.teachers[1].classes, seed=99)  # retrained teacher
+    assert key_of(spec, data) != base
+
+
+def test_changed_teacher_misses_and_recomputes(tiny):
+    spec, data, root = tiny
+    first, _, key, _ = build(spec, data, root)
+    save_teacher(stems(spec)[0], spec.teachers[0].classes, seed=123)
+    second, ensemble, key2, calls = build(spec, data, root)
+    assert key2 != key and calls[0] > 0
+    assert not torch.equal(first[:, 0], second[:, 0])
+    assert torch.equal(first[:, 1], second[:, 1])  # the other teacher did not change
+
+
+def test_changed_img_size_misses(tiny):
+    spec, data, root = tiny
+    _, _, key, _ = build(spec, data, root)
+    save_teacher(stems(spec)[1], spec.teachers[1].classes, seed=2, img_size=24)  # same weights
+    logits, _, key2, calls = build(spec, data, root)
+    assert key2 != key and calls[0] > 0
+
+
+def corrupt(cache: Path, key: str, how: str) -> None:
+    tensor, index = cache / f"{key}.safetensors", cache / f"{key}.json"
+    if how == "garbage tensor file":
+        tensor.write_bytes(b"\x00not a safetensors file")
+    elif how == "truncated tensor file":
+        tensor.write_bytes(tensor.read_bytes()[:50])
+    elif how == "index names another key":
+        save_file({"logits": torch.zeros(N, 2, 3)}, str(tensor))
+        index.write_text(json.dumps({**json.loads(index.read_text()), "key": "0" * 64}))
+    elif how == "wrong shape":
+        save_file({"logits": torch.zeros(N - 1, 2, 3)}, str(tensor))
+    elif how == "unreadable index":
+        index.write_text("{not json")
+    elif how == "missing index":
+        index.unlink()
+
+
+@pytest.mark.parametrize("how", ["garbage tensor file", "truncated tensor file", "index names another key",
+                                 "wrong shape", "unreadable index", "missing index"])
+def test_corrupt_cache_is_rebuilt_with_a_warning_never_used(tiny, capsys, how):
+    spec, data, root = tiny
+    good, _, key, _ = build(spec, data, root)
+    corrupt(root / "cache", key, how)
+    capsys.readouterr()
+    rebuilt, _, _, calls = build(spec, data, root)
+    assert "warning" in capsys.readouterr().out
+    assert calls[0] > 0
+    assert torch.equal(rebuilt, good)
+    again, _, _, calls = build(spec, data, root)  # the rebuilt entry is a clean hit
+    assert calls[0] == 0 and torch.equal(again, good)
+
+
+@pytest.mark.parametrize(("augment", "method", "cached"), [
+    ("none", "kd", True), ("none", "dkd", True), ("crop-flip", "kd", False), ("flip", "kd", False),
+    ("none", "fitnet", False), ("none", "simkd", False),
+])
+def test_source_is_cached_only_for_a_deterministic_view(tiny, augment, method, cached):
+    spec, data, root = tiny
+    ensemble = load_ensemble(spec, CPU, root)
+    calls = count_forwards(ensemble)
+    config = TrainConfig(augment=augment, quiet=True)
+    built = build_method(method, spec.roster(), MethodOptions())
+    source = teacher_source_for(spec, data, built, config, ensemble, root, cache_dir=root / "cache")
+    assert any((root / "cache").glob("*.safetensors")) == cached
+    before = calls[0]
+    index = torch.arange(4)
+    source(index, to_unit_float(data.train.images[index], CPU))
+    assert (calls[0] == before) == cached
+
+
+def test_feature_methods_get_features_from_online_teachers(tiny):
+    spec, data, root = tiny
+    ensemble = load_ensemble(spec, CPU, root)
+    method = build_method("fitnet", spec.roster(), MethodOptions())
+    source = teacher_source_for(spec, data, method, TrainConfig(augment="none", quiet=True), ensemble, root,
+                                cache_dir=root / "cache")
+    assert not (root / "cache").exists()
+    out = source(torch.arange(4), to_unit_float(data.train.images[:4], CPU))
+    assert out.features is not None and len(out.features) == len(spec.teachers)
+    assert out.logits.shape == (4, 2, 3)
+
+
+def test_single_file_checkpoints_are_hashed_whole(tiny, tmp_path):
+    """The seed app's bare .pth teachers: the file's bytes are part of the key."""
+    spec, data, _ = tiny
+    pth = tmp_path / "seed_teacher.pth"
+    pth.write_bytes(b"weights v1")
+    inputs = [ModelInput(SIZE, MEAN, STD)] * 2
+    base = teacher_cache_key([pth, stems(spec)[1]], data.train, inputs)
+    pth.write_bytes(b"weights v2")
+    assert teacher_cache_key([pth, stems(spec)[1]], data.train, inputs) != base
+
+
+def test_default_cache_lives_under_the_project_root(tiny):
+    spec, data, root = tiny
+    ensemble = load_ensemble(spec, CPU, root)
+    method = build_method("kd", spec.roster(), MethodOptions())
+    teacher_source_for(spec, data, method, TrainConfig(augment="none", quiet=True), ensemble, root)
+    assert len(list((root / ".cache" / "teachers" / "tiny").glob("*.safetensors"))) == 1
