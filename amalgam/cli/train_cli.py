@@ -77,6 +77,8 @@ def distil_command(
         None, "--out", help="run directory (default runs/<time>_task_<T>[_<run>])"
     ),
     resume_dir: Path | None = typer.Option(None, "--resume", help="continue a stopped run directory"),
+    checkpoint_every: int = typer.Option(0, "--checkpoint-every", help="also save state every N steps"),
+    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the student (opt-in)"),
     quiet: bool = QuietOpt,
 ) -> None:
     """Distil a student from all of the task's teachers (`--alpha 0` or `--method ce`: no teachers)."""
@@ -110,6 +112,7 @@ def distil_command(
                 augment=augment,
                 device=resolve_device(device),
                 quiet=quiet,
+                compile=compile_model,
             ),
             img_size=_check_img_size(img_size),
             val_fraction=val_fraction,
@@ -117,6 +120,7 @@ def distil_command(
             data_dir=data_dir,
             pretrained=pretrained,
             run_name=run,
+            checkpoint_every=_check_non_negative(checkpoint_every, "--checkpoint-every"),
         )
         result = distil(settings, out_dir=out)
     best = result.best
@@ -129,6 +133,12 @@ def distil_command(
 def _given(ctx: typer.Context, name: str) -> bool:
     source = ctx.get_parameter_source(name)
     return source is not None and source.name == "COMMANDLINE"
+
+
+def _check_non_negative(value: int, flag: str) -> int:
+    if value < 0:
+        raise UserError(f"{flag} must be >= 0, got {value}")
+    return value
 
 
 def _check_img_size(img_size: int | None) -> int | None:
@@ -267,6 +277,26 @@ def compare_command(
         console.print(
             f"[red]{name} failed[/] on {len(failures)} seed(s): {failures[0]['error']}", markup=True
         )
+
+
+@app.command("export")
+def export_command(
+    run_dir: Path = typer.Argument(..., help="run directory (exports its best student) or a checkpoint stem"),
+    fmt: str = typer.Option("onnx", "--format", help="onnx or torchscript"),
+    out: Path | None = typer.Option(None, "--out", help="file to write (default RUN_DIR/student.<ext>)"),
+    report: bool = typer.Option(True, "--report/--no-report", help="measure params, size and CPU latency"),
+) -> None:
+    """Write the best student as one ONNX or TorchScript file with its classes and preprocessing inside."""
+    from amalgam.harness.model_report import export_report, print_model_report
+    from amalgam.models.export import export_student, read_export_metadata
+
+    path = export_student(run_dir, fmt, out)
+    params = read_export_metadata(path)["params"]
+    console.print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB, {params:,} params)")
+    if report:
+        rows, notes, saved = export_report(run_dir, path)
+        print_model_report(rows, notes)
+        say(f"report in {saved}")
 
 
 def main() -> None:

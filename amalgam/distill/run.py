@@ -7,7 +7,10 @@ learning_curve.png, best.{safetensors,json}, last.{safetensors,json} and last_st
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -16,7 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from amalgam import PROJECT_ROOT
-from amalgam.distill.methods import MethodOptions, TeacherOutputs, build_method
+from amalgam.distill.methods import MethodOptions, build_method
 from amalgam.distill.teacher_cache import teacher_source_for
 from amalgam.distill.teachers import load_ensemble
 from amalgam.distill.trainer import TrainConfig, Trainer
@@ -48,6 +51,7 @@ class DistilSettings:
     data_dir: str | None = None
     pretrained: bool = False
     run_name: str = ""
+    checkpoint_every: int = 0  # steps between mid-epoch state saves; 0 = at epoch ends only
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -82,13 +86,6 @@ def claim_run_dir(run_dir: Path) -> Path:
 def write_json(path: Path, data) -> None:
     text = json.dumps(data, indent=2)
     atomic_write_bytes(path, lambda p: p.write_text(text))
-
-
-def online_teacher_source(ensemble):
-    def source(index: torch.Tensor, view: torch.Tensor) -> TeacherOutputs:
-        return TeacherOutputs(ensemble(view))
-
-    return source
 
 
 @dataclass
@@ -164,8 +161,58 @@ def distil(
     else:
         run_dir = claim_run_dir(out_dir or default_run_dir(root / "runs", spec.dir_name, settings.run_name))
         write_json(run_dir / "config.json", settings.to_dict())
+    with stop_on_interrupt(settings.checkpoint_every, run_dir) as after_step:
+        train_epochs(trainer, settings, data, model_input, run_dir, after_step)
+    best = trainer.best_epoch()
+    return RunResult(run_dir, best, trainer.history, trainer)
+
+
+class TrainingInterrupted(UserError):
+    """Ctrl-C: the state was saved; the message says how to resume."""
+
+    exit_code = 130
+
+
+def save_state(trainer: Trainer, run_dir: Path) -> None:
+    state = trainer.state_dict()
+    atomic_write_bytes(run_dir / STATE_FILE, lambda p: torch.save(state, p))
+
+
+@contextlib.contextmanager
+def stop_on_interrupt(checkpoint_every: int, run_dir: Path):
+    """Turn Ctrl-C into a clean stop after the current step, with the state saved first."""
+    requested = threading.Event()
+
+    def after_step(trainer: Trainer) -> None:
+        step = trainer.progress["step"]
+        if requested.is_set() or (checkpoint_every and step % checkpoint_every == 0):
+            save_state(trainer, run_dir)
+        if requested.is_set():
+            raise TrainingInterrupted(
+                f"interrupted at epoch {trainer.epoch + 1} step {step}; state saved in "
+                f"{run_dir / STATE_FILE}; resume with: python train.py --resume {run_dir}"
+            )
+
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, lambda *_: requested.set()) if in_main else None
+    try:
+        yield after_step
+    finally:
+        if in_main:
+            signal.signal(signal.SIGINT, previous)
+
+
+def train_epochs(
+    trainer: Trainer,
+    settings: DistilSettings,
+    data: TaskData,
+    model_input: ModelInput,
+    run_dir: Path,
+    after_step,
+) -> None:
+    config = settings.train
     while trainer.epoch < config.epochs:
-        row = trainer.train_epoch()
+        row = trainer.train_epoch(after_step)
         say(
             f"epoch {row['epoch']}/{config.epochs}: train loss {row['train_loss']:.4f} "
             f"acc {row['train_acc']:.2%} | val loss {row['val_loss']:.4f} acc {row['val_acc']:.2%} "
@@ -173,8 +220,6 @@ def distil(
             config.quiet,
         )
         save_epoch(trainer, settings, data, model_input, run_dir)
-    best = trainer.best_epoch()
-    return RunResult(run_dir, best, trainer.history, trainer)
 
 
 def save_epoch(
@@ -192,8 +237,7 @@ def save_epoch(
         if method_state:  # projectors / regressors, needed to score SimKD's reused classifiers
             atomic_write_bytes(run_dir / BEST_METHOD_FILE, lambda p: save_file(method_state, str(p)))
     save_checkpoint(run_dir / "last", weights, card)
-    state = trainer.state_dict()
-    atomic_write_bytes(run_dir / STATE_FILE, lambda p: torch.save(state, p))
+    save_state(trainer, run_dir)
     write_json(run_dir / "history.json", trainer.history)
     learning_curve(
         trainer.history,

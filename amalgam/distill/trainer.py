@@ -117,6 +117,7 @@ class Trainer:
         self.teachers = teachers
         self.epoch = 0
         self.history: list[dict] = []
+        self.progress: dict | None = None  # position inside the current epoch, for mid-epoch resumes
         self._setup_speedups()  # before the optimiser, which must see the final parameters
         params = list(self.student.parameters()) + list(self.method.parameters())
         self.optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -176,18 +177,40 @@ class Trainer:
         self.optimizer.step()
         return loss.item() * len(index), int((logits.argmax(1) == labels).sum())
 
-    def train_epoch(self) -> dict:
-        """One epoch of training, then validation; appends to and returns the history row."""
+    def train_epoch(self, after_step: Callable[[Trainer], None] | None = None) -> dict:
+        """One epoch of training, then validation; appends to and returns the history row.
+
+        Resumes mid-epoch when `self.progress` holds a saved position (step, generator state,
+        running sums); `after_step` runs after every step (mid-epoch checkpoints, Ctrl-C).
+        """
         started = time.perf_counter()
         generator = epoch_generator(self.config.seed, self.epoch)
         batches = batch_indices(len(self.train_set), self.config.batch_size, generator)
         self.student.train()
         self.method.train()
-        loss_sum, correct, seen = 0.0, 0, 0
+        progress = self.progress or {"step": 0, "loss_sum": 0.0, "correct": 0, "seen": 0}
+        if self.progress is not None:
+            generator.set_state(self.progress["generator"])
+        loss_sum, correct, seen = progress["loss_sum"], progress["correct"], progress["seen"]
         description = f"epoch {self.epoch + 1}/{self.config.epochs}"
-        for step, index in enumerate(track(batches, len(batches), description, self.config.quiet)):
-            batch_loss, batch_correct = self._step(index, generator, step)
-            loss_sum, correct, seen = loss_sum + batch_loss, correct + batch_correct, seen + len(index)
+        remaining = range(int(progress["step"]), len(batches))
+        for step in track(remaining, len(remaining), description, self.config.quiet):
+            batch_loss, batch_correct = self._step(batches[step], generator, step)
+            loss_sum, correct, seen = (
+                loss_sum + batch_loss,
+                correct + batch_correct,
+                seen + len(batches[step]),
+            )
+            self.progress = {
+                "step": step + 1,
+                "generator": generator.get_state(),
+                "loss_sum": loss_sum,
+                "correct": correct,
+                "seen": seen,
+            }
+            if after_step is not None:
+                after_step(self)
+        self.progress = None
         lr = self.optimizer.param_groups[0]["lr"]
         self.scheduler.step()
         val = self.validate()
@@ -209,7 +232,9 @@ class Trainer:
         self.student.eval()
         self.method.eval()
         logits = predict_logits(
-            lambda x: self.method.predict(self.student, x), self.student_input, self.val_set,
+            lambda x: self.method.predict(self.student, x),
+            self.student_input,
+            self.val_set,
             self.device,
         )
         return classification_scores(logits, self.val_set.labels, self.num_classes)
@@ -227,6 +252,7 @@ class Trainer:
             "epoch": self.epoch,
             "history": self.history,
             "rng": torch.get_rng_state(),
+            "progress": self.progress,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -237,4 +263,4 @@ class Trainer:
         self.epoch = int(state["epoch"])
         self.history = list(state["history"])
         torch.set_rng_state(state["rng"])
-
+        self.progress = state.get("progress")

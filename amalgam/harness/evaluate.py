@@ -21,6 +21,7 @@ from amalgam.errors import UserError
 from amalgam.harness.metrics import classification_scores, fit_temperature, reliability_bins
 from amalgam.harness.plots import confusion_figure, prediction_grid, reliability_figure
 from amalgam.models.checkpoint import atomic_write_bytes, checkpoint_stem, load_model
+from amalgam.models.export import is_exported_file, load_exported
 from amalgam.tasks.loader import TaskData
 
 
@@ -62,14 +63,19 @@ def load_student(path: Path, classes: tuple[str, ...]) -> LoadedStudent:
 def load_any_student(
     path: Path, classes: tuple[str, ...], fmt: str = "auto", data: TaskData | None = None
 ) -> LoadedStudent:
-    """An amalgam checkpoint, or (`--format seed`, or a .pth file) the seed app's state_dict.
+    """An amalgam checkpoint, a file from `train.py export` (.onnx, or a TorchScript .pt
+    carrying amalgam.json), or (`--format seed`, or another .pth/.pt) the seed app's state_dict.
 
-    Seed files carry no preprocessing; like the seed app, they get 64 px input normalised
-    with the training split's statistics (`data`), else ImageNet's.
+    Exported files carry their classes and preprocessing. Seed files carry none; like the
+    seed app, they get 64 px input normalised with the training split's statistics (`data`),
+    else ImageNet's.
     """
     path = Path(path)
     if fmt not in ("auto", "amalgam", "seed"):
         raise UserError(f"--format must be auto, amalgam or seed, got {fmt!r}")
+    if fmt == "auto" and is_exported_file(path):
+        predictor, model_input, params = load_exported(path, classes)
+        return LoadedStudent(predictor, model_input, path, params)
     if fmt == "seed" or (fmt == "auto" and path.suffix in (".pth", ".pt")):
         from amalgam.models.seed_format import load_seed_student
 

@@ -1,0 +1,110 @@
+"""`train.py export`: the shipped file predicts what the PyTorch student predicts, says what it
+expects, and can be graded by `evaluation.py` like any checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from amalgam.distill.teachers import model_input_for
+from amalgam.distill.trainer import predict_logits
+from amalgam.errors import UserError
+from amalgam.models.checkpoint import load_model
+from amalgam.models.export import export_student, load_exported, read_export_metadata
+from amalgam.tasks.builtin import get_task
+from amalgam.tasks.loader import load_task_data
+from tests.conftest import TINY, assert_one_line_error, run_front_end
+
+STUDENT = ["--student", "mobilenetv3_small", "--epochs", "1", "--batch-size", "16"]
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def run_dir(trained_home: Path) -> Path:
+    # Outside runs/ so other tests' "newest student" stays theirs.
+    out = trained_home / "export_run"
+    result = run_front_end("train.py", [*TINY, *STUDENT, "--out", str(out)], trained_home)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def exported(run_dir: Path, trained_home: Path) -> dict[str, Path]:
+    files = {}
+    for fmt, name in (("onnx", "student.onnx"), ("torchscript", "student.pt")):
+        result = run_front_end("train.py", ["export", str(run_dir), "--format", fmt], trained_home)
+        assert result.returncode == 0, result.stderr
+        assert f"wrote {run_dir / name}" in result.stdout
+        files[fmt] = run_dir / name
+    return files
+
+
+@pytest.fixture(scope="module")
+def test_logits(run_dir: Path):
+    """PyTorch logits of the best student on the task's whole test split."""
+    data = load_task_data(get_task("fashion-mini"))
+    model, card = load_model(run_dir / "best")
+    return data, predict_logits(model, model_input_for(card), data.test, CPU)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_exported_file_matches_pytorch_on_the_test_set(fmt, exported, test_logits):
+    data, reference = test_logits
+    predictor, model_input, params = load_exported(exported[fmt], data.spec.classes)
+    logits = predict_logits(predictor, model_input, data.test, CPU)
+    assert len(data.test) == 600 and logits.shape == reference.shape
+    assert torch.equal(logits.argmax(1), reference.argmax(1))
+    assert (logits - reference).abs().max().item() < 1e-4
+    assert params > 100_000
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_metadata_holds_classes_and_preprocessing(fmt, exported, run_dir: Path):
+    card = json.loads((run_dir / "best.json").read_text())
+    meta = read_export_metadata(exported[fmt])
+    assert meta["classes"] == card["classes"] == list(get_task("fashion-mini").classes)
+    assert (meta["img_size"], meta["mean"], meta["std"]) == (32, card["mean"], card["std"])
+    assert meta["arch"] == "mobilenetv3_small" and meta["task"] == "fashion-mini"
+    assert "(x - mean) / std" in meta["input"]
+
+
+def test_export_writes_a_model_report(exported, run_dir: Path):
+    report = json.loads((run_dir / "model_report.json").read_text())
+    names = [row["name"] for row in report["models"]]
+    assert names[:3] == ["teacher_1", "teacher_2", "teacher_3"]
+    assert "student (pytorch)" in names and report["notes"] == []
+    for row in report["models"]:
+        assert row["params"] > 0 and row["file_bytes"] > 0 and row["latency_ms_per_image"] > 0
+
+
+def test_evaluation_grades_an_onnx_file(exported, trained_home: Path, tmp_path: Path):
+    result = run_front_end(
+        "evaluation.py",
+        ["--task", "fashion-mini", "--checkpoint", str(exported["onnx"]), "--out", str(tmp_path), "--quiet"],
+        trained_home,
+    )
+    assert result.returncode == 0, result.stderr
+    results = json.loads((tmp_path / "fashion-mini" / "results.json").read_text())
+    assert results["n_samples"] == 600 and results["model_path"] == str(exported["onnx"])
+    assert results["params"] == read_export_metadata(exported["onnx"])["params"]
+
+
+def test_exported_file_refuses_another_tasks_classes(exported):
+    with pytest.raises(UserError, match="predicts classes"):
+        load_exported(exported["onnx"], ("cat", "dog"))
+
+
+def test_bad_format_is_one_line_error(run_dir: Path, trained_home: Path):
+    result = run_front_end("train.py", ["export", str(run_dir), "--format", "tflite"], trained_home)
+    assert result.returncode == 2
+    assert_one_line_error(result, "--format", "tflite")
+
+
+def test_missing_run_dir_and_wrong_suffix_are_user_errors(run_dir: Path, tmp_path: Path):
+    with pytest.raises(UserError, match="neither a run directory nor a checkpoint"):
+        export_student(tmp_path / "nowhere", "onnx")
+    with pytest.raises(UserError, match="must end in .onnx"):
+        export_student(run_dir, "onnx", tmp_path / "student.bin")
