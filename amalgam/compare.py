@@ -17,10 +17,10 @@ from amalgam import PROJECT_ROOT
 from amalgam.distill.methods import METHODS, MethodOptions
 from amalgam.distill.run import DistilSettings, distil, load_best
 from amalgam.distill.teachers import load_ensemble
-from amalgam.distill.trainer import TrainConfig, predict_logits
+from amalgam.distill.trainer import TrainConfig
 from amalgam.errors import UserError
 from amalgam.harness.compare_report import write_compare_report
-from amalgam.harness.metrics import classification_scores, fit_temperature
+from amalgam.harness.evaluate import calibrated_test_scores
 from amalgam.harness.teacher_scores import teacher_scores
 from amalgam.tasks.builtin import get_task
 from amalgam.tasks.loader import load_task_data
@@ -47,19 +47,14 @@ def score_arm(result, data, device: torch.device) -> dict:
     def predict(x):
         return trainer.method.predict(trainer.student, x)
 
-    test = predict_logits(predict, trainer.student_input, data.test, device)
-    val = predict_logits(predict, trainer.student_input, data.val, device)
-    n = data.spec.num_classes
-    scores = classification_scores(test, data.test.labels, n)
-    temperature = fit_temperature(val, data.val.labels)
-    scaled = classification_scores(test / temperature, data.test.labels, n)
+    scores = calibrated_test_scores(predict, trainer.student_input, data, device)
     return {
         "accuracy": scores["accuracy"],
         "macro_f1": scores["macro_f1"],
         "nll": scores["nll"],
         "ece": scores["ece"],
-        "ece_ts": scaled["ece"],
-        "temperature": temperature,
+        "ece_ts": scores["ece_ts"],
+        "temperature": scores["temperature"],
         "best_epoch": result.best["epoch"],
     }
 

@@ -119,6 +119,14 @@ def test_bad_flags_get_one_clear_line(tmp_path: Path, args, needle):
     assert_one_line_error(run_front_end("train.py", args, tmp_path), needle)
 
 
+def copy_of_teachers(trained_home: Path, home: Path) -> Path:
+    """A fresh home holding copies of the session's trained teachers, safe to damage."""
+    (home / "checkpoints" / "fashion-mini").mkdir(parents=True)
+    for path in (trained_home / "checkpoints" / "fashion-mini").iterdir():
+        (home / "checkpoints" / "fashion-mini" / path.name).write_bytes(path.read_bytes())
+    return home
+
+
 def test_missing_teacher_checkpoint(tmp_path: Path):
     result = run_front_end("train.py", [*TINY, *STUDENT], tmp_path)
     assert_one_line_error(result, "teacher_1.safetensors", "python train.py teachers")
@@ -126,19 +134,13 @@ def test_missing_teacher_checkpoint(tmp_path: Path):
 
 
 def test_corrupt_teacher_checkpoint(trained_home: Path, tmp_path: Path):
-    home = tmp_path / "home"
-    (home / "checkpoints" / "fashion-mini").mkdir(parents=True)
-    for path in (trained_home / "checkpoints" / "fashion-mini").iterdir():
-        (home / "checkpoints" / "fashion-mini" / path.name).write_bytes(path.read_bytes())
+    home = copy_of_teachers(trained_home, tmp_path / "home")
     (home / "checkpoints" / "fashion-mini" / "teacher_2.safetensors").write_bytes(b"not a checkpoint")
     assert_one_line_error(run_front_end("train.py", [*TINY, *STUDENT], home), "teacher_2", "corrupt")
 
 
 def test_teacher_whose_classes_do_not_match_the_roster(trained_home: Path, tmp_path: Path):
-    home = tmp_path / "home"
-    (home / "checkpoints" / "fashion-mini").mkdir(parents=True)
-    for path in (trained_home / "checkpoints" / "fashion-mini").iterdir():
-        (home / "checkpoints" / "fashion-mini" / path.name).write_bytes(path.read_bytes())
+    home = copy_of_teachers(trained_home, tmp_path / "home")
     card_path = home / "checkpoints" / "fashion-mini" / "teacher_3.json"
     card = json.loads(card_path.read_text())
     card["classes"] = list(reversed(card["classes"]))
@@ -147,10 +149,7 @@ def test_teacher_whose_classes_do_not_match_the_roster(trained_home: Path, tmp_p
 
 
 def test_head_that_does_not_fit_the_class_list(trained_home: Path, tmp_path: Path):
-    home = tmp_path / "home"
-    (home / "checkpoints" / "fashion-mini").mkdir(parents=True)
-    for path in (trained_home / "checkpoints" / "fashion-mini").iterdir():
-        (home / "checkpoints" / "fashion-mini" / path.name).write_bytes(path.read_bytes())
+    home = copy_of_teachers(trained_home, tmp_path / "home")
     card_path = home / "checkpoints" / "fashion-mini" / "teacher_1.json"
     card = json.loads(card_path.read_text())
     card["arch"] = "cnn-large"

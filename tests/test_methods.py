@@ -161,3 +161,34 @@ def test_temperature_fit_lowers_nll_of_an_overconfident_model():
 def test_impossible_method_options(kwargs):
     with pytest.raises(UserError):
         MethodOptions(**kwargs)
+
+
+def test_non_finite_loss_stops_with_step_and_terms():
+    from amalgam.distill.methods.base import Method
+    from amalgam.distill.trainer import NonFiniteLoss, TrainConfig, Trainer
+    from amalgam.distill.views import ModelInput
+    from amalgam.tasks.images import ImageSet
+
+    class Diverging(Method):
+        name = "diverging"
+        uses_teachers = False
+
+        def loss_terms(self, student_logits, student_features, teacher, labels):
+            return {
+                "loss_ce": F.cross_entropy(student_logits, labels),
+                "loss_bad": student_logits.sum() * math.inf,
+            }
+
+    spec, roster = roster3()
+    images = ImageSet(torch.zeros(8, 3, 16, 16, dtype=torch.uint8), torch.tensor([0, 1, 2, 3, 4, 0, 1, 2]))
+    trainer = Trainer(
+        TinyStudent(5),
+        Diverging(roster, MethodOptions()),
+        ModelInput(16, (0.5,) * 3, (0.25,) * 3),
+        images,
+        images,
+        5,
+        TrainConfig(epochs=1, batch_size=4, quiet=True),
+    )
+    with pytest.raises(NonFiniteLoss, match=r"epoch 1 step 0 .*loss_bad="):
+        trainer.train_epoch()

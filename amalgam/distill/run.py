@@ -22,7 +22,7 @@ from amalgam import PROJECT_ROOT
 from amalgam.distill.methods import MethodOptions, build_method
 from amalgam.distill.teacher_cache import teacher_source_for
 from amalgam.distill.teachers import load_ensemble
-from amalgam.distill.trainer import TrainConfig, Trainer
+from amalgam.distill.trainer import NonFiniteLoss, TrainConfig, Trainer
 from amalgam.distill.views import ModelInput, to_unit_float
 from amalgam.errors import UserError
 from amalgam.harness.plots import learning_curve
@@ -161,8 +161,12 @@ def distil(
     else:
         run_dir = claim_run_dir(out_dir or default_run_dir(root / "runs", spec.dir_name, settings.run_name))
         write_json(run_dir / "config.json", settings.to_dict())
-    with stop_on_interrupt(settings.checkpoint_every, run_dir) as after_step:
-        train_epochs(trainer, settings, data, model_input, run_dir, after_step)
+    try:
+        with stop_on_interrupt(settings.checkpoint_every, run_dir) as after_step:
+            train_epochs(trainer, settings, data, model_input, run_dir, after_step)
+    except NonFiniteLoss as exc:
+        good = f"{run_dir / 'last'} (epoch {trainer.epoch})" if trainer.epoch else "none yet"
+        raise NonFiniteLoss(f"{exc}; last good checkpoint: {good}, left untouched") from exc
     best = trainer.best_epoch()
     return RunResult(run_dir, best, trainer.history, trainer)
 

@@ -87,9 +87,13 @@ def load_any_student(
 
 def score_student(student: LoadedStudent, data: TaskData, device: torch.device) -> dict:
     """Test scores, with calibration before and after a temperature fitted on validation."""
-    model = student.predict.to(device).eval()
-    test_logits = predict_logits(model, student.model_input, data.test, device)
-    val_logits = predict_logits(model, student.model_input, data.val, device)
+    return calibrated_test_scores(student.predict.to(device).eval(), student.model_input, data, device)
+
+
+def calibrated_test_scores(predict, model_input: ModelInput, data: TaskData, device: torch.device) -> dict:
+    """Score the test split once; the temperature is fitted on validation logits only."""
+    test_logits = predict_logits(predict, model_input, data.test, device)
+    val_logits = predict_logits(predict, model_input, data.val, device)
     n = data.spec.num_classes
     scores = classification_scores(test_logits, data.test.labels, n)
     temperature = fit_temperature(val_logits, data.val.labels)
