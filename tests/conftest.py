@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_assets import server  # noqa: F401  (the 127.0.0.1 file server, shared as a fixture)
+
 REPO = Path(__file__).resolve().parent.parent
 # Small and fast: a tiny slice of the embedded task, the smallest student, one epoch.
 TINY = ["--task", "fashion-mini", "--train-per-class", "12", "--img-size", "32", "--quiet"]

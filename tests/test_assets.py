@@ -70,7 +70,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def log_message(self, format: str, *args: object) -> None:  # keep pytest output clean
-        pass
+        return None
 
 
 class FileServer(ThreadingHTTPServer):

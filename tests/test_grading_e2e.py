@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import json
 import socket
-import threading
 import zipfile
 from pathlib import Path
 
@@ -27,19 +26,6 @@ STUDENTS = {
     "B": ("best_models/TaskB/student_model_epoch12_acc80.00.pth", 12),
 }
 SEED_KEYS = {"task", "model_path", "overall_accuracy", "per_class_accuracy"}
-
-
-@pytest.fixture
-def server(tmp_path: Path):
-    docroot = tmp_path / "served"
-    docroot.mkdir()
-    srv = FileServer(docroot)
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-    thread.join(timeout=5)
 
 
 def zip_tree(folder: Path, extra: dict[str, bytes]) -> bytes:
@@ -77,12 +63,12 @@ url = "{models[0]}"
 sha256 = "{models[1]}"
 archive = "zip"
 dest = "."
-provides = ["{STUDENTS['A'][0]}", "{STUDENTS['B'][0]}"]
+provides = ["{STUDENTS["A"][0]}", "{STUDENTS["B"][0]}"]
 tasks = ["A", "B"]
 
 [asset.students]
-A = "{STUDENTS['A'][0]}"
-B = "{STUDENTS['B'][0]}"
+A = "{STUDENTS["A"][0]}"
+B = "{STUDENTS["B"][0]}"
 
 [[asset]]
 name = "cas771-data"
@@ -133,11 +119,16 @@ def test_unreachable_assets_skip_both_tasks_and_fail(tmp_path: Path, monkeypatch
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     dead = f"http://127.0.0.1:{port}"
-    manifest = write_manifest(tmp_path / "manifest.toml", (f"{dead}/data.zip", ""),
-                              (f"{dead}/best_models.zip", ""), ["data/TaskB/train_dataB_model_1.pth"])
+    manifest = write_manifest(
+        tmp_path / "manifest.toml",
+        (f"{dead}/data.zip", ""),
+        (f"{dead}/best_models.zip", ""),
+        ["data/TaskB/train_dataB_model_1.pth"],
+    )
 
-    result = run_front_end("evaluation.py", ["--manifest", str(manifest), "--quiet", "--device", "cpu"],
-                           tmp_path / "home")
+    result = run_front_end(
+        "evaluation.py", ["--manifest", str(manifest), "--quiet", "--device", "cpu"], tmp_path / "home"
+    )
 
     assert result.returncode != 0
     assert "Traceback" not in result.stderr

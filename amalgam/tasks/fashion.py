@@ -53,8 +53,7 @@ def _find_idx(folder: Path, stem: str) -> Path | None:
 
 def locate_fashion_dir(data_dir: str | None) -> Path:
     """The first folder holding the IDX files: --data-dir, the Debian package, then a download."""
-    candidates = [Path(data_dir)] if data_dir else []
-    candidates.append(SYSTEM_DIR)
+    candidates = [Path(data_dir)] if data_dir else [SYSTEM_DIR]  # an explicit folder is never second-guessed
     for folder in candidates:
         if all(_find_idx(folder, s) for pair in IDX_FILES.values() for s in pair):
             return folder
