@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -124,6 +125,8 @@ def distil_command(
         )
         result = distil(settings, out_dir=out)
     best = result.best
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # under torchrun, rank 0 reports
     console.print(
         f"best epoch {best['epoch']} (chosen on validation): val acc {best['val_acc']:.2%}, "
         f"macro-F1 {best['val_macro_f1']:.3f} → {result.run_dir}"

@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from amalgam import PROJECT_ROOT
+from amalgam.distill.distributed import barrier, broadcast_from_main, cuda_device_for, init_distributed
 from amalgam.distill.methods import MethodOptions, build_method
 from amalgam.distill.teacher_cache import teacher_source_for
 from amalgam.distill.teachers import load_ensemble
@@ -142,7 +143,12 @@ def distil(
     spec = get_task(settings.task)
     method = build_method(settings.method, spec.roster(), settings.method_options)
     data = data or load_task_data(spec, settings.data_dir, settings.val_fraction, settings.train_per_class)
-    config = settings.train
+    env = init_distributed(settings.train.device)
+    config = replace(
+        settings.train,
+        device=cuda_device_for(settings.train.device, env),
+        quiet=settings.train.quiet or not env.is_main,
+    )  # one process speaks and writes
     device = torch.device(config.device)
     model_input = ModelInput(settings.img_size or spec.img_size, data.mean, data.std)
     torch.manual_seed(config.seed)
@@ -150,20 +156,31 @@ def distil(
     teachers = None
     if method.uses_teachers:
         ensemble = load_ensemble(spec, device, root)
+        if not env.is_main:
+            barrier(env)  # rank 0 builds the teacher cache first; the others then read it
         teachers = teacher_source_for(spec, data, method, config, ensemble, root)
+        if env.is_main:
+            barrier(env)
         if method.needs_features:
             setup_feature_method(method, student.to(device), model_input, ensemble, data, device)
-    trainer = Trainer(student, method, model_input, data.train, data.val, spec.num_classes, config, teachers)
+    trainer = Trainer(
+        student, method, model_input, data.train, data.val, spec.num_classes, config, teachers, env
+    )
     if resume_dir is not None:
         run_dir = resume_dir
         trainer.load_state_dict(torch.load(run_dir / STATE_FILE, weights_only=True))
         say(f"resuming {run_dir} at epoch {trainer.epoch + 1}/{config.epochs}", config.quiet)
     else:
-        run_dir = claim_run_dir(out_dir or default_run_dir(root / "runs", spec.dir_name, settings.run_name))
-        write_json(run_dir / "config.json", settings.to_dict())
+        run_dir = None
+        if env.is_main:
+            run_dir = claim_run_dir(
+                out_dir or default_run_dir(root / "runs", spec.dir_name, settings.run_name)
+            )
+            write_json(run_dir / "config.json", settings.to_dict())
+        run_dir = broadcast_from_main(run_dir, env)
     try:
-        with stop_on_interrupt(settings.checkpoint_every, run_dir) as after_step:
-            train_epochs(trainer, settings, data, model_input, run_dir, after_step)
+        with stop_on_interrupt(settings.checkpoint_every, run_dir, env.is_main) as after_step:
+            train_epochs(trainer, settings, data, model_input, run_dir, after_step, env.is_main)
     except NonFiniteLoss as exc:
         good = f"{run_dir / 'last'} (epoch {trainer.epoch})" if trainer.epoch else "none yet"
         raise NonFiniteLoss(f"{exc}; last good checkpoint: {good}, left untouched") from exc
@@ -183,13 +200,13 @@ def save_state(trainer: Trainer, run_dir: Path) -> None:
 
 
 @contextlib.contextmanager
-def stop_on_interrupt(checkpoint_every: int, run_dir: Path):
+def stop_on_interrupt(checkpoint_every: int, run_dir: Path, writes: bool = True):
     """Turn Ctrl-C into a clean stop after the current step, with the state saved first."""
     requested = threading.Event()
 
     def after_step(trainer: Trainer) -> None:
         step = trainer.progress["step"]
-        if requested.is_set() or (checkpoint_every and step % checkpoint_every == 0):
+        if writes and (requested.is_set() or (checkpoint_every and step % checkpoint_every == 0)):
             save_state(trainer, run_dir)
         if requested.is_set():
             raise TrainingInterrupted(
@@ -213,6 +230,7 @@ def train_epochs(
     model_input: ModelInput,
     run_dir: Path,
     after_step,
+    writes: bool = True,
 ) -> None:
     config = settings.train
     while trainer.epoch < config.epochs:
@@ -221,9 +239,10 @@ def train_epochs(
             f"epoch {row['epoch']}/{config.epochs}: train loss {row['train_loss']:.4f} "
             f"acc {row['train_acc']:.2%} | val loss {row['val_loss']:.4f} acc {row['val_acc']:.2%} "
             f"macro-F1 {row['val_macro_f1']:.3f} | {row['seconds']:.1f}s",
-            config.quiet,
+            config.quiet or not writes,
         )
-        save_epoch(trainer, settings, data, model_input, run_dir)
+        if writes:
+            save_epoch(trainer, settings, data, model_input, run_dir)
 
 
 def save_epoch(

@@ -14,7 +14,10 @@ from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler
 
+from amalgam.distill.distributed import DistEnv, average_gradients, sum_across
 from amalgam.distill.methods.base import Method, TeacherOutputs
 from amalgam.distill.views import AUGMENTATIONS, ModelInput, augment, to_unit_float
 from amalgam.errors import UserError
@@ -93,6 +96,18 @@ def predict_logits(
     return torch.cat(outputs) if outputs else torch.zeros(0)
 
 
+class FeaturesAndLogits(nn.Module):
+    """One forward returning (logits, last feature map), so DDP sees the whole student pass."""
+
+    def __init__(self, student: nn.Module):
+        super().__init__()
+        self.student = student
+
+    def forward(self, x: torch.Tensor):
+        features = self.student.forward_features(x)
+        return self.student.forward_head(features), features
+
+
 class Trainer:
     def __init__(
         self,
@@ -104,6 +119,7 @@ class Trainer:
         num_classes: int,
         config: TrainConfig,
         teachers: TeacherSource | None = None,
+        dist_env: DistEnv | None = None,
     ):
         if method.uses_teachers and teachers is None:
             raise UserError(f"method {method.name!r} needs teachers; train them first")
@@ -118,7 +134,9 @@ class Trainer:
         self.epoch = 0
         self.history: list[dict] = []
         self.progress: dict | None = None  # position inside the current epoch, for mid-epoch resumes
+        self.dist = dist_env or DistEnv()
         self._setup_speedups()  # before the optimiser, which must see the final parameters
+        self._setup_ddp()
         params = list(self.student.parameters()) + list(self.method.parameters())
         self.optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.StepLR(
@@ -138,6 +156,43 @@ class Trainer:
         if self.channels_last:
             self.student = self.student.to(memory_format=torch.channels_last)
         self.forward_model: nn.Module = torch.compile(self.student) if self.config.compile else self.student
+
+    def _setup_ddp(self) -> None:
+        """Under torchrun the student's forward goes through DistributedDataParallel.
+
+        Feature methods need the student's feature map as well as its logits, so DDP wraps a
+        module that returns both; gradients of the method's own helpers are averaged by hand.
+        """
+        self.ddp_model: nn.Module | None = None
+        if not self.dist.active:
+            return
+        module = FeaturesAndLogits(self.forward_model) if self.method.needs_features else self.forward_model
+        device_ids = [self.device.index] if self.on_cuda else None
+        self.ddp_model = DistributedDataParallel(module, device_ids=device_ids)
+
+    def _student_forward(self, x: torch.Tensor):
+        if self.ddp_model is None:
+            return self.method.student_forward(self.forward_model, x)
+        out = self.ddp_model(x)
+        return out if self.method.needs_features else (out, None)
+
+    def _epoch_order(self, generator: torch.Generator) -> list[torch.Tensor]:
+        """This process's batches: all of them, or its DistributedSampler shard under torchrun."""
+        if not self.dist.active:
+            return batch_indices(len(self.train_set), self.config.batch_size, generator)
+        sampler = DistributedSampler(
+            range(len(self.train_set)),
+            num_replicas=self.dist.world_size,
+            rank=self.dist.rank,
+            shuffle=True,
+            seed=self.config.seed,
+        )
+        sampler.set_epoch(self.epoch)
+        order = torch.tensor(list(sampler))
+        batches = list(order.split(self.config.batch_size))
+        if len(batches) > 1 and len(batches[-1]) < 2:
+            batches.pop()
+        return batches
 
     def _autocast(self):
         if self.on_cuda and self.config.amp:
@@ -162,7 +217,7 @@ class Trainer:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with self._autocast():
-            logits, features = self.method.student_forward(self.forward_model, x)
+            logits, features = self._student_forward(x)
             teacher_out = self.teachers(index, view) if self.method.uses_teachers else None
             terms = self.method.loss_terms(logits, features, teacher_out, labels)
         loss = sum(terms.values())
@@ -174,6 +229,7 @@ class Trainer:
             )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        average_gradients(self.method.parameters(), self.dist)
         self.optimizer.step()
         return loss.item() * len(index), int((logits.argmax(1) == labels).sum())
 
@@ -184,8 +240,8 @@ class Trainer:
         running sums); `after_step` runs after every step (mid-epoch checkpoints, Ctrl-C).
         """
         started = time.perf_counter()
-        generator = epoch_generator(self.config.seed, self.epoch)
-        batches = batch_indices(len(self.train_set), self.config.batch_size, generator)
+        generator = epoch_generator(self.config.seed + 7919 * self.dist.rank, self.epoch)
+        batches = self._epoch_order(generator)
         self.student.train()
         self.method.train()
         progress = self.progress or {"step": 0, "loss_sum": 0.0, "correct": 0, "seen": 0}
@@ -211,6 +267,7 @@ class Trainer:
             if after_step is not None:
                 after_step(self)
         self.progress = None
+        loss_sum, correct, seen = sum_across([loss_sum, correct, seen], self.dist)
         lr = self.optimizer.param_groups[0]["lr"]
         self.scheduler.step()
         val = self.validate()
