@@ -5,23 +5,14 @@ from __future__ import annotations
 import torch
 
 from amalgam.distill.ensemble import TeacherEnsemble, combined_teacher_probs
-from amalgam.distill.views import to_unit_float
+from amalgam.distill.teacher_cache import compute_teacher_logits
 from amalgam.tasks.images import ImageSet
-
-
-@torch.no_grad()
-def teacher_logits(ensemble: TeacherEnsemble, images: ImageSet, device: torch.device,
-                   batch_size: int = 256) -> torch.Tensor:
-    """Padded local logits [N, K, L] of every teacher on every image, in order."""
-    parts = [ensemble(to_unit_float(images.images[i : i + batch_size], device)).cpu()
-             for i in range(0, len(images), batch_size)]
-    return torch.cat(parts)
 
 
 def teacher_scores(ensemble: TeacherEnsemble, images: ImageSet, device: torch.device) -> dict:
     """Per teacher: accuracy on the images of its own classes; plus the union accuracy."""
     roster = ensemble.roster
-    logits = teacher_logits(ensemble, images, device)
+    logits = compute_teacher_logits(ensemble, images, device, quiet=True)
     labels = images.labels
     per_teacher = {}
     for k, name in enumerate(roster.teacher_names):
