@@ -68,6 +68,9 @@ def summarise(runs: list[dict]) -> dict:
     return summary
 
 
+TRAINING_KEYS = ("batch_size", "lr", "weight_decay", "scheduler", "teacher_precision")
+
+
 def run_compare(
     task: str,
     methods: list[str],
@@ -96,6 +99,7 @@ def run_compare(
         "epochs": config.epochs,
         "img_size": img_size or spec.img_size,
         "augment": config.augment,
+        "training": {name: getattr(config, name) for name in TRAINING_KEYS},
         "train_per_class": train_per_class,
         "train_images": len(data.train),
         "test_images": len(data.test),

@@ -116,9 +116,9 @@ def take(n: int, epoch_batches):
     return itertools.islice(itertools.chain.from_iterable(map(epoch_batches, itertools.count())), n)
 
 
-def run_amalgam_arm(arm: str, workdir: Path, steps: int, warmup: int) -> dict:
+def run_amalgam_arm(arm: str, workdir: Path, steps: int, warmup: int, precision: str) -> dict:
     from amalgam.distill.methods import MethodOptions, build_method
-    from amalgam.distill.teacher_cache import online_source, teacher_source_for
+    from amalgam.distill.teacher_cache import inference_ensemble, online_source, teacher_source_for
     from amalgam.distill.teachers import load_ensemble
     from amalgam.distill.trainer import TrainConfig, Trainer, batch_indices, epoch_generator
     from amalgam.distill.views import ModelInput
@@ -130,7 +130,7 @@ def run_amalgam_arm(arm: str, workdir: Path, steps: int, warmup: int) -> dict:
     train = to_task_space(torch.load(workdir / "task_b_train.pt", weights_only=True))
     mean, std = channel_stats(train.images, 3)
     data = TaskData(spec, train, train.subset(torch.arange(24)), train.subset(torch.arange(24)), mean, std)
-    config = TrainConfig(batch_size=BATCH, augment="none", quiet=True)
+    config = TrainConfig(batch_size=BATCH, augment="none", quiet=True, teacher_precision=precision)
     options = MethodOptions(temperature=2.0, alpha=0.1)  # the seed's defaults, as in arm (d)
     method = build_method("ce" if arm == "ce" else "kd", spec.roster(), options)
     extra, source = {}, None
@@ -142,7 +142,7 @@ def run_amalgam_arm(arm: str, workdir: Path, steps: int, warmup: int) -> dict:
             extra["cache_build_s"] = round(time.perf_counter() - started, 2)
             del ensemble  # the cached source no longer needs the teachers
         else:
-            source = online_source(ensemble)
+            source = online_source(inference_ensemble(ensemble, config))  # as training would run them
     torch.manual_seed(0)
     student = create_student(STUDENT, spec.num_classes)
     trainer = Trainer(student, method, ModelInput(SIZE, mean, std), data.train, data.val,
@@ -231,21 +231,21 @@ def run_seed_arm(workdir: Path, steps: int, warmup: int) -> dict:
     return {"seconds": seconds, "images": images}
 
 
-def arm_main(arm: str, workdir: str, steps: int, warmup: int, queue) -> None:
+def arm_main(arm: str, workdir: str, steps: int, warmup: int, precision: str, queue) -> None:
     workdir_path = Path(workdir)
     if arm == "seed":
         result = run_seed_arm(workdir_path, steps, warmup)
     else:
-        result = run_amalgam_arm(arm, workdir_path, steps, warmup)
+        result = run_amalgam_arm(arm, workdir_path, steps, warmup, precision)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     result["threads"] = torch.get_num_threads()
     queue.put(result)
 
 
-def run_arm(arm: str, workdir: Path, steps: int, warmup: int) -> dict:
+def run_arm(arm: str, workdir: Path, steps: int, warmup: int, precision: str) -> dict:
     context = mp.get_context("spawn")
     queue = context.Queue()
-    process = context.Process(target=arm_main, args=(arm, str(workdir), steps, warmup, queue))
+    process = context.Process(target=arm_main, args=(arm, str(workdir), steps, warmup, precision, queue))
     process.start()
     while True:  # a child that dies never answers: do not wait for it forever
         try:
@@ -302,13 +302,17 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps at the start of each arm")
     parser.add_argument("--teacher-arch", default=default_teacher_arch(),
                         help="teacher network (default: the seed's CNN, seed-cnn, when available)")
+    parser.add_argument("--teacher-precision", default="auto", choices=("auto", "fp32", "bf16"),
+                        help="our arms' frozen teachers (the seed arm always runs fp32, as the seed did)")
     args = parser.parse_args()
     n_train = N_QUICK if args.quick else N_TRAIN
     heavy = args.steps or (6 if args.quick else N_TRAIN // BATCH)
     steps = {arm: (8 * heavy if arm in CHEAP_ARMS else heavy) for arm in ARMS}
 
+    from amalgam.models.frozen import resolve_precision
     from amalgam.tasks.loader import channel_stats
 
+    precision = resolve_precision(args.teacher_precision, torch.device("cpu"))
     results = {}
     with tempfile.TemporaryDirectory(prefix="amalgam-bench-") as tmp:
         workdir = Path(tmp)
@@ -317,10 +321,10 @@ def main() -> None:
         mean, std = channel_stats(to_task_space(files).images, 3)
         save_teachers(workdir, args.teacher_arch, mean, std)
         print(f"Task-B layout: {n_train} train images {SIZE}x{SIZE}, 3 teachers ({args.teacher_arch}, "
-              f"5 classes each), student {STUDENT}, batch {BATCH}; {args.warmup} warm-up + timed steps "
-              f"{steps}; load average {load_average()}", flush=True)
+              f"5 classes each, ours in {precision}), student {STUDENT}, batch {BATCH}; "
+              f"{args.warmup} warm-up + timed steps {steps}; load average {load_average()}", flush=True)
         for arm in ARMS:
-            r = results[arm] = run_arm(arm, workdir, steps[arm], args.warmup)
+            r = results[arm] = run_arm(arm, workdir, steps[arm], args.warmup, args.teacher_precision)
             build = f", cache built in {r['cache_build_s']:.1f}s (untimed)" if "cache_build_s" in r else ""
             print(f"  {arm:<10} {r['images_per_s']:8.1f} images/s   peak RSS {r['peak_rss_mb']:7.0f} MiB"
                   f"   ({r['threads']} threads{build})", flush=True)
@@ -328,6 +332,7 @@ def main() -> None:
     print(f"  load average now {load_average()} (other processes on the machine distort all figures)")
     summary.update({"train_images": n_train, "quick": args.quick, "timed_steps": steps,
                     "warmup_steps": args.warmup, "teacher_arch": args.teacher_arch,
+                    "teacher_precision": precision,
                     "load_average": load_average()})
     print(json.dumps(summary))
 

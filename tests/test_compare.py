@@ -12,7 +12,8 @@ def test_compare_writes_json_markdown_and_figure(trained_home: Path, tmp_path: P
     out = tmp_path / "report"
     result = run_front_end("train.py", ["compare", *TINY, "--methods", "ce,kd,partial-kd,dkd,fitnet,simkd",
                                         "--seeds", "2", "--epochs", "1", "--batch-size", "16",
-                                        "--student", "mobilenetv3_small", "--out", str(out)], trained_home,
+                                        "--student", "mobilenetv3_small", "--scheduler", "cosine",
+                                        "--dkd-beta", "4", "--out", str(out)], trained_home,
                            timeout=900)
     assert result.returncode == 0, result.stderr
     report = json.loads((out / "compare.json").read_text())
@@ -22,9 +23,11 @@ def test_compare_writes_json_markdown_and_figure(trained_home: Path, tmp_path: P
             assert set(stats[metric]) == {"mean", "std", "runs"} and len(stats[metric]["runs"]) == 2
             assert stats[metric]["mean"] == sum(stats[metric]["runs"]) / 2
     assert 0.0 <= report["teachers_union_accuracy"] <= 1.0
+    assert report["training"]["scheduler"] == "cosine" and report["method_options"]["dkd_beta"] == 4.0
     markdown = (out / "compare.md").read_text()
     assert "chosen on **validation accuracy**" in markdown and "2 seed(s)" in markdown
     assert "| partial-kd |" in markdown and "Teachers combined" in markdown
+    assert "scheduler cosine" in markdown
     assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
 
 

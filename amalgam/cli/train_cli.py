@@ -32,6 +32,26 @@ DeviceOpt = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N")
 DataDirOpt = typer.Option(None, "--data-dir", help="folder holding the task's data files")
 ImgSizeOpt = typer.Option(None, "--img-size", help="input size (default: the task's)")
 ValFracOpt = typer.Option(0.1, "--val-fraction", help="part of train held out for validation")
+# method hyper-parameters (literature defaults), shared by `distil` and `compare`
+TemperatureOpt = typer.Option(4.0, "--temperature", "-T", help="softening temperature T > 0")
+AlphaOpt = typer.Option(0.5, "--alpha", help="weight of the distillation term in [0, 1]; 0 = CE")
+DkdAlphaOpt = typer.Option(1.0, "--dkd-alpha", help="DKD weight of the target-class term")
+DkdBetaOpt = typer.Option(8.0, "--dkd-beta", help="DKD weight of the non-target term")
+HintWeightOpt = typer.Option(1.0, "--hint-weight", help="FitNet / SimKD feature-loss weight")
+SimkdRatioOpt = typer.Option(2, "--simkd-ratio", help="SimKD projector bottleneck ratio r")
+ConfidenceOpt = typer.Option(
+    False, "--confidence-weighting", help="partial-kd: weight teachers by their confidence"
+)
+TeacherFilterOpt = typer.Option(
+    "none", "--teacher-filter", help="none, or correct: distil only from teachers that are right"
+)
+SchedulerOpt = typer.Option(
+    "step", "--scheduler", help="step (StepLR, --scheduler-step/--scheduler-gamma) or cosine"
+)
+TeacherPrecisionOpt = typer.Option(
+    "auto", "--teacher-precision",
+    help="frozen teachers: auto (bf16 where the CPU/GPU has it natively), fp32 or bf16",
+)
 PerClassOpt = typer.Option(None, "--train-per-class", help="keep at most N training images per class")
 
 
@@ -47,22 +67,19 @@ def distil_command(
         help="mobilenetv3, mobilenetv3_small, efficientnet, resnet18",
     ),
     method: str = typer.Option(DEFAULT_METHOD, "--method", help=f"one of {sorted(METHODS)}"),
-    temperature: float = typer.Option(4.0, "--temperature", "-T", help="softening temperature T > 0"),
-    alpha: float = typer.Option(0.5, "--alpha", help="weight of the distillation term in [0, 1]; 0 = CE"),
-    dkd_alpha: float = typer.Option(1.0, "--dkd-alpha", help="DKD weight of the target-class term"),
-    dkd_beta: float = typer.Option(8.0, "--dkd-beta", help="DKD weight of the non-target term"),
-    hint_weight: float = typer.Option(1.0, "--hint-weight", help="FitNet / SimKD feature-loss weight"),
-    simkd_ratio: int = typer.Option(2, "--simkd-ratio", help="SimKD projector bottleneck ratio r"),
-    confidence_weighting: bool = typer.Option(
-        False, "--confidence-weighting", help="partial-kd: weight teachers by their confidence"
-    ),
-    teacher_filter: str = typer.Option(
-        "none", "--teacher-filter", help="none, or correct: distil only from teachers that are right"
-    ),
+    temperature: float = TemperatureOpt,
+    alpha: float = AlphaOpt,
+    dkd_alpha: float = DkdAlphaOpt,
+    dkd_beta: float = DkdBetaOpt,
+    hint_weight: float = HintWeightOpt,
+    simkd_ratio: int = SimkdRatioOpt,
+    confidence_weighting: bool = ConfidenceOpt,
+    teacher_filter: str = TeacherFilterOpt,
     epochs: int = typer.Option(12, "--epochs", "--num_epochs", "--num-epochs"),
     batch_size: int = typer.Option(64, "--batch-size", "--batch_size"),
     lr: float = typer.Option(1e-3, "--lr"),
     weight_decay: float = typer.Option(5e-4, "--weight-decay", "--weight_decay"),
+    scheduler: str = SchedulerOpt,
     scheduler_step: int = typer.Option(30, "--scheduler-step", "--scheduler_step"),
     scheduler_gamma: float = typer.Option(0.5, "--scheduler-gamma", "--scheduler_gamma"),
     seed: int = typer.Option(42, "--seed"),
@@ -80,6 +97,7 @@ def distil_command(
     resume_dir: Path | None = typer.Option(None, "--resume", help="continue a stopped run directory"),
     checkpoint_every: int = typer.Option(0, "--checkpoint-every", help="also save state every N steps"),
     compile_model: bool = typer.Option(False, "--compile", help="torch.compile the student (opt-in)"),
+    teacher_precision: str = TeacherPrecisionOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Distil a student from all of the task's teachers (`--alpha 0` or `--method ce`: no teachers)."""
@@ -107,6 +125,7 @@ def distil_command(
                 batch_size=batch_size,
                 lr=lr,
                 weight_decay=weight_decay,
+                scheduler=scheduler,
                 scheduler_step=scheduler_step,
                 scheduler_gamma=scheduler_gamma,
                 seed=seed,
@@ -114,6 +133,7 @@ def distil_command(
                 device=resolve_device(device),
                 quiet=quiet,
                 compile=compile_model,
+                teacher_precision=teacher_precision,
             ),
             img_size=_check_img_size(img_size),
             val_fraction=val_fraction,
@@ -233,9 +253,15 @@ def compare_command(
     epochs: int = typer.Option(12, "--epochs", "--num_epochs"),
     batch_size: int = typer.Option(64, "--batch-size", "--batch_size"),
     lr: float = typer.Option(1e-3, "--lr"),
-    temperature: float = typer.Option(4.0, "--temperature", "-T"),
-    alpha: float = typer.Option(0.5, "--alpha"),
-    teacher_filter: str = typer.Option("none", "--teacher-filter"),
+    scheduler: str = SchedulerOpt,
+    temperature: float = TemperatureOpt,
+    alpha: float = AlphaOpt,
+    dkd_alpha: float = DkdAlphaOpt,
+    dkd_beta: float = DkdBetaOpt,
+    hint_weight: float = HintWeightOpt,
+    simkd_ratio: int = SimkdRatioOpt,
+    confidence_weighting: bool = ConfidenceOpt,
+    teacher_filter: str = TeacherFilterOpt,
     augment: str = typer.Option("none", "--augment"),
     img_size: int | None = ImgSizeOpt,
     train_per_class: int | None = PerClassOpt,
@@ -243,6 +269,7 @@ def compare_command(
     data_dir: str | None = DataDirOpt,
     out: Path | None = typer.Option(None, "--out", help="report folder (default reports/<task>)"),
     device: str = DeviceOpt,
+    teacher_precision: str = TeacherPrecisionOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Train every method with the same budget over several seeds; write reports/<task>/compare.*."""
@@ -252,12 +279,23 @@ def compare_command(
         epochs=epochs,
         batch_size=batch_size,
         lr=lr,
+        scheduler=scheduler,
         seed=seed,
         augment=augment,
         device=resolve_device(device),
         quiet=quiet,
+        teacher_precision=teacher_precision,
     )
-    options = MethodOptions(temperature=temperature, alpha=alpha, teacher_filter=teacher_filter)
+    options = MethodOptions(
+        temperature=temperature,
+        alpha=alpha,
+        dkd_alpha=dkd_alpha,
+        dkd_beta=dkd_beta,
+        hint_weight=hint_weight,
+        simkd_ratio=simkd_ratio,
+        confidence_weighting=confidence_weighting,
+        teacher_filter=teacher_filter,
+    )
     report = run_compare(
         task,
         parse_methods(methods),

@@ -6,10 +6,13 @@ the task's global classes for a whole batch and all teachers at once.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn as nn
 
 from amalgam.distill.views import ModelInput
+from amalgam.models.frozen import DTYPES, fold_batchnorm
 from amalgam.tasks.spec import Roster
 
 
@@ -68,9 +71,29 @@ class TeacherEnsemble(nn.Module):
         self.teachers = nn.ModuleList(teachers)
         self.inputs = inputs
         self.roster = roster
+        self.precision = "fp32"  # dtype the teachers compute in
+        self.channels_last = False
+        self.numerics = "fp32"  # how the logits are computed (rounding included), for cache keys
         for teacher in self.teachers:
             teacher.eval()
             teacher.requires_grad_(False)
+
+    def for_inference(self, precision: str, channels_last: bool) -> TeacherEnsemble:
+        """A faster copy for training-time targets: BatchNorm folded into convs, weights in
+        `precision` ("fp32" or "bf16"), NHWC if asked. Logits still come out float32.
+
+        A copy, so evaluation and SimKD's reused teacher heads keep the exact fp32 teachers.
+        """
+        teachers = [copy.deepcopy(teacher) for teacher in self.teachers]
+        for teacher in teachers:
+            teacher.eval()
+            fold_batchnorm(teacher)
+        fast = TeacherEnsemble(teachers, self.inputs, self.roster).to(dtype=DTYPES[precision])
+        if channels_last:
+            fast = fast.to(memory_format=torch.channels_last)
+        fast.precision, fast.channels_last = precision, channels_last
+        fast.numerics = f"{precision}-bn-folded{'-nhwc' if channels_last else ''}"
+        return fast
 
     def train(self, mode: bool = True) -> TeacherEnsemble:
         return super().train(False)  # frozen teachers keep BN and dropout in eval mode
@@ -93,7 +116,9 @@ class TeacherEnsemble(nn.Module):
         prepared: dict[ModelInput, torch.Tensor] = {}
         for k, (teacher, model_input) in enumerate(zip(self.teachers, self.inputs, strict=True)):
             if model_input not in prepared:
-                prepared[model_input] = model_input(view)
+                x = model_input(view).to(DTYPES[self.precision])
+                layout = torch.channels_last if self.channels_last else torch.contiguous_format
+                prepared[model_input] = x.contiguous(memory_format=layout)
             if with_features:
                 feature_map = teacher.forward_features(prepared[model_input])
                 features.append(feature_map.float())

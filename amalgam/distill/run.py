@@ -28,6 +28,7 @@ from amalgam.distill.views import ModelInput, to_unit_float
 from amalgam.errors import UserError
 from amalgam.harness.plots import learning_curve
 from amalgam.models.checkpoint import ModelCard, atomic_write_bytes, save_checkpoint
+from amalgam.models.frozen import resolve_precision
 from amalgam.models.students import canonical_student, create_student
 from amalgam.tasks.builtin import get_task
 from amalgam.tasks.loader import TaskData, load_task_data
@@ -144,6 +145,9 @@ def distil(
     method = build_method(settings.method, spec.roster(), settings.method_options)
     data = data or load_task_data(spec, settings.data_dir, settings.val_fraction, settings.train_per_class)
     env = init_distributed(settings.train.device)
+    # config.json records what the teachers really ran in, so a resume elsewhere matches
+    precision = resolve_precision(settings.train.teacher_precision, torch.device(settings.train.device))
+    settings = replace(settings, train=replace(settings.train, teacher_precision=precision))
     config = replace(
         settings.train,
         device=cuda_device_for(settings.train.device, env),

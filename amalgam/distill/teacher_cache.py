@@ -29,6 +29,7 @@ from amalgam.distill.methods.base import Method, TeacherOutputs
 from amalgam.distill.trainer import TeacherSource, TrainConfig
 from amalgam.distill.views import ModelInput, to_unit_float
 from amalgam.models.checkpoint import SUFFIXES, atomic_write_bytes, checkpoint_stem
+from amalgam.models.frozen import resolve_precision
 from amalgam.tasks.images import ImageSet
 from amalgam.tasks.loader import TaskData
 from amalgam.tasks.spec import TaskSpec, resolve_checkpoint_stem
@@ -67,17 +68,20 @@ def _tensor_bytes(tensor: torch.Tensor) -> memoryview:
 
 
 def teacher_cache_key(
-    checkpoints: Sequence[str | Path], images: ImageSet, inputs: Sequence[ModelInput]
+    checkpoints: Sequence[str | Path], images: ImageSet, inputs: Sequence[ModelInput],
+    numerics: str = "fp32",
 ) -> str:
     """sha256 over everything the cached logits depend on, teacher order included.
 
     Per teacher: the digest of its weights and card and its input recipe; then the training
-    images (values and shape) and labels. Labels are hashed because the index order of the
-    set is what the cache is looked up by.
+    images (values and shape) and labels, and how the teachers compute (`numerics`: precision,
+    folding, layout). Labels are hashed because the index order of the set is what the cache
+    is looked up by.
     """
     if len(checkpoints) != len(inputs):
         raise ValueError(f"{len(checkpoints)} checkpoints but {len(inputs)} input recipes")
     key = hashlib.sha256(CACHE_FORMAT.encode())
+    key.update(numerics.encode())
     for checkpoint, model_input in zip(checkpoints, inputs, strict=True):
         for path in checkpoint_files(checkpoint):
             key.update(_file_digest(path).encode())
@@ -177,6 +181,14 @@ def online_source(ensemble: TeacherEnsemble, with_features: bool = False) -> Tea
     return source
 
 
+def inference_ensemble(ensemble: TeacherEnsemble, config: TrainConfig) -> TeacherEnsemble:
+    """The teachers as training runs them: BatchNorm folded, in bf16 where that is native,
+    NHWC unless `channels_last` is off. The cache and the online path both use this, so a
+    cached target equals the online one exactly."""
+    precision = resolve_precision(config.teacher_precision, torch.device(config.device))
+    return ensemble.for_inference(precision, config.channels_last)
+
+
 def teacher_source_for(
     spec: TaskSpec, data: TaskData, method: Method, config: TrainConfig, ensemble: TeacherEnsemble,
     root: Path = PROJECT_ROOT, cache_dir: Path | None = None,
@@ -184,12 +196,11 @@ def teacher_source_for(
     """Cached logits when the training view is deterministic and the method needs only
     logits; otherwise the teachers run on every batch."""
     device = torch.device(config.device)
-    if device.type == "cuda" and config.channels_last:  # CPU keeps NCHW: bit-identical runs
-        ensemble = ensemble.to(memory_format=torch.channels_last)
+    ensemble = inference_ensemble(ensemble, config)
     if config.augment != "none" or method.needs_features:
         return online_source(ensemble, with_features=method.needs_features)
     stems = [resolve_checkpoint_stem(spec, teacher, root) for teacher in spec.teachers]
-    key = teacher_cache_key(stems, data.train, ensemble.inputs)
+    key = teacher_cache_key(stems, data.train, ensemble.inputs, ensemble.numerics)
     directory = cache_dir or default_cache_dir(spec.dir_name, root)
     logits = load_or_build_teacher_logits(ensemble, data.train, key, directory, device, config.quiet)
     return cached_teacher_source(logits.to(device))

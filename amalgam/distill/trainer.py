@@ -8,6 +8,7 @@ seeded by (seed, epoch), and the global RNG (dropout) is part of the saved state
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -22,6 +23,7 @@ from amalgam.distill.methods.base import Method, TeacherOutputs
 from amalgam.distill.views import AUGMENTATIONS, ModelInput, augment, to_unit_float
 from amalgam.errors import UserError
 from amalgam.harness.metrics import classification_scores
+from amalgam.models.frozen import TEACHER_PRECISIONS
 from amalgam.tasks.images import ImageSet
 from amalgam.ui import track
 
@@ -34,16 +36,19 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 5e-4
+    scheduler: str = "step"  # step: the seed's StepLR; cosine: to ~0 over `epochs`
     scheduler_step: int = 30
     scheduler_gamma: float = 0.5
     seed: int = 42
     augment: str = "none"  # deterministic view: teacher outputs come from the cache
     device: str = "cpu"
     quiet: bool = False
-    # CUDA-only speed-ups (no effect on CPU, where runs stay bit-identical); compile is opt-in
+    # CUDA-only speed-ups for the student (no effect on CPU); compile is opt-in
     amp: bool = True
-    channels_last: bool = True
+    channels_last: bool = True  # the student on CUDA; the frozen teachers on any device
     compile: bool = False
+    # frozen teachers: auto = bf16 where the hardware has native bf16 (see models/frozen.py)
+    teacher_precision: str = "auto"
 
     def __post_init__(self) -> None:
         checks = [
@@ -51,9 +56,12 @@ class TrainConfig:
             (self.batch_size >= 2, f"--batch-size must be >= 2, got {self.batch_size}"),
             (self.lr > 0, f"--lr must be > 0, got {self.lr}"),
             (self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}"),
+            (self.scheduler in SCHEDULERS, f"--scheduler must be one of {list(SCHEDULERS)}"),
             (self.scheduler_step >= 1, f"--scheduler-step must be >= 1, got {self.scheduler_step}"),
             (0 < self.scheduler_gamma <= 1, "--scheduler-gamma must be in (0, 1]"),
             (self.augment in AUGMENTATIONS, f"--augment must be one of {list(AUGMENTATIONS)}"),
+            (self.teacher_precision in TEACHER_PRECISIONS,
+             f"--teacher-precision must be one of {list(TEACHER_PRECISIONS)}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -61,6 +69,26 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+SCHEDULERS = ("step", "cosine")
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, config: TrainConfig
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """Stepped once per epoch. Cosine decays to near zero by the last epoch, so the final
+    epochs settle instead of jumping around at full learning rate; with a resumed run given
+    more epochs, the curve is recomputed for the new length."""
+    if config.scheduler == "cosine":
+        total = config.epochs
+
+        def factor(epoch: int) -> float:
+            return 0.5 * (1.0 + math.cos(math.pi * min(epoch, total) / total))
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.scheduler_step,
+                                           gamma=config.scheduler_gamma)
 
 
 class NonFiniteLoss(UserError):
@@ -139,9 +167,7 @@ class Trainer:
         self._setup_ddp()
         params = list(self.student.parameters()) + list(self.method.parameters())
         self.optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.StepLR(
-            self.optimizer, step_size=config.scheduler_step, gamma=config.scheduler_gamma
-        )
+        self.scheduler = make_scheduler(self.optimizer, config)
 
     # --- CUDA speed-ups: every branch below is skipped on CPU ----------------------------------
 

@@ -37,7 +37,9 @@ def markdown(report: dict) -> str:
             if report.get("train_per_class")
             else ""
         )
-        + f", {report['test_images']} test images.",
+        + f", {report['test_images']} test images."
+        + (" Training: " + ", ".join(f"{k} {v}" for k, v in report["training"].items()) + "."
+           if report.get("training") else ""),
         "",
         f"Every figure is the **test** score of the checkpoint chosen on **validation accuracy** "
         f"(best epoch, not last), as mean ± sample std over **{seeds} seed(s)**. "

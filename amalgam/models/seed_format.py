@@ -38,6 +38,8 @@ TEACHER_HEAD = "classifier.3.weight"
 
 
 class _ConvBNReLU(nn.Module):
+    FOLDABLE_CONV_BN = (("conv", "bn"),)  # forward is relu(bn(conv(x))): see models/frozen.py
+
     def __init__(self, c_in: int, c_out: int, kernel: int = 3, padding: int = 1):
         super().__init__()
         self.conv = nn.Conv2d(c_in, c_out, kernel, padding=padding, bias=False)
@@ -58,6 +60,8 @@ class _Residual(nn.Module):
 
 
 class _SeparableConv(nn.Module):
+    FOLDABLE_CONV_BN = (("pointwise", "bn"),)
+
     def __init__(self, channels: int):
         super().__init__()
         self.depthwise = nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False)
