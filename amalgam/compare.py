@@ -21,12 +21,14 @@ from amalgam.distill.trainer import TrainConfig
 from amalgam.errors import UserError
 from amalgam.harness.compare_report import write_compare_report
 from amalgam.harness.evaluate import calibrated_test_scores
+from amalgam.harness.metrics import teacher_pair_errors
 from amalgam.harness.teacher_scores import teacher_scores
 from amalgam.tasks.builtin import get_task
 from amalgam.tasks.loader import load_task_data
 from amalgam.ui import say
 
-METRICS = ("accuracy", "macro_f1", "nll", "ece", "ece_ts")
+METRICS = ("accuracy", "macro_f1", "nll", "ece", "ece_ts",
+           "errors_shared_teacher", "errors_no_shared_teacher")
 
 
 def parse_methods(text: str) -> list[str]:
@@ -48,7 +50,9 @@ def score_arm(result, data, device: torch.device) -> dict:
         return trainer.method.predict(trainer.student, x)
 
     scores = calibrated_test_scores(predict, trainer.student_input, data, device)
+    split = teacher_pair_errors(scores["predictions"], data.test.labels, data.spec.roster().coverage)
     return {
+        **split,
         "accuracy": scores["accuracy"],
         "macro_f1": scores["macro_f1"],
         "nll": scores["nll"],
@@ -97,7 +101,7 @@ def run_compare(
         "student": student,
         "seeds": seeds,
         "epochs": config.epochs,
-        "img_size": img_size or spec.img_size,
+        "img_size": img_size or spec.student_input_size,
         "augment": config.augment,
         "training": {name: getattr(config, name) for name in TRAINING_KEYS},
         "train_per_class": train_per_class,

@@ -20,7 +20,17 @@ def distilled(trained_home: Path) -> Path:
     )
     assert result.returncode == 0, result.stderr
     assert "best epoch 1 (chosen on validation)" in result.stdout
+    # the default method (FitNet, the comparison's winner) reads neither option, and says so
+    said = " ".join((result.stdout + result.stderr).split())
+    assert "method fitnet does not use --temperature, --alpha" in said
     return out
+
+
+def test_options_a_method_reads_raise_no_warning(trained_home: Path, tmp_path: Path):
+    result = run_front_end("train.py", [*TINY, *STUDENT, "--method", "kd", "--temperature", "3",
+                                        "--out", str(tmp_path / "kd")], trained_home)
+    assert result.returncode == 0, result.stderr
+    assert "does not use" not in result.stdout + result.stderr
 
 
 def test_teachers_command_saves_checkpoints_and_prints_accuracy(trained_home: Path):
@@ -56,7 +66,7 @@ def test_distil_writes_a_complete_run_dir(distilled: Path):
         "seconds",
     }
     config = json.loads((distilled / "config.json").read_text())
-    assert config["method_options"]["temperature"] == 3.0 and config["method"] == "kd"
+    assert config["method_options"]["temperature"] == 3.0 and config["method"] == "fitnet"
     assert config["train"]["epochs"] == 1 and config["student"] == "mobilenetv3_small"
     assert config["train"]["teacher_precision"] in {"fp32", "bf16"}  # `auto` resolved for this machine
 

@@ -7,19 +7,22 @@ from pathlib import Path
 
 from tests.conftest import TINY, run_front_end
 
+ALL = ("ce", "kd", "partial-kd", "union-kd", "dkd", "fitnet", "simkd")
+
 
 def test_compare_writes_json_markdown_and_figure(trained_home: Path, tmp_path: Path):
     out = tmp_path / "report"
-    result = run_front_end("train.py", ["compare", *TINY, "--methods", "ce,kd,partial-kd,dkd,fitnet,simkd",
+    result = run_front_end("train.py", ["compare", *TINY, "--methods", ",".join(ALL),
                                         "--seeds", "2", "--epochs", "1", "--batch-size", "16",
                                         "--student", "mobilenetv3_small", "--scheduler", "cosine",
                                         "--dkd-beta", "4", "--out", str(out)], trained_home,
                            timeout=900)
     assert result.returncode == 0, result.stderr
     report = json.loads((out / "compare.json").read_text())
-    assert set(report["methods"]) == {"ce", "kd", "partial-kd", "dkd", "fitnet", "simkd"}, report["failed"]
+    assert set(report["methods"]) == set(ALL), report["failed"]
     for stats in report["methods"].values():
-        for metric in ("accuracy", "macro_f1", "nll", "ece", "ece_ts"):
+        for metric in ("accuracy", "macro_f1", "nll", "ece", "ece_ts", "errors_shared_teacher",
+                       "errors_no_shared_teacher"):
             assert set(stats[metric]) == {"mean", "std", "runs"} and len(stats[metric]["runs"]) == 2
             assert stats[metric]["mean"] == sum(stats[metric]["runs"]) / 2
     assert 0.0 <= report["teachers_union_accuracy"] <= 1.0
@@ -27,7 +30,7 @@ def test_compare_writes_json_markdown_and_figure(trained_home: Path, tmp_path: P
     markdown = (out / "compare.md").read_text()
     assert "chosen on **validation accuracy**" in markdown and "2 seed(s)" in markdown
     assert "| partial-kd |" in markdown and "Teachers combined" in markdown
-    assert "scheduler cosine" in markdown
+    assert "scheduler cosine" in markdown and "no teacher knows both" in markdown
     assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
 
 

@@ -61,6 +61,36 @@ def test_partial_kd_weights_select_teachers():
     assert 0 < float(part) < float(full)
 
 
+def test_partial_kd_covering_filter_keeps_only_teachers_that_know_the_label():
+    """Label d is known only to t2, label a to t1 and t3: the loss equals the hand-picked sum."""
+    spec, roster = roster3()
+    student = torch.tensor([[1.0, 0.0, -1.0, 0.5, 2.0], [0.3, -0.2, 0.1, 1.0, -1.0]])
+    teacher = torch.randn(2, 3, 3)
+    labels = torch.tensor([3, 0])  # d, a
+    method = build_method("partial-kd", roster, MethodOptions(temperature=2.0, alpha=1.0,
+                                                              teacher_filter="covering"))
+    got = method.loss_terms(student, None, TeacherOutputs(teacher), labels)["loss_kd"]
+    chosen = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 1.0]])
+    assert torch.allclose(got, partial_kd_loss(student, teacher, roster, 2.0, chosen))
+    everyone = partial_kd_loss(student, teacher, roster, 2.0)
+    assert not torch.allclose(got, everyone)
+
+
+def test_union_kd_is_the_seed_rule_kd_plus_the_partial_term():
+    spec, roster = roster3()
+    torch.manual_seed(1)
+    student, teacher, labels = torch.randn(4, 5), torch.randn(4, 3, 3), torch.tensor([0, 1, 3, 4])
+    options = MethodOptions(temperature=2.0, alpha=0.3)
+    out = TeacherOutputs(teacher)
+    union = build_method("union-kd", roster, options).loss_terms(student, None, out, labels)
+    kd = build_method("kd", roster, options).loss_terms(student, None, out, labels)
+    partial = build_method("partial-kd", roster, options).loss_terms(student, None, out, labels)
+    assert set(union) == {"loss_ce", "loss_kd", "loss_partial"}
+    assert torch.allclose(union["loss_ce"], kd["loss_ce"]) and torch.allclose(union["loss_kd"], kd["loss_kd"])
+    assert torch.allclose(union["loss_partial"], partial["loss_kd"])
+    assert torch.allclose(union["loss_partial"], 0.3 * partial_kd_loss(student, teacher, roster, 2.0))
+
+
 def test_dkd_by_hand():
     student = torch.tensor([[2.0, 1.0, 0.0]])
     target = torch.tensor([[0.7, 0.2, 0.1]])
@@ -192,3 +222,15 @@ def test_non_finite_loss_stops_with_step_and_terms():
     )
     with pytest.raises(NonFiniteLoss, match=r"epoch 1 step 0 .*loss_bad="):
         trainer.train_epoch()
+
+
+def test_teacher_pair_errors_by_hand():
+    """Roster t1=(a,b), t2=(b,c,d), t3=(e,a). a→b: t1 knows both; a→c: no teacher does."""
+    from amalgam.harness.metrics import teacher_pair_errors
+
+    _, roster = roster3()
+    labels = torch.tensor([0, 0, 0, 2, 4])       # a a a c e
+    predictions = torch.tensor([1, 2, 0, 3, 1])  # b c a d b
+    split = teacher_pair_errors(predictions, labels, roster.coverage)
+    # wrong: a→b (shared, t1), a→c (none), c→d (shared, t2), e→b (none)
+    assert split == {"errors_shared_teacher": 2 / 5, "errors_no_shared_teacher": 2 / 5}

@@ -120,11 +120,19 @@ def write_pth_task(root: Path) -> Path:
 def test_folder_task_parses_and_reads(tmp_path: Path):
     spec = get_task(str(write_folder_task(tmp_path)))
     assert spec.name == "shapes" and spec.classes == SHAPES and spec.img_size == 16
+    assert spec.student_input_size == 16  # no student_img_size: the student uses img_size
     assert [t.checkpoint for t in spec.teachers] == [str(tmp_path / "ckpt" / n) for n in ("round", "angular")]
     raw = read_raw_splits(spec, None)
     assert raw["train"].images.shape == (3 * 7, 3, 16, 16)  # 6 colour + 1 grayscale per class
     assert torch.bincount(raw["test"].labels).tolist() == [4, 4, 4]
     assert int(raw["train"].images[raw["train"].labels == 2][:6, 2].float().mean()) == 255
+
+
+def test_student_img_size_is_the_students_default_input(tmp_path: Path):
+    path = write_folder_task(tmp_path)
+    path.write_text(path.read_text().replace("img_size = 16", "img_size = 16\nstudent_img_size = 24", 1))
+    spec = load_task_file(path)
+    assert spec.img_size == 16 and spec.student_input_size == 24
 
 
 def test_pth_task_maps_original_labels_and_counts_test_once(tmp_path: Path):
@@ -157,6 +165,7 @@ def test_global_labels_need_no_table(tmp_path: Path):
     [
         ('img_size = 16', 'img_size = 16\nclases = ["x"]', "clases"),
         ('img_size = 16', 'img_size = "big"', "img_size"),
+        ('img_size = 16', 'img_size = 16\nstudent_img_size = 4', "student_img_size"),
         ('name = "shapes"', 'name = "A"', "name"),
         ('name = "shapes"', 'name = "../escape"', "name"),
         ('classes = ["circle", "square"]\n', '', "classes"),

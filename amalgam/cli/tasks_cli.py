@@ -39,19 +39,24 @@ def data_paths(spec: TaskSpec) -> list[Path]:
     return []
 
 
+def _sizes(spec: TaskSpec) -> str:
+    if spec.student_input_size == spec.img_size:
+        return str(spec.img_size)
+    return f"{spec.img_size} / {spec.student_input_size}"
+
+
 def print_builtin_tasks() -> None:
     table = Table(title="built-in tasks (or pass --task path/to/task.toml)")
-    for column in ("name", "classes", "teachers", "img size", "description"):
+    for column in ("name", "classes", "teachers", "img size (teachers / student)", "description"):
         table.add_column(column)
     for name, spec in builtin_tasks().items():
-        table.add_row(name, str(spec.num_classes), str(len(spec.teachers)), str(spec.img_size),
-                      spec.description)
+        table.add_row(name, str(spec.num_classes), str(len(spec.teachers)), _sizes(spec), spec.description)
     console.print(table)
 
 
 def print_roster(spec: TaskSpec) -> None:
     console.print(f"{spec.source}: valid task {spec.name!r}, {spec.num_classes} classes, "
-                  f"{len(spec.teachers)} teachers, {spec.img_size}px, {spec.channels} channel(s), "
+                  f"{len(spec.teachers)} teachers, {_sizes(spec)} px, {spec.channels} channel(s), "
                   f"data kind {spec.data.kind}", markup=False)
     table = Table(title=f"roster of task {spec.name}")
     for column in ("teacher", "arch", "format", "checkpoint", "classes (local order)"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import fields
 from pathlib import Path
 
 import typer
@@ -43,7 +44,8 @@ ConfidenceOpt = typer.Option(
     False, "--confidence-weighting", help="partial-kd: weight teachers by their confidence"
 )
 TeacherFilterOpt = typer.Option(
-    "none", "--teacher-filter", help="none, or correct: distil only from teachers that are right"
+    "none", "--teacher-filter",
+    help="none; covering: only teachers that know the label; correct: only those that are also right",
 )
 SchedulerOpt = typer.Option(
     "step", "--scheduler", help="step (StepLR, --scheduler-step/--scheduler-gamma) or cosine"
@@ -110,16 +112,7 @@ def distil_command(
             task=task,
             student=canonical_student(student),
             method="ce" if alpha == 0 else method,
-            method_options=MethodOptions(
-                temperature=temperature,
-                alpha=alpha,
-                dkd_alpha=dkd_alpha,
-                dkd_beta=dkd_beta,
-                hint_weight=hint_weight,
-                simkd_ratio=simkd_ratio,
-                confidence_weighting=confidence_weighting,
-                teacher_filter=teacher_filter,
-            ),
+            method_options=_method_options(locals()),
             train=TrainConfig(
                 epochs=epochs,
                 batch_size=batch_size,
@@ -143,6 +136,7 @@ def distil_command(
             run_name=run,
             checkpoint_every=_check_non_negative(checkpoint_every, "--checkpoint-every"),
         )
+        _warn_unused_options(ctx, settings.method)
         result = distil(settings, out_dir=out)
     best = result.best
     if int(os.environ.get("RANK", "0")) != 0:
@@ -151,6 +145,27 @@ def distil_command(
         f"best epoch {best['epoch']} (chosen on validation): val acc {best['val_acc']:.2%}, "
         f"macro-F1 {best['val_macro_f1']:.3f} → {result.run_dir}"
     )
+
+
+def _method_options(params: dict) -> MethodOptions:
+    """The method hyper-parameters among a command's parameters, which carry the same names."""
+    return MethodOptions(**{field.name: params[field.name] for field in fields(MethodOptions)})
+
+
+def _warn_unused_options(ctx: typer.Context, method: str) -> None:
+    """Say which method options given on the command line this method does not read, so that
+    e.g. `--temperature 3` with the default FitNet does not pass silently."""
+    used = METHODS[method].options_used if method in METHODS else None
+    if used is None:
+        return  # an unknown method fails with its own error
+    unused = [f.name for f in fields(MethodOptions) if _given(ctx, f.name) and f.name not in used]
+    if method == "ce" and _given(ctx, "alpha"):
+        unused = [name for name in unused if name != "alpha"]  # --alpha 0 is how ce was chosen
+    if unused:
+        flags = ", ".join("--" + name.replace("_", "-") for name in unused)
+        say(f"[yellow]warning:[/] method {method} does not use {flags}; "
+            f"it reads {', '.join('--' + n.replace('_', '-') for n in used) or 'no method options'} "
+            "(for Hinton KD with the seed's rule pass --method kd)")
 
 
 def _given(ctx: typer.Context, name: str) -> bool:
@@ -247,7 +262,7 @@ app.command("tasks")(tasks_command)
 @app.command("compare")
 def compare_command(
     task: str = TaskOpt,
-    methods: str = typer.Option("ce,kd,partial-kd,dkd,fitnet,simkd", "--methods", help="comma-separated"),
+    methods: str = typer.Option(",".join(METHODS), "--methods", help="comma-separated"),
     seeds: int = typer.Option(3, "--seeds", help="runs per method (seeds seed, seed+1, …)"),
     student: str = typer.Option(DEFAULT_STUDENT, "--student", "--student_model"),
     epochs: int = typer.Option(12, "--epochs", "--num_epochs"),
@@ -286,16 +301,7 @@ def compare_command(
         quiet=quiet,
         teacher_precision=teacher_precision,
     )
-    options = MethodOptions(
-        temperature=temperature,
-        alpha=alpha,
-        dkd_alpha=dkd_alpha,
-        dkd_beta=dkd_beta,
-        hint_weight=hint_weight,
-        simkd_ratio=simkd_ratio,
-        confidence_weighting=confidence_weighting,
-        teacher_filter=teacher_filter,
-    )
+    options = _method_options(locals())
     report = run_compare(
         task,
         parse_methods(methods),

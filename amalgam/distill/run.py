@@ -154,7 +154,7 @@ def distil(
         quiet=settings.train.quiet or not env.is_main,
     )  # one process speaks and writes
     device = torch.device(config.device)
-    model_input = ModelInput(settings.img_size or spec.img_size, data.mean, data.std)
+    model_input = ModelInput(settings.img_size or spec.student_input_size, data.mean, data.std)
     torch.manual_seed(config.seed)
     student = create_student(settings.student, spec.num_classes, settings.pretrained)
     teachers = None

@@ -52,6 +52,19 @@ def markdown(report: dict) -> str:
     for method, stats in report["methods"].items():
         cells = [_cell(stats[key], scale, 2 if scale == 100 else 3) for key, _, scale, _ in COLUMNS]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    if all("errors_no_shared_teacher" in stats for stats in report["methods"].values()):
+        lines += [
+            "",
+            "Where the errors are (% of test images): misclassified as a class that some teacher "
+            "knows together with the true class, or as one that no teacher shares with it "
+            "(a distinction only the labels teach).",
+            "",
+            "| method | errors, a teacher knows both classes | errors, no teacher knows both |",
+            "|---|---|---|",
+        ]
+        for method, stats in report["methods"].items():
+            lines.append(f"| {method} | {_cell(stats['errors_shared_teacher'], 100, 2)} | "
+                         f"{_cell(stats['errors_no_shared_teacher'], 100, 2)} |")
     lines += [
         "",
         f"Teachers combined on the union of classes (reference line): "

@@ -73,3 +73,20 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 
 
     optimizer.step(closure)
     return float(log_t.detach().exp().clamp(0.05, 20.0))
+
+
+def teacher_pair_errors(predictions: torch.Tensor, labels: torch.Tensor, coverage: torch.Tensor) -> dict:
+    """Split the error rate by whether any one teacher knows both the true and the predicted class.
+
+    `coverage` [K, C] is the roster's class coverage. Teachers can only teach a distinction
+    they have seen: errors between classes no teacher shares (e.g. T-shirt vs Shirt when
+    they belong to different teachers) are ones only the labels can fix.
+    """
+    wrong = predictions != labels
+    coverage = coverage.to(labels.device)
+    shared = (coverage[:, labels] & coverage[:, predictions]).any(dim=0)
+    n = max(len(labels), 1)
+    return {
+        "errors_shared_teacher": float((wrong & shared).sum()) / n,
+        "errors_no_shared_teacher": float((wrong & ~shared).sum()) / n,
+    }

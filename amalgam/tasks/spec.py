@@ -43,13 +43,18 @@ class TaskSpec:
     classes: tuple[str, ...]
     teachers: tuple[TeacherSpec, ...]
     data: DataSpec
-    img_size: int = 32
+    img_size: int = 32  # teachers' input size, and the student's unless student_img_size says otherwise
     channels: int = 3
     description: str = ""
     source: str = "built-in"
+    student_img_size: int | None = None  # chosen by measurement where it differs (see README)
 
     def __post_init__(self) -> None:
         validate_roster(self)
+
+    @property
+    def student_input_size(self) -> int:
+        return self.student_img_size or self.img_size
 
     @property
     def num_classes(self) -> int:
@@ -103,8 +108,9 @@ def validate_roster(spec: TaskSpec) -> None:
             f"class(es) {missing} of task {spec.name!r} are covered by no teacher; "
             "add them to a teacher's class list"
         )
-    if spec.img_size < 8:
-        raise UserError(f"img_size {spec.img_size} is too small; use at least 8 pixels")
+    if min(spec.img_size, spec.student_input_size) < 8:
+        raise UserError(f"img_size {min(spec.img_size, spec.student_input_size)} is too small; "
+                        "use at least 8 pixels")
 
 
 @dataclass(frozen=True)
@@ -138,6 +144,10 @@ class Roster:
     @property
     def num_teachers(self) -> int:
         return self.local_to_global.shape[0]
+
+    @property
+    def student_input_size(self) -> int:
+        return self.student_img_size or self.img_size
 
     @property
     def num_classes(self) -> int:

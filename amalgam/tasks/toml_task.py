@@ -16,7 +16,8 @@ from typing import Any
 from amalgam.errors import UserError
 from amalgam.tasks.spec import DataSpec, TaskSpec, TeacherSpec
 
-TOP_KEYS = {"name", "classes", "img_size", "channels", "mean", "std", "description", "teacher", "data"}
+TOP_KEYS = {"name", "classes", "img_size", "student_img_size", "channels", "mean", "std", "description",
+            "teacher", "data"}
 TEACHER_KEYS = {"name", "classes", "arch", "checkpoint", "format"}
 DATA_KEYS = {
     "folder": {"kind", "root", "train", "test", "val"},
@@ -195,9 +196,10 @@ def load_task_file(path: Path) -> TaskSpec:
     if name in RESERVED_NAMES:
         raise doc.fail("name", f"{name!r} is a built-in task's name; choose another")
     classes = doc.names("classes")
-    img_size = doc.get("img_size", int, 32)
-    if not 8 <= img_size <= 1024:
-        raise doc.fail("img_size", f"is {img_size}; use 8 to 1024 pixels")
+    img_size, student_img_size = doc.get("img_size", int, 32), doc.get("student_img_size", int)
+    for key, size in (("img_size", img_size), ("student_img_size", student_img_size)):
+        if size is not None and not 8 <= size <= 1024:
+            raise doc.fail(key, f"is {size}; use 8 to 1024 pixels")
     channels = doc.get("channels", int, 3)
     if channels not in (1, 3):
         raise doc.fail("channels", f"is {channels}; use 1 (grayscale) or 3 (colour)")
@@ -212,6 +214,7 @@ def load_task_file(path: Path) -> TaskSpec:
         raise doc.fail("std" if doc.has("mean") else "mean", "is missing; give mean and std together")
     try:
         return TaskSpec(name, classes, teachers, data, img_size=img_size, channels=channels,
-                        description=doc.text("description", "") or "", source=str(path))
+                        description=doc.text("description", "") or "", source=str(path),
+                        student_img_size=student_img_size)
     except UserError as exc:
         raise UserError(f"{path}: {exc}") from exc

@@ -9,13 +9,16 @@ from amalgam.distill.methods.fitnet import FitNet
 from amalgam.distill.methods.kd import SeedRuleKD
 from amalgam.distill.methods.partial_kd import PartialKD
 from amalgam.distill.methods.simkd import SimKD
+from amalgam.distill.methods.union_kd import UnionKD
 from amalgam.errors import UserError
 from amalgam.tasks.spec import Roster
 
 METHODS: dict[str, type[Method]] = {
-    method.name: method for method in (CrossEntropy, SeedRuleKD, PartialKD, DecoupledKD, FitNet, SimKD)
+    method.name: method
+    for method in (CrossEntropy, SeedRuleKD, PartialKD, UnionKD, DecoupledKD, FitNet, SimKD)
 }
-DEFAULT_METHOD = "kd"
+# The winner of the issue-4 comparison on `fashion` (README, "Method comparison").
+DEFAULT_METHOD = "fitnet"
 
 
 def build_method(name: str, roster: Roster, options: MethodOptions) -> Method:

@@ -22,7 +22,8 @@ class MethodOptions:
     hint_weight: float = 1.0
     simkd_ratio: int = 2
     confidence_weighting: bool = False
-    teacher_filter: str = "none"  # "none" | "correct"
+    # which teachers a sample learns from: all, those that know its label, or those also right
+    teacher_filter: str = "none"  # "none" | "covering" | "correct"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:
@@ -33,11 +34,15 @@ class MethodOptions:
             raise UserError("--dkd-alpha, --dkd-beta and --hint-weight must be >= 0")
         if self.simkd_ratio < 1:
             raise UserError(f"--simkd-ratio must be >= 1, got {self.simkd_ratio}")
-        if self.teacher_filter not in ("none", "correct"):
-            raise UserError(f"--teacher-filter must be 'none' or 'correct', got {self.teacher_filter!r}")
+        if self.teacher_filter not in TEACHER_FILTERS:
+            raise UserError(f"--teacher-filter must be one of {list(TEACHER_FILTERS)}, "
+                            f"got {self.teacher_filter!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+TEACHER_FILTERS = ("none", "covering", "correct")
 
 
 @dataclass
@@ -58,6 +63,7 @@ class Method(nn.Module):
     name = "base"
     uses_teachers = True
     needs_features = False  # teachers' and student's feature maps, not only logits
+    options_used: tuple[str, ...] = ()  # MethodOptions fields this method reads (others are ignored)
 
     def __init__(self, roster: Roster, options: MethodOptions):
         super().__init__()

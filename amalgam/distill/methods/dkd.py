@@ -44,6 +44,7 @@ def dkd_loss(
 
 class DecoupledKD(Method):
     name = "dkd"
+    options_used = ("temperature", "dkd_alpha", "dkd_beta", "teacher_filter")
 
     def loss_terms(self, student_logits, student_features, teacher, labels):
         o = self.options

@@ -26,6 +26,7 @@ def hint_loss(student_features: torch.Tensor, teacher_features: list[torch.Tenso
 
 class FitNet(Method):
     name = "fitnet"
+    options_used = ("hint_weight",)
     needs_features = True
 
     def setup(self, student_features: torch.Tensor, teacher_features: list[torch.Tensor],

@@ -9,6 +9,7 @@ from amalgam.distill.methods.base import Method
 
 class SeedRuleKD(Method):
     name = "kd"
+    options_used = ("temperature", "alpha", "teacher_filter")
 
     def loss_terms(self, student_logits, student_features, teacher, labels):
         t = self.options.temperature

@@ -47,14 +47,19 @@ def confidence_weights(teacher_logits: torch.Tensor, roster: Roster) -> torch.Te
 
 class PartialKD(Method):
     name = "partial-kd"
+    options_used = ("temperature", "alpha", "confidence_weighting", "teacher_filter")
 
     def teacher_weights(self, teacher_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
         weights = None
         if self.options.confidence_weighting:
             weights = confidence_weights(teacher_logits, self.roster)
-        if self.options.teacher_filter == "correct":
-            correct = correct_teachers(teacher_logits, labels, self.roster).float()
-            weights = correct if weights is None else weights * correct
+        chosen = None
+        if self.options.teacher_filter == "covering":  # teachers that know the sample's class
+            chosen = self.roster.coverage.to(labels.device)[:, labels].T.float()
+        elif self.options.teacher_filter == "correct":
+            chosen = correct_teachers(teacher_logits, labels, self.roster).float()
+        if chosen is not None:
+            weights = chosen if weights is None else weights * chosen
         return weights
 
     def loss_terms(self, student_logits, student_features, teacher, labels):

@@ -29,6 +29,7 @@ def projector(c_in: int, c_out: int, ratio: int) -> nn.Sequential:
 
 class SimKD(Method):
     name = "simkd"
+    options_used = ("hint_weight", "simkd_ratio")
     needs_features = True
 
     def setup(self, student_features: torch.Tensor, teacher_features: list[torch.Tensor],
