@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from amalgam.distill.ensemble import correct_teachers, seed_rule_targets
 from amalgam.distill.methods.base import Method
+from amalgam.distill.methods.kd import filtered_seed_targets
 
 EPS = 1e-8
 
@@ -48,8 +48,5 @@ class DecoupledKD(Method):
 
     def loss_terms(self, student_logits, student_features, teacher, labels):
         o = self.options
-        allowed = None
-        if o.teacher_filter == "correct":
-            allowed = correct_teachers(teacher.logits, labels, self.roster)
-        targets = seed_rule_targets(teacher.logits, labels, self.roster, o.temperature, allowed)
+        targets = filtered_seed_targets(teacher.logits, labels, self.roster, o)
         return dkd_loss(student_logits, targets, labels, o.temperature, o.dkd_alpha, o.dkd_beta)

@@ -9,8 +9,8 @@ image's class, raises the most similar wrong class. Summing both terms keeps eac
 
 from __future__ import annotations
 
-from amalgam.distill.ensemble import correct_teachers, seed_rule_targets
 from amalgam.distill.losses import kd_loss
+from amalgam.distill.methods.kd import filtered_seed_targets
 from amalgam.distill.methods.partial_kd import PartialKD, partial_kd_loss
 
 
@@ -20,10 +20,7 @@ class UnionKD(PartialKD):
 
     def loss_terms(self, student_logits, student_features, teacher, labels):
         o = self.options
-        allowed = None
-        if o.teacher_filter == "correct":
-            allowed = correct_teachers(teacher.logits, labels, self.roster)
-        targets = seed_rule_targets(teacher.logits, labels, self.roster, o.temperature, allowed)
+        targets = filtered_seed_targets(teacher.logits, labels, self.roster, o)
         terms = kd_loss(student_logits, targets, labels, o.temperature, o.alpha)
         weights = self.teacher_weights(teacher.logits, labels)
         terms["loss_partial"] = o.alpha * partial_kd_loss(student_logits, teacher.logits, self.roster,
