@@ -29,6 +29,7 @@ from amalgam.ui import say
 
 METRICS = ("accuracy", "macro_f1", "nll", "ece", "ece_ts",
            "errors_shared_teacher", "errors_no_shared_teacher")
+TRAINING_KEYS = ("batch_size", "lr", "weight_decay", "scheduler", "teacher_precision")  # in the report
 
 
 def parse_methods(text: str) -> list[str]:
@@ -70,9 +71,6 @@ def summarise(runs: list[dict]) -> dict:
         std = float(values.std(unbiased=True)) if len(values) > 1 else 0.0
         summary[metric] = {"mean": float(values.mean()), "std": std, "runs": values.tolist()}
     return summary
-
-
-TRAINING_KEYS = ("batch_size", "lr", "weight_decay", "scheduler", "teacher_precision")
 
 
 def run_compare(

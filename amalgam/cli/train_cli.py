@@ -155,9 +155,9 @@ def _method_options(params: dict) -> MethodOptions:
 def _warn_unused_options(ctx: typer.Context, method: str) -> None:
     """Say which method options given on the command line this method does not read, so that
     e.g. `--temperature 3` with the default FitNet does not pass silently."""
-    used = METHODS[method].options_used if method in METHODS else None
-    if used is None:
+    if method not in METHODS:
         return  # an unknown method fails with its own error
+    used = METHODS[method].options_used
     unused = [f.name for f in fields(MethodOptions) if _given(ctx, f.name) and f.name not in used]
     if method == "ce" and _given(ctx, "alpha"):
         unused = [name for name in unused if name != "alpha"]  # --alpha 0 is how ce was chosen

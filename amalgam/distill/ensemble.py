@@ -32,6 +32,11 @@ def place_in_task_space(local_values: torch.Tensor, roster: Roster) -> torch.Ten
     return placed.scatter_add(2, index, local_values * mask)
 
 
+def covering_teachers(labels: torch.Tensor, roster: Roster) -> torch.Tensor:
+    """[B, K] bool: teacher k's classes include sample b's label."""
+    return roster.coverage.to(labels.device)[:, labels].T
+
+
 def seed_rule_targets(
     local_logits: torch.Tensor, labels: torch.Tensor, roster: Roster, temperature: float,
     allowed: torch.Tensor | None = None,
@@ -45,7 +50,7 @@ def seed_rule_targets(
     a sample left with none gets an all-zero row, which its caller must mask out.
     """
     coverage = roster.coverage.to(local_logits.device)  # [K, C]
-    covering = coverage[:, labels].T.float()  # [B, K]: teacher covers the sample's class
+    covering = covering_teachers(labels, roster).float()  # [B, K]
     if allowed is not None:
         covering = covering * allowed.float()
     probs = place_in_task_space(masked_local_softmax(local_logits, roster, temperature), roster)
@@ -73,7 +78,7 @@ class TeacherEnsemble(nn.Module):
         self.roster = roster
         self.precision = "fp32"  # dtype the teachers compute in
         self.channels_last = False
-        self.numerics = "fp32"  # how the logits are computed (rounding included), for cache keys
+        self.folded = False  # BatchNorm folded into the convs
         for teacher in self.teachers:
             teacher.eval()
             teacher.requires_grad_(False)
@@ -84,16 +89,20 @@ class TeacherEnsemble(nn.Module):
 
         A copy, so evaluation and SimKD's reused teacher heads keep the exact fp32 teachers.
         """
-        teachers = [copy.deepcopy(teacher) for teacher in self.teachers]
+        teachers = [copy.deepcopy(teacher) for teacher in self.teachers]  # eval mode, as ours are
         for teacher in teachers:
-            teacher.eval()
             fold_batchnorm(teacher)
         fast = TeacherEnsemble(teachers, self.inputs, self.roster).to(dtype=DTYPES[precision])
         if channels_last:
             fast = fast.to(memory_format=torch.channels_last)
-        fast.precision, fast.channels_last = precision, channels_last
-        fast.numerics = f"{precision}-bn-folded{'-nhwc' if channels_last else ''}"
+        fast.precision, fast.channels_last, fast.folded = precision, channels_last, True
         return fast
+
+    @property
+    def numerics(self) -> str:
+        """How the logits are computed (rounding included), for cache keys."""
+        folded = "-bn-folded" if self.folded else ""
+        return f"{self.precision}{folded}{'-nhwc' if self.channels_last else ''}"
 
     def train(self, mode: bool = True) -> TeacherEnsemble:
         return super().train(False)  # frozen teachers keep BN and dropout in eval mode
@@ -134,5 +143,4 @@ def correct_teachers(local_logits: torch.Tensor, labels: torch.Tensor, roster: R
     predicted = roster.local_to_global.to(local_logits.device).gather(
         1, masked.argmax(dim=2).T
     ).T  # [B, K] global index of each teacher's top class
-    covers = roster.coverage.to(local_logits.device)[:, labels].T
-    return covers & (predicted == labels[:, None])
+    return covering_teachers(labels, roster) & (predicted == labels[:, None])

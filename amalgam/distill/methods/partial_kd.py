@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from amalgam.distill.ensemble import correct_teachers, masked_local_softmax
+from amalgam.distill.ensemble import correct_teachers, covering_teachers, masked_local_softmax
 from amalgam.distill.methods.base import Method
 from amalgam.tasks.spec import Roster
 
@@ -55,7 +55,7 @@ class PartialKD(Method):
             weights = confidence_weights(teacher_logits, self.roster)
         chosen = None
         if self.options.teacher_filter == "covering":  # teachers that know the sample's class
-            chosen = self.roster.coverage.to(labels.device)[:, labels].T.float()
+            chosen = covering_teachers(labels, self.roster).float()
         elif self.options.teacher_filter == "correct":
             chosen = correct_teachers(teacher_logits, labels, self.roster).float()
         if chosen is not None:
