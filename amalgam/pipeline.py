@@ -11,7 +11,7 @@ from amalgam import PROJECT_ROOT
 from amalgam.distill.methods import MethodOptions
 from amalgam.distill.run import DistilSettings, distil
 from amalgam.distill.teachers import load_ensemble, train_all_teachers
-from amalgam.distill.trainer import TrainConfig
+from amalgam.distill.trainer import STUDENT_AUGMENT, TrainConfig
 from amalgam.harness.evaluate import evaluate_student, load_student, score_student
 from amalgam.harness.teacher_scores import teacher_scores
 from amalgam.tasks.builtin import get_task
@@ -41,7 +41,7 @@ def run_pipeline(
     )
     say(f"[bold]1/4[/] teachers of task {spec.name}", quiet)
     train_all_teachers(data, base, size, root)
-    student_config = replace(base, epochs=epochs, lr=1e-3, augment="none")
+    student_config = replace(base, epochs=epochs, lr=1e-3, augment=STUDENT_AUGMENT)
     results = {}
     for step, arm in ((2, "ce"), (3, method)):
         say(f"[bold]{step}/4[/] student {student} with method {arm}", quiet)

@@ -7,14 +7,14 @@ from pathlib import Path
 
 from tests.conftest import TINY, run_front_end
 
-ALL = ("ce", "kd", "partial-kd", "union-kd", "dkd", "fitnet", "simkd")
+ALL = ("ce", "kd", "partial-kd", "union-kd", "dkd", "fitnet", "simkd", "fitnet+union-kd")
 
 
 def test_compare_writes_json_markdown_and_figure(trained_home: Path, tmp_path: Path):
     out = tmp_path / "report"
     result = run_front_end("train.py", ["compare", *TINY, "--methods", ",".join(ALL),
                                         "--seeds", "2", "--epochs", "1", "--batch-size", "16",
-                                        "--student", "mobilenetv3_small", "--scheduler", "cosine",
+                                        "--student", "mobilenetv3_small", "--scheduler", "step",
                                         "--dkd-beta", "4", "--out", str(out)], trained_home,
                            timeout=900)
     assert result.returncode == 0, result.stderr
@@ -26,11 +26,11 @@ def test_compare_writes_json_markdown_and_figure(trained_home: Path, tmp_path: P
             assert set(stats[metric]) == {"mean", "std", "runs"} and len(stats[metric]["runs"]) == 2
             assert stats[metric]["mean"] == sum(stats[metric]["runs"]) / 2
     assert 0.0 <= report["teachers_union_accuracy"] <= 1.0
-    assert report["training"]["scheduler"] == "cosine" and report["method_options"]["dkd_beta"] == 4.0
+    assert report["training"]["scheduler"] == "step" and report["method_options"]["dkd_beta"] == 4.0
     markdown = (out / "compare.md").read_text()
     assert "chosen on **validation accuracy**" in markdown and "2 seed(s)" in markdown
     assert "| partial-kd |" in markdown and "Teachers combined" in markdown
-    assert "scheduler cosine" in markdown and "no teacher knows both" in markdown
+    assert "scheduler step" in markdown and "no teacher knows both" in markdown
     assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
 
 

@@ -139,6 +139,28 @@ class TinyStudent(torch.nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
+@pytest.mark.parametrize("base", ["kd", "partial-kd", "union-kd"])
+def test_hinted_method_is_its_logit_method_plus_fitnets_hint(base):
+    spec, roster = roster3()
+    torch.manual_seed(2)
+    options = MethodOptions(temperature=2.0, alpha=0.3, hint_weight=0.7)
+    hinted, plain, fitnet = (build_method(n, roster, options) for n in (f"fitnet+{base}", base, "fitnet"))
+    student_features = torch.randn(4, 6, 4, 4)
+    teacher_features = [torch.randn(4, 8, 2, 2), torch.randn(4, 5, 4, 4), torch.randn(4, 3, 8, 8)]
+    hinted.setup(student_features, teacher_features, [])
+    fitnet.setup(student_features, teacher_features, [])
+    fitnet.regressors.load_state_dict(hinted.regressors.state_dict())
+    logits, local, labels = torch.randn(4, 5), torch.randn(4, 3, 3), torch.tensor([0, 1, 3, 4])
+    out = TeacherOutputs(local, teacher_features)
+    got = hinted.loss_terms(logits, student_features, out, labels)
+    expected = {**plain.loss_terms(logits, None, out, labels),
+                "loss_hint": fitnet.loss_terms(logits, student_features, out, labels)["loss_hint"]}
+    assert set(got) == set(expected)
+    for key, value in expected.items():
+        torch.testing.assert_close(got[key], value)
+    assert hinted.needs_features and "hint_weight" in hinted.options_used
+
+
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_gradients_reach_only_the_student_and_the_method_helpers(name):
     spec, roster = roster3()
@@ -186,6 +208,7 @@ def test_temperature_fit_lowers_nll_of_an_overconfident_model():
         {"teacher_filter": "best"},
         {"simkd_ratio": 0},
         {"dkd_beta": -1.0},
+        {"simkd_weight": -0.5},
     ],
 )
 def test_impossible_method_options(kwargs):

@@ -19,7 +19,7 @@ def settings(epochs: int) -> DistilSettings:
         task="fashion-mini", student="mobilenetv3_small", method="kd",
         method_options=MethodOptions(temperature=3.0, alpha=0.5),
         train=TrainConfig(epochs=epochs, batch_size=32, seed=7, augment="crop-flip", quiet=True,
-                          scheduler_step=1, scheduler_gamma=0.5),
+                          scheduler="step", scheduler_step=1, scheduler_gamma=0.5),
         img_size=32, train_per_class=10,
     )
 

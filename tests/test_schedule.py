@@ -29,7 +29,7 @@ def test_cosine_starts_at_lr_and_decays_to_near_zero():
 
 
 def test_step_is_the_seed_schedule():
-    seen = lrs(TrainConfig(epochs=5, lr=1e-3, scheduler_step=2, scheduler_gamma=0.5))
+    seen = lrs(TrainConfig(epochs=5, lr=1e-3, scheduler="step", scheduler_step=2, scheduler_gamma=0.5))
     assert seen == pytest.approx([1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4])
 
 

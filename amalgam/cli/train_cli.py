@@ -12,7 +12,7 @@ from amalgam.cli.common import resolve_device
 from amalgam.cli.tasks_cli import tasks_command
 from amalgam.distill.methods import DEFAULT_METHOD, METHODS, MethodOptions
 from amalgam.distill.run import DistilSettings, distil, resume
-from amalgam.distill.trainer import TrainConfig
+from amalgam.distill.trainer import STUDENT_AUGMENT, TrainConfig
 from amalgam.errors import UserError
 from amalgam.models.students import DEFAULT_STUDENT, canonical_student
 from amalgam.tasks.builtin import DEFAULT_TASK, get_task
@@ -38,7 +38,8 @@ TemperatureOpt = typer.Option(4.0, "--temperature", "-T", help="softening temper
 AlphaOpt = typer.Option(0.5, "--alpha", help="weight of the distillation term in [0, 1]; 0 = CE")
 DkdAlphaOpt = typer.Option(1.0, "--dkd-alpha", help="DKD weight of the target-class term")
 DkdBetaOpt = typer.Option(8.0, "--dkd-beta", help="DKD weight of the non-target term")
-HintWeightOpt = typer.Option(1.0, "--hint-weight", help="FitNet / SimKD feature-loss weight")
+HintWeightOpt = typer.Option(10.0, "--hint-weight", help="weight of FitNet's hint loss (fitnet, fitnet+*)")
+SimkdWeightOpt = typer.Option(1.0, "--simkd-weight", help="weight of SimKD's feature loss")
 SimkdRatioOpt = typer.Option(2, "--simkd-ratio", help="SimKD projector bottleneck ratio r")
 ConfidenceOpt = typer.Option(
     False, "--confidence-weighting", help="partial-kd: weight teachers by their confidence"
@@ -48,7 +49,10 @@ TeacherFilterOpt = typer.Option(
     help="none; covering: only teachers that know the label; correct: only those that are also right",
 )
 SchedulerOpt = typer.Option(
-    "step", "--scheduler", help="step (StepLR, --scheduler-step/--scheduler-gamma) or cosine"
+    "cosine", "--scheduler", help="cosine, or step (the seed's StepLR: --scheduler-step/--scheduler-gamma)"
+)
+AugmentOpt = typer.Option(
+    STUDENT_AUGMENT, "--augment", help="flip, crop-flip, or none (a fixed view: teachers' logits cached)"
 )
 TeacherPrecisionOpt = typer.Option(
     "auto", "--teacher-precision",
@@ -74,6 +78,7 @@ def distil_command(
     dkd_alpha: float = DkdAlphaOpt,
     dkd_beta: float = DkdBetaOpt,
     hint_weight: float = HintWeightOpt,
+    simkd_weight: float = SimkdWeightOpt,
     simkd_ratio: int = SimkdRatioOpt,
     confidence_weighting: bool = ConfidenceOpt,
     teacher_filter: str = TeacherFilterOpt,
@@ -86,7 +91,7 @@ def distil_command(
     scheduler_gamma: float = typer.Option(0.5, "--scheduler-gamma", "--scheduler_gamma"),
     seed: int = typer.Option(42, "--seed"),
     run: str = typer.Option("", "--run", help="suffix for the run directory name"),
-    augment: str = typer.Option("none", "--augment", help="none (teachers cached), flip or crop-flip"),
+    augment: str = AugmentOpt,
     img_size: int | None = ImgSizeOpt,
     val_fraction: float = ValFracOpt,
     train_per_class: int | None = PerClassOpt,
@@ -274,10 +279,11 @@ def compare_command(
     dkd_alpha: float = DkdAlphaOpt,
     dkd_beta: float = DkdBetaOpt,
     hint_weight: float = HintWeightOpt,
+    simkd_weight: float = SimkdWeightOpt,
     simkd_ratio: int = SimkdRatioOpt,
     confidence_weighting: bool = ConfidenceOpt,
     teacher_filter: str = TeacherFilterOpt,
-    augment: str = typer.Option("none", "--augment"),
+    augment: str = AugmentOpt,
     img_size: int | None = ImgSizeOpt,
     train_per_class: int | None = PerClassOpt,
     seed: int = typer.Option(42, "--seed"),

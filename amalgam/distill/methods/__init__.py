@@ -6,6 +6,7 @@ from amalgam.distill.methods.base import Method, MethodOptions, TeacherOutputs
 from amalgam.distill.methods.ce import CrossEntropy
 from amalgam.distill.methods.dkd import DecoupledKD
 from amalgam.distill.methods.fitnet import FitNet
+from amalgam.distill.methods.hinted import with_hints
 from amalgam.distill.methods.kd import SeedRuleKD
 from amalgam.distill.methods.partial_kd import PartialKD
 from amalgam.distill.methods.simkd import SimKD
@@ -15,7 +16,10 @@ from amalgam.tasks.spec import Roster
 
 METHODS: dict[str, type[Method]] = {
     method.name: method
-    for method in (CrossEntropy, SeedRuleKD, PartialKD, UnionKD, DecoupledKD, FitNet, SimKD)
+    for method in (
+        CrossEntropy, SeedRuleKD, PartialKD, UnionKD, DecoupledKD, FitNet, SimKD,
+        *(with_hints(logit_method) for logit_method in (SeedRuleKD, PartialKD, UnionKD)),
+    )
 }
 # The winner of the issue-4 comparison on `fashion` (README, "Method comparison").
 DEFAULT_METHOD = "fitnet"

@@ -19,7 +19,10 @@ class MethodOptions:
     alpha: float = 0.5
     dkd_alpha: float = 1.0
     dkd_beta: float = 8.0
-    hint_weight: float = 1.0
+    # FitNet's hint: chosen on `fashion` (README, "Choosing defaults"); mean-squared hints need
+    # weights well above CE's to matter, as in the common KD codebases
+    hint_weight: float = 10.0
+    simkd_weight: float = 1.0
     simkd_ratio: int = 2
     confidence_weighting: bool = False
     # which teachers a sample learns from: all, those that know its label, or those also right
@@ -30,8 +33,8 @@ class MethodOptions:
             raise UserError(f"--alpha must be in [0, 1], got {self.alpha}")
         if not self.temperature > 0.0:
             raise UserError(f"--temperature must be > 0, got {self.temperature}")
-        if self.dkd_alpha < 0 or self.dkd_beta < 0 or self.hint_weight < 0:
-            raise UserError("--dkd-alpha, --dkd-beta and --hint-weight must be >= 0")
+        if min(self.dkd_alpha, self.dkd_beta, self.hint_weight, self.simkd_weight) < 0:
+            raise UserError("--dkd-alpha, --dkd-beta, --hint-weight and --simkd-weight must be >= 0")
         if self.simkd_ratio < 1:
             raise UserError(f"--simkd-ratio must be >= 1, got {self.simkd_ratio}")
         if self.teacher_filter not in TEACHER_FILTERS:

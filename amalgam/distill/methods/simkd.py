@@ -29,7 +29,7 @@ def projector(c_in: int, c_out: int, ratio: int) -> nn.Sequential:
 
 class SimKD(Method):
     name = "simkd"
-    options_used = ("hint_weight", "simkd_ratio")
+    options_used = ("simkd_weight", "simkd_ratio")
     needs_features = True
 
     def setup(self, student_features: torch.Tensor, teacher_features: list[torch.Tensor],
@@ -51,7 +51,7 @@ class SimKD(Method):
             guess = proj(match_spatial(student_features, size))
             total = total + F.mse_loss(guess, match_spatial(target, size))
         return {"loss_ce": F.cross_entropy(student_logits, labels),
-                "loss_simkd": self.options.hint_weight * total}
+                "loss_simkd": self.options.simkd_weight * total}
 
     def predict(self, student: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """Reuse each teacher's classifier on its projection; combine over the union."""
