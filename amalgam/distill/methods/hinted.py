@@ -1,9 +1,12 @@
 """A logit method with FitNet's hints added: `fitnet+kd`, `fitnet+partial-kd`, `fitnet+union-kd`.
 
-Partial teachers' logits say nothing about pairs of classes no single teacher knows, but
-their feature maps were shaped by every image they saw; hints carry that, the logit term
-carries what the teachers know about their own classes. The sum is the base method's terms
-plus `hint_weight` times FitNet's hint, with one 1x1 regressor per teacher as in `fitnet`.
+Partial teachers' logits say nothing about pairs of classes no single teacher knows, while
+a teacher's feature map still responds to images of classes it never saw; the idea was to
+let hints carry that and the logit term what each teacher knows about its own classes.
+The sum is the base method's terms plus `hint_weight` times FitNet's hint, with one 1x1
+regressor per teacher as in `fitnet`. Measured on `fashion` (README, "Method comparison"),
+`fitnet+union-kd` scored 2.3 points below `fitnet` alone; the composites stay so that
+claim can be re-checked on other tasks.
 """
 
 from __future__ import annotations
