@@ -15,8 +15,7 @@ from amalgam.distill.methods.partial_kd import PartialKD, partial_kd_loss
 
 
 class UnionKD(PartialKD):
-    name = "union-kd"
-    options_used = ("temperature", "alpha", "confidence_weighting", "teacher_filter")
+    name = "union-kd"  # reads the same options as partial-kd
 
     def loss_terms(self, student_logits, student_features, teacher, labels):
         o = self.options
