@@ -2,11 +2,13 @@
 # (activate a virtualenv first if you want one); installing is a no-op once done.
 PYTHON ?= python3
 PIP_FLAGS ?= --quiet --disable-pip-version-check
+# `make test EDITABLE=` installs a regular (non-editable) copy instead
+EDITABLE ?= -e
 
 .PHONY: setup demo test lint bench
 
 setup:
-	$(PYTHON) -m pip install $(PIP_FLAGS) -e ".[dev,export]"
+	$(PYTHON) -m pip install $(PIP_FLAGS) $(EDITABLE) ".[dev,export]"
 
 demo: setup
 	$(PYTHON) train.py pipeline --task fashion-mini

@@ -1,6 +1,8 @@
 """Front end: `python evaluation.py` grades CAS771 Task A and B; see README for more."""
 
-from amalgam.cli.eval_cli import main
-
 if __name__ == "__main__":
-    main()
+    try:
+        from amalgam.cli.entry import evaluate
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    evaluate()

@@ -1,6 +1,8 @@
 """Front end: `python train.py --task B --temperature 3 --alpha 0.5` (see README)."""
 
-from amalgam.cli.train_cli import main
-
 if __name__ == "__main__":
-    main()
+    try:
+        from amalgam.cli.entry import train
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    train()

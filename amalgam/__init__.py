@@ -5,7 +5,15 @@ from pathlib import Path
 
 __version__ = "0.1.0"
 
-# Where checkpoints/, runs/, evaluation/, data/ and .cache/ live: the repository, unless
-# AMALGAM_HOME points elsewhere (tests, or a lab keeping its artefacts on another disk).
-REPO_ROOT = Path(__file__).resolve().parent.parent
-PROJECT_ROOT = Path(os.environ.get("AMALGAM_HOME") or REPO_ROOT)
+
+def artefact_home() -> Path:
+    """Where checkpoints/, runs/, evaluation/, reports/, data/ and .cache/ live.
+
+    `$AMALGAM_HOME` when set (a lab keeping its artefacts on another disk, or the tests),
+    else the directory the command was started in. Never the package's own folder: after
+    `pip install .` that is site-packages, which is neither the user's nor writable.
+    """
+    return Path(os.environ.get("AMALGAM_HOME") or Path.cwd()).resolve()
+
+
+PROJECT_ROOT = artefact_home()

@@ -24,16 +24,47 @@ def resolve_device(name: str) -> str:
     return str(device)
 
 
+def _click_class(name: str) -> type[Exception]:
+    """Typer >= 0.29 vendors its own copy of click, older ones use click itself."""
+    return next(cls for cls in typer.BadParameter.__mro__ if cls.__name__ == name)
+
+
+# the base classes of the errors Click raises while parsing and running a command
+CLICK_USAGE_ERROR = _click_class("UsageError")
+CLICK_EXCEPTION = _click_class("ClickException")
+
+
 def run_cli(app: typer.Typer) -> None:
-    """Run a Typer app; a UserError becomes `error: …` on stderr and exit code 2."""
+    """Run a Typer app so that every way it can fail ends in one `error:` line.
+
+    Click's own usage errors (unknown option, bad value) would otherwise print a
+    multi-line box; a UserError carries its exit code (2, or 130 for an interruption).
+    """
     try:
-        app()
+        outcome = app(standalone_mode=False)
+    except CLICK_USAGE_ERROR as exc:
+        where = f"; see '{exc.ctx.command_path} --help'" if exc.ctx is not None else ""
+        _fail(f"{one_line(exc.format_message()).rstrip('.')}{where}", exc.exit_code)
+    except typer.Abort:
+        _fail("interrupted", 130, prefix="")
+    except CLICK_EXCEPTION as exc:
+        _fail(one_line(exc.format_message()), exc.exit_code)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(getattr(exc, "exit_code", 2))
+        _fail(str(exc), getattr(exc, "exit_code", 2))
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+        _fail("interrupted", 130, prefix="")
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+    if isinstance(outcome, int) and outcome != 0:  # click returns the code of ctx.exit(n)
+        sys.exit(outcome)
+
+
+def one_line(message: str) -> str:
+    """Fold a message onto one line, so that every error reads as a single `error:` line."""
+    return "; ".join(part.strip() for part in message.splitlines() if part.strip())
+
+
+def _fail(message: str, exit_code: int, prefix: str = "error: ") -> None:
+    print(f"{prefix}{one_line(message)}", file=sys.stderr)
+    sys.exit(exit_code)
