@@ -56,18 +56,31 @@ class _Handler(BaseHTTPRequestHandler):
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return
-            self.send_response(206)
+            self._start(206)
             self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
         else:
-            self.send_response(200)
+            self._start(200)
         body = data[start:]
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if srv.drop_after_half:
-            self.wfile.write(body[: len(body) // 2])
-            self.close_connection = True
-            return
-        self.wfile.write(body)
+        sent = body[: len(body) // 2] if srv.drop_after_half else body
+        if srv.framing == "chunked":
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for at in range(0, len(sent), 4096):
+                piece = sent[at : at + 4096]
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            if not srv.drop_after_half:
+                self.wfile.write(b"0\r\n\r\n")
+        else:
+            if srv.framing == "length":
+                self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(sent)
+        self.close_connection = True
+
+    def _start(self, code: int) -> None:
+        # Chunked bodies need an HTTP/1.1 status line; "close" framing is plain HTTP/1.0.
+        self.protocol_version = "HTTP/1.1" if self.server.framing == "chunked" else "HTTP/1.0"
+        self.send_response(code)
 
     def log_message(self, format: str, *args: object) -> None:  # keep pytest output clean
         return None
@@ -82,6 +95,9 @@ class FileServer(ThreadingHTTPServer):
         self.requests: list[tuple[str, str | None]] = []
         self.drop_after_half = False
         self.honour_range = True
+        # How the body's end is marked: "length" (Content-Length), "chunked", or "close"
+        # (neither: the body ends when the connection closes).
+        self.framing = "length"
 
     def publish(self, name: str, data: bytes) -> str:
         (self.docroot / name).write_bytes(data)
@@ -131,7 +147,7 @@ def make_asset(url: str, sha256: str = "", **overrides: object) -> Asset:
         "url": url,
         "sha256": sha256,
         "archive": "zip",
-        "dest": "out",
+        "dest": "data/pack",
         "filename": "pack.zip",
     }
     fields.update(overrides)
@@ -172,7 +188,7 @@ def test_fetch_verifies_and_unpacks_nested_zip(server: FileServer, root: Path) -
 
     dest = fetch_asset(asset, root, console=console)
 
-    assert dest == root / "out"
+    assert dest == root / "data/pack"
     assert (dest / "pkg/top.txt").read_bytes() == b"top level"
     assert (dest / "pkg/a/b/weights.pth").read_bytes() == NESTED["pkg/a/b/weights.pth"]
     assert (dest / "pkg/a/notes.md").read_bytes() == b"# notes"
@@ -202,25 +218,25 @@ def test_second_fetch_does_nothing(server: FileServer, root: Path) -> None:
 
 
 def test_provides_on_disk_skip_the_download(server: FileServer, root: Path) -> None:
-    asset = make_asset(server.publish("pack.zip", b"unused"), provides=("out/model.pth",))
+    asset = make_asset(server.publish("pack.zip", b"unused"), provides=("data/pack/model.pth",))
     assert not is_present(asset, root)
-    (root / "out").mkdir()
-    (root / "out/model.pth").write_bytes(b"unpacked by hand")
+    (root / "data/pack").mkdir(parents=True)
+    (root / "data/pack/model.pth").write_bytes(b"unpacked by hand")
 
-    assert fetch_asset(asset, root, quiet=True) == root / "out"
+    assert fetch_asset(asset, root, quiet=True) == root / "data/pack"
     assert server.requests == []
 
 
 def test_plain_file_is_copied_and_marked(server: FileServer, root: Path) -> None:
     payload = b"a single checkpoint"
     url = server.publish("student.pth", payload)
-    asset = make_asset(url, sha(payload), archive="none", filename="student.pth", dest="ckpt")
+    asset = make_asset(url, sha(payload), archive="none", filename="student.pth", dest="checkpoints")
 
     fetch_asset(asset, root, quiet=True)
 
-    assert (root / "ckpt/student.pth").read_bytes() == payload
+    assert (root / "checkpoints/student.pth").read_bytes() == payload
     assert is_present(asset, root)  # no provides: the marker decides
-    repinned = make_asset(url, "0" * 64, archive="none", filename="student.pth", dest="ckpt")
+    repinned = make_asset(url, "0" * 64, archive="none", filename="student.pth", dest="checkpoints")
     assert not is_present(repinned, root)  # a marker for another digest does not count
 
 
@@ -249,7 +265,7 @@ def test_sha_mismatch_deletes_download(server: FileServer, root: Path) -> None:
     message = str(caught.value)
     assert wrong in message and sha(payload) in message and "deleted" in message
     assert files_under(root / ".cache/downloads") == []
-    assert not (root / "out").exists()
+    assert not (root / "data/pack").exists()
 
 
 def _damage_second_member() -> bytes:
@@ -270,7 +286,7 @@ def test_corrupt_zip_is_deleted_and_reported(server: FileServer, root: Path, pay
 
     assert "deleted" in str(caught.value)
     assert not (root / ".cache/downloads/pack.zip").exists()
-    assert files_under(root / "out") == []  # the good first member was not left behind
+    assert files_under(root / "data/pack") == []  # the good first member was not left behind
     assert not marker_path(asset, root).exists()
 
 
@@ -306,10 +322,10 @@ def test_unsafe_zip_is_refused(
         fetch_asset(asset, root, quiet=True)
 
     assert reason in str(caught.value)
-    assert files_under(root / "out") == []
+    assert files_under(root / "data/pack") == []
     assert not (root / "evil.txt").exists() and not (root.parent / "evil.txt").exists()
     assert not Path("/tmp/amalgam-test-abs/evil.txt").exists()
-    assert not (root / "out/link").is_symlink()
+    assert not (root / "data/pack/link").is_symlink()
     assert not marker_path(asset, root).exists()
 
 
@@ -336,7 +352,7 @@ def test_interrupted_download_resumes(server: FileServer, root: Path) -> None:
     assert server.requests[-1] == ("/pack.zip", f"bytes={kept}-")
     assert not partial.exists()
     assert sha((root / ".cache/downloads/pack.zip").read_bytes()) == sha(payload)
-    assert (root / "out/big/blob.bin").stat().st_size == 200_000
+    assert (root / "data/pack/big/blob.bin").stat().st_size == 200_000
 
 
 @pytest.mark.parametrize(
@@ -357,7 +373,7 @@ def test_unusable_partial_restarts_from_zero(
     fetch_asset(asset, root, quiet=True)  # would raise on a sha mismatch
 
     assert server.requests[0][1] == f"bytes={len(stale)}-"
-    assert (root / "out/a.txt").read_bytes() == b"a" * 1000
+    assert (root / "data/pack/a.txt").read_bytes() == b"a" * 1000
 
 
 def test_offline_failure_names_url_and_manual_fix(root: Path) -> None:
@@ -489,8 +505,8 @@ def test_fetch_by_name(server: FileServer, root: Path, tmp_path: Path) -> None:
     url_b = server.publish("b.zip", make_zip({"b.txt": b"b"}))
     manifest = write_manifest(
         tmp_path / "manifest.toml",
-        {**GOOD_TABLE, "name": '"alpha"', "url": f'"{url_a}"', "dest": '"A"'},
-        {**GOOD_TABLE, "name": '"beta"', "url": f'"{url_b}"', "dest": '"B"'},
+        {**GOOD_TABLE, "name": '"alpha"', "url": f'"{url_a}"', "dest": '"data/A"'},
+        {**GOOD_TABLE, "name": '"beta"', "url": f'"{url_b}"', "dest": '"data/B"'},
     )
 
     with pytest.raises(UserError) as caught:
@@ -498,7 +514,7 @@ def test_fetch_by_name(server: FileServer, root: Path, tmp_path: Path) -> None:
     assert "'gamma'" in str(caught.value) and "alpha, beta" in str(caught.value)
     assert server.requests == []
 
-    assert fetch(["beta"], manifest, root, quiet=True) == [root / "B"]
-    assert (root / "B/b.txt").read_bytes() == b"b" and not (root / "A").exists()
-    assert fetch(None, manifest, root, quiet=True) == [root / "A", root / "B"]
-    assert (root / "A/a.txt").read_bytes() == b"a"
+    assert fetch(["beta"], manifest, root, quiet=True) == [root / "data/B"]
+    assert (root / "data/B/b.txt").read_bytes() == b"b" and not (root / "data/A").exists()
+    assert fetch(None, manifest, root, quiet=True) == [root / "data/A", root / "data/B"]
+    assert (root / "data/A/a.txt").read_bytes() == b"a"

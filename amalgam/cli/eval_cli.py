@@ -16,7 +16,8 @@ from amalgam.ui import console
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
                   help="Grade distilled students and fetch released assets.")
 RELEASED_TASKS = ["A", "B"]
-ManifestOpt = typer.Option(None, "--manifest", help="asset manifest (default checkpoints/manifest.toml)")
+ManifestOpt = typer.Option(None, "--manifest",
+                           help="asset manifest (default: amalgam/harness/release_manifest.toml)")
 
 
 @app.callback(invoke_without_command=True)

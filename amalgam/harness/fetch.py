@@ -3,14 +3,30 @@
 The CAS771 archives are large and come from Google Drive over connections that drop, so
 partial downloads are kept and resumed, nothing is unpacked before its checksum is checked,
 and every failure ends in one message telling the user how to finish the job by hand.
+
+What a cut-off download looks like, and so what can be detected:
+- Content-Length (or a 206's Content-Range total) present: fewer bytes than announced is a
+  short read; http.client returns it silently, so it is counted here. The .partial stays
+  and the next run resumes it.
+- chunked transfer: a connection that drops before the final zero-size chunk raises
+  http.client.IncompleteRead; the same rule applies.
+- neither (the body ends when the server closes): a cut-off transfer looks exactly like a
+  complete one. Such a download is only used when something else vouches for it: a pinned
+  sha256, or the zip format itself (a truncated zip has no end-of-archive record and every
+  member carries a CRC). An unpinned plain file (archive = "none") sent this way is refused
+  and never marked fetched.
+- Google Drive goes through gdown, which cannot tell us the framing; it relies on
+  requests/urllib3, which raise on a short Content-Length body or a broken chunked stream.
+
+An unpinned sha256 is trusted on first use: the digest is recorded beside the files (see
+manifest.marker_path) and a later download with another digest is refused until the user
+pins it in the manifest or deletes the record.
 """
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import inspect
-import json
 import os
 import re
 import zipfile
@@ -30,8 +46,18 @@ from rich.progress import (
 )
 
 from amalgam.errors import UserError
-from amalgam.harness.manifest import Asset, is_present, load_manifest, marker_path
-from amalgam.harness.unpack import place_file, unpack_zip
+from amalgam.harness.manifest import (
+    Asset,
+    allowed_folders,
+    home_path,
+    is_present,
+    load_manifest,
+    marker_path,
+    read_record,
+    recorded_files,
+    write_record,
+)
+from amalgam.harness.unpack import Placement, place_file, sha256_file, unpack_zip
 
 TIMEOUT_S = 30.0
 _CHUNK = 1 << 20
@@ -50,14 +76,6 @@ def source_url(url: str) -> str:
     return url
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(_CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _content_range(value: str | None) -> tuple[int | None, int | None]:
     """(first byte, total size) from a Content-Range header; None where absent or unknown."""
     match = _CONTENT_RANGE.fullmatch((value or "").strip())
@@ -68,9 +86,13 @@ def _content_range(value: str | None) -> tuple[int | None, int | None]:
     return start, total
 
 
-def _stream(response: Any, partial: Path, offset: int, progress: Progress, label: str) -> None:
+def _stream(response: Any, partial: Path, offset: int, progress: Progress, label: str) -> bool:
+    """Append the body to partial; True when its framing proved it complete (see the module doc)."""
     length = response.headers.get("Content-Length")
     expected = int(length) if length and length.isdigit() else None
+    if expected is None and offset:
+        _, whole = _content_range(response.headers.get("Content-Range"))
+        expected = whole - offset if whole is not None else None
     total = offset + expected if expected is not None else None
     task = progress.add_task(label, total=total, completed=offset)
     received = 0
@@ -83,10 +105,15 @@ def _stream(response: Any, partial: Path, offset: int, progress: Progress, label
     if expected is not None and received < expected:
         # http.client returns a short body silently; without this the file would look complete.
         raise ConnectionError(f"connection closed after {offset + received} of {total} bytes")
+    # IncompleteRead above would have signalled a chunked stream cut before its last chunk.
+    return expected is not None or bool(getattr(response, "chunked", False))
 
 
-def _download_http(url: str, partial: Path, progress: Progress, label: str) -> None:
-    """Download into partial, continuing from its current size when the server allows it."""
+def _download_http(url: str, partial: Path, progress: Progress, label: str) -> bool:
+    """Download into partial, continuing from its current size when the server allows it.
+
+    Returns whether the transfer's framing proved the file complete.
+    """
     for _attempt in range(2):  # the second pass only follows discarding an unusable partial
         offset = partial.stat().st_size if partial.exists() else 0
         headers = {"User-Agent": "amalgam-fetch"}
@@ -100,7 +127,7 @@ def _download_http(url: str, partial: Path, progress: Progress, label: str) -> N
             _, total = _content_range(err.headers.get("Content-Range"))
             err.close()
             if total == offset:
-                return  # an earlier run already received every byte
+                return True  # an earlier run already received every byte
             partial.unlink()
             continue
         with response:
@@ -111,8 +138,7 @@ def _download_http(url: str, partial: Path, progress: Progress, label: str) -> N
                     continue
             else:
                 offset = 0
-            _stream(response, partial, offset, progress, label)
-            return
+            return _stream(response, partial, offset, progress, label)
     raise ConnectionError("the server kept refusing to resume the download")
 
 
@@ -137,6 +163,8 @@ def _reason(err: BaseException) -> str:
         text = f"HTTP {err.code} {err.reason}"
     elif isinstance(err, URLError):
         text = str(err.reason)
+    elif isinstance(err, http.client.IncompleteRead):
+        text = "the connection closed before the end of the download"
     elif isinstance(err, TimeoutError):
         text = f"no answer within {TIMEOUT_S:.0f} s"
     else:
@@ -150,6 +178,7 @@ def _download(asset: Asset, download: Path, dest: Path, quiet: bool, console: Co
     try:
         if asset.url.startswith("gdrive:"):
             _download_gdrive(asset.url.removeprefix("gdrive:"), partial, quiet)
+            framed = True  # gdown (requests/urllib3) raises on short or broken bodies
         else:
             columns = (
                 TextColumn("{task.description}"),
@@ -159,7 +188,7 @@ def _download(asset: Asset, download: Path, dest: Path, quiet: bool, console: Co
                 TimeRemainingColumn(),
             )
             with Progress(*columns, console=console, disable=quiet, transient=True) as progress:
-                _download_http(asset.url, partial, progress, asset.name)
+                framed = _download_http(asset.url, partial, progress, asset.name)
     except (OSError, http.client.HTTPException) as err:
         # The .partial stays where it is, so the next run resumes instead of starting over.
         raise UserError(
@@ -167,10 +196,17 @@ def _download(asset: Asset, download: Path, dest: Path, quiet: bool, console: Co
             f"download it by hand and put it at {download} (or unpack it into {dest}), "
             "then run again"
         ) from err
+    if not framed and not asset.sha256 and asset.archive == "none":
+        raise UserError(
+            f"{asset.name}: {source_url(asset.url)} was sent without a length (no Content-Length, "
+            f"not chunked), so a cut-off download cannot be told from a whole one and {partial} was "
+            "not used; pin its sha256 in the manifest, or download it by hand and put it at "
+            f"{download}, then run again"
+        )
     os.replace(partial, download)
 
 
-def _verify(asset: Asset, download: Path, quiet: bool, console: Console) -> str:
+def _verify(asset: Asset, download: Path) -> str:
     digest = sha256_file(download)
     if asset.sha256 and digest != asset.sha256:
         download.unlink(missing_ok=True)
@@ -179,14 +215,44 @@ def _verify(asset: Asset, download: Path, quiet: bool, console: Console) -> str:
             f"the download {download} was deleted - run again to re-download, or update "
             "sha256 in the manifest if the release really changed"
         )
-    if not asset.sha256:
-        _say(
-            console,
-            quiet,
-            f'{asset.name}: sha256 {digest} is not pinned; add sha256 = "{digest}" to its '
-            "[[asset]] table in the manifest so later downloads are verified",
-        )
     return digest
+
+
+def _trust_on_first_use(asset: Asset, digest: str, download: Path, root: Path, console: Console) -> None:
+    """Unpinned: the first digest seen is recorded, and a different one later is refused."""
+    if asset.sha256:
+        return
+    marker = marker_path(asset, root)
+    recorded = read_record(asset, root).get("sha256")
+    if isinstance(recorded, str) and recorded:
+        if recorded != digest:
+            download.unlink(missing_ok=True)
+            raise UserError(
+                f"{asset.name}: the download's sha256 {digest} differs from {recorded}, recorded when "
+                f"it was first fetched; nothing was unpacked and the download was deleted - if the "
+                f'release really changed, pin sha256 = "{digest}" in the manifest or delete {marker}'
+            )
+        return
+    # Printed even with --quiet: the user is trusting whatever the server sent this time.
+    console.print(
+        f"warning: {asset.name}: sha256 is not pinned in the manifest, so this download is trusted "
+        f"on first use (sha256 {digest}, recorded in {marker}; a later download with another digest "
+        f'will be refused); add sha256 = "{digest}" to its [[asset]] table to verify it',
+        markup=False, highlight=False, soft_wrap=True,
+    )
+
+
+def _place(asset: Asset, download: Path, placement: Placement) -> dict[str, str]:
+    if asset.archive != "zip":
+        return place_file(download, placement, asset.filename)
+    try:
+        return unpack_zip(download, placement)
+    except zipfile.BadZipFile as err:
+        download.unlink(missing_ok=True)
+        raise UserError(
+            f"{asset.name}: {download} is not a readable zip archive ({err}); it was "
+            "deleted - run again to download it afresh"
+        ) from err
 
 
 def fetch_asset(
@@ -200,7 +266,7 @@ def fetch_asset(
     """Make one asset present under root, downloading only what is missing; returns its dest."""
     console = console if console is not None else Console(stderr=True)
     root = Path(root)
-    dest = root / asset.dest
+    dest = home_path(asset, "dest", asset.dest, root)
     if is_present(asset, root):
         _say(console, quiet, f"{asset.name}: already present in {dest}, nothing to do")
         return dest
@@ -211,22 +277,12 @@ def fetch_asset(
         _say(console, quiet, f"{asset.name}: using the earlier download {download}")
     else:
         _download(asset, download, dest, quiet, console)
-    digest = _verify(asset, download, quiet, console)
-
-    if asset.archive == "zip":
-        try:
-            unpack_zip(download, dest)
-        except zipfile.BadZipFile as err:
-            download.unlink(missing_ok=True)
-            raise UserError(
-                f"{asset.name}: {download} is not a readable zip archive ({err}); it was "
-                "deleted - run again to download it afresh"
-            ) from err
-    else:
-        place_file(download, dest, asset.filename)
-
-    record = {"name": asset.name, "url": asset.url, "sha256": digest, "archive": asset.archive}
-    marker_path(asset, root).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    digest = _verify(asset, download)
+    _trust_on_first_use(asset, digest, download, root, console)
+    owned = recorded_files(read_record(asset, root))
+    placement = Placement(asset.name, root, dest, allowed_folders(asset), owned)
+    files = _place(asset, download, placement)
+    write_record(asset, root, digest, files)
     _say(console, quiet, f"{asset.name}: ready in {dest}")
     return dest
 

@@ -1,8 +1,10 @@
 """The asset manifest: what the project downloads, where it goes, and how to tell it is there.
 
-Kept as data in checkpoints/manifest.toml so a new release or a pinned checksum is a one-line
-edit. The file is validated strictly because a typo there otherwise surfaces much later as
-a confusing missing-file error in training or evaluation.
+Kept as data in release_manifest.toml beside this module (package data, so it is there after
+a plain `pip install`) so a new release or a pinned checksum is a one-line edit. The file is
+validated strictly because a typo there otherwise surfaces much later as a confusing
+missing-file error in training or evaluation. Its paths are relative to the artefact home
+(`amalgam.PROJECT_ROOT`) and may never lead out of it.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from amalgam import REPO_ROOT
 from amalgam.errors import UserError
-from amalgam.harness.unpack import path_problem
+from amalgam.harness.unpack import OWN_PREFIX, path_parts, path_problem, source_problem
 
-DEFAULT_MANIFEST = REPO_ROOT / "checkpoints" / "manifest.toml"  # shipped with the code
+DEFAULT_MANIFEST = Path(__file__).with_name("release_manifest.toml")  # package data
 ARCHIVES = ("zip", "none")
+# Folders under the home that any archive may fill, besides the top folders of its provides.
+ARTEFACT_FOLDERS = frozenset({"data", "checkpoints", "best_models"})
 
 _REQUIRED = ("name", "url", "sha256", "archive", "dest")
 _OPTIONAL = ("filename", "provides", "students", "tasks")
@@ -30,7 +33,7 @@ _GDRIVE_ID = re.compile(r"[A-Za-z0-9_-]+")
 
 @dataclass(frozen=True)
 class Asset:
-    """One downloadable release file; see checkpoints/manifest.toml for what each field means."""
+    """One downloadable release file; see release_manifest.toml for what each field means."""
 
     name: str
     url: str
@@ -62,7 +65,7 @@ class _Table:
     def rel_path(self, key: str, value: Any) -> str:
         if not isinstance(value, str):
             raise self.fail(key, "must hold strings (relative paths)")
-        problem = path_problem(value)
+        problem = path_problem(value) or source_problem(path_parts(value))
         if problem is not None:
             raise self.fail(key, f"path {value!r} {problem}; use a path inside the project")
         return value
@@ -129,8 +132,8 @@ def load_manifest(path: Path | None = None) -> list[Asset]:
             data = tomllib.load(f)
     except FileNotFoundError:
         raise UserError(
-            f"asset manifest {path} not found; restore checkpoints/manifest.toml from git "
-            "or pass the right path"
+            f"asset manifest {path} not found; pass the right path with --manifest (the "
+            "default one ships inside the amalgam package: reinstall it if it is missing)"
         ) from None
     except OSError as err:
         raise UserError(f"cannot read manifest {path} ({err}); check its permissions") from err
@@ -148,17 +151,62 @@ def load_manifest(path: Path | None = None) -> list[Asset]:
     return assets
 
 
+def home_path(asset: Asset, key: str, rel: str, root: Path) -> Path:
+    """root / rel, refused when it resolves outside root (a symbolic link on the way)."""
+    home = Path(root).resolve()
+    path = Path(root) / rel
+    resolved = path.resolve()
+    if not resolved.is_relative_to(home):
+        raise UserError(
+            f"asset {asset.name}: key '{key}' path {rel!r} resolves to {resolved}, outside the "
+            f"artefact home {home}; remove the symbolic link or set AMALGAM_HOME to a folder holding it"
+        )
+    return path
+
+
+def allowed_folders(asset: Asset) -> frozenset[str]:
+    """Top-level folders of the home that this asset's archive may add files under."""
+    tops = {parts[0] for parts in map(path_parts, asset.provides) if len(parts) > 1}
+    return ARTEFACT_FOLDERS | tops
+
+
 def marker_path(asset: Asset, root: Path) -> Path:
-    """Where a verified fetch is recorded; it lives in dest so deleting dest forgets the fetch."""
-    return root / asset.dest / f".amalgam-fetched-{asset.name}.json"
+    """Where a verified fetch is recorded; it lives in dest so deleting dest forgets the fetch.
+
+    The record holds the download's sha256 (trusted on first use when the manifest pins
+    none) and the digest of every file the asset put in dest, which later fetches of the
+    same asset may replace and nothing else may.
+    """
+    return root / asset.dest / f"{OWN_PREFIX}fetched-{asset.name}.json"
 
 
-def _marker_matches(asset: Asset, root: Path) -> bool:
+def read_record(asset: Asset, root: Path) -> dict[str, Any]:
+    """The earlier fetch's record, or {} when there is none (or it is unreadable)."""
     try:
         record = json.loads(marker_path(asset, root).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
-    if not isinstance(record, dict) or record.get("url") != asset.url:
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def recorded_files(record: dict[str, Any]) -> dict[str, str]:
+    files = record.get("files")
+    if not isinstance(files, dict):
+        return {}
+    return {str(rel): digest for rel, digest in files.items() if isinstance(digest, str)}
+
+
+def write_record(asset: Asset, root: Path, digest: str, files: dict[str, str]) -> Path:
+    record = {"name": asset.name, "url": asset.url, "sha256": digest, "archive": asset.archive,
+              "files": dict(sorted(files.items()))}
+    path = marker_path(asset, root)
+    path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def _marker_matches(asset: Asset, root: Path) -> bool:
+    record = read_record(asset, root)
+    if record.get("url") != asset.url:
         return False
     return not asset.sha256 or record.get("sha256") == asset.sha256
 
@@ -170,7 +218,7 @@ def is_present(asset: Asset, root: Path) -> bool:
     archive by hand, and they notice when someone deleted part of an earlier unpack.
     """
     if asset.provides:
-        return all((root / rel).exists() for rel in asset.provides)
+        return all(home_path(asset, "provides", rel, root).exists() for rel in asset.provides)
     return _marker_matches(asset, root)
 
 
@@ -178,6 +226,6 @@ def released_student(task: str, manifest: Path | None, root: Path) -> Path | Non
     """The published student checkpoint for a task, if it has been fetched."""
     for asset in load_manifest(manifest):
         rel = asset.students.get(task)
-        if rel is not None and (root / rel).is_file():
+        if rel is not None and home_path(asset, "students", rel, root).is_file():
             return root / rel
     return None
