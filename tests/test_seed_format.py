@@ -117,3 +117,84 @@ def test_damaged_weights_are_a_user_error(tmp_path: Path):
     torch.save(state, path)
     with pytest.raises(UserError, match="does not fit the seed's efficientnet_b0 student"):
         load_seed_student(path, CLASSES)
+
+
+# --- the seed's layout, pinned independently of our builders --------------------------------
+# The seed app's teacher `CNN(num_classes=5)` (teacher_model_A.py / teacher_model_B.py):
+# conv1 = ConvBlock(3, 64); residual1 = ResidualBlock(64, 128); residual2 =
+# ResidualBlock(128, 256, num_convs=2); conv2 = ConvBlock(256, 512, kernel_size=1, padding=0);
+# conv3 = Sequential(DepthwiseSeparableConv(512, 512), Dropout); classifier = Sequential(
+# AdaptiveAvgPool2d, Flatten, Dropout, Linear(512, 5)). Its state_dict, written out by hand:
+
+
+def _bn(prefix: str, width: int) -> dict[str, tuple[int, ...]]:
+    return {f"{prefix}.weight": (width,), f"{prefix}.bias": (width,), f"{prefix}.running_mean": (width,),
+            f"{prefix}.running_var": (width,), f"{prefix}.num_batches_tracked": ()}
+
+
+SEED_TEACHER_LAYOUT: dict[str, tuple[int, ...]] = {
+    "conv1.conv.weight": (64, 3, 3, 3), **_bn("conv1.bn", 64),
+    "residual1.main_path.0.conv.weight": (128, 64, 3, 3), **_bn("residual1.main_path.0.bn", 128),
+    "residual1.shortcut.weight": (128, 64, 1, 1),
+    "residual2.main_path.0.conv.weight": (256, 128, 3, 3), **_bn("residual2.main_path.0.bn", 256),
+    "residual2.main_path.1.conv.weight": (256, 256, 3, 3), **_bn("residual2.main_path.1.bn", 256),
+    "residual2.shortcut.weight": (256, 128, 1, 1),
+    "conv2.conv.weight": (512, 256, 1, 1), **_bn("conv2.bn", 512),
+    "conv3.0.depthwise.weight": (512, 1, 3, 3), "conv3.0.pointwise.weight": (512, 512, 1, 1),
+    **_bn("conv3.0.bn", 512),
+    "classifier.3.weight": (5, 512), "classifier.3.bias": (5,),
+}
+
+
+def _seed_students(num_classes: int) -> dict[str, nn.Module]:
+    """The seed's student_model.py, rebuilt from torchvision alone (its heads, pretrained=False)."""
+    from torchvision import models
+
+    efficientnet = models.efficientnet_b0(weights=None)
+    efficientnet.classifier = nn.Sequential(
+        nn.Dropout(p=0.2, inplace=True), nn.Linear(efficientnet.classifier[1].in_features, num_classes))
+    mobilenet = models.mobilenet_v3_small(weights=None)
+    width = mobilenet.classifier[0].in_features
+    mobilenet.classifier = nn.Sequential(nn.Linear(width, width), nn.Hardswish(inplace=True),
+                                         nn.Dropout(p=0.2, inplace=True), nn.Linear(width, num_classes))
+    resnet = models.resnet18(weights=None)
+    resnet.fc = nn.Linear(resnet.fc.in_features, num_classes)
+    return {"efficientnet_b0": efficientnet, "mobilenet_v3_small": mobilenet, "resnet18": resnet}
+
+
+def _shapes(state: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+    return {key: tuple(value.shape) for key, value in state.items()}
+
+
+@pytest.mark.parametrize("arch", ["efficientnet_b0", "mobilenet_v3_small", "resnet18"])
+def test_seed_student_layout_is_torchvisions_under_backbone(tmp_path: Path, arch: str):
+    torch.manual_seed(3)
+    original = randomise_norm_stats(_seed_students(len(CLASSES))[arch])
+    seed_state = {f"backbone.{key}": value for key, value in original.state_dict().items()}
+
+    assert _shapes(build_seed_student(len(CLASSES), arch).state_dict()) == _shapes(seed_state)
+
+    path = tmp_path / f"{arch}.pth"
+    torch.save(seed_state, path)
+    loaded, _ = load_seed_student(path, CLASSES)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), original(x), atol=1e-5)
+
+
+def test_seed_teacher_layout_matches_the_seeds_class():
+    assert _shapes(SeedTeacherCNN(5).state_dict()) == SEED_TEACHER_LAYOUT
+
+
+def test_a_state_dict_in_the_seeds_teacher_layout_loads(tmp_path: Path):
+    generator = torch.Generator().manual_seed(4)
+    state = {key: torch.rand(shape, generator=generator) + 0.5 for key, shape in SEED_TEACHER_LAYOUT.items()}
+    for key in [k for k in state if k.endswith("num_batches_tracked")]:
+        state[key] = torch.tensor(7)
+    path = tmp_path / "data1_86.40_epoch182.pth"
+    torch.save(state, path)
+
+    model, _ = load_seed_teacher(path, CLASSES[:5])
+
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, state[key]), key

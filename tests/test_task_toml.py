@@ -230,11 +230,15 @@ def test_every_command_runs_on_a_folder_task(tmp_path: Path):
     assert checked.returncode == 0, checked.stderr
     assert "shared class 'square': round, angular" in checked.stdout
 
+    # "train me": teachers without a `checkpoint` line are trained into checkpoints/<task>/
+    toml.write_text(toml.read_text().replace('checkpoint = "ckpt/round"\n', "")
+                    .replace('checkpoint = "ckpt/angular"\n', ""))
     teachers = run_front_end("train.py", ["teachers", "--task", str(toml), "--epochs", "1", *FAST], home)
     assert teachers.returncode == 0, teachers.stderr
     for name in ("round", "angular"):
-        card = json.loads((tmp_path / "ckpt" / f"{name}.json").read_text())
-        assert card["task"] == "shapes" and (tmp_path / "ckpt" / f"{name}.safetensors").exists()
+        card = json.loads((home / "checkpoints" / "shapes" / f"{name}.json").read_text())
+        assert card["task"] == "shapes" and (home / "checkpoints" / "shapes" / f"{name}.safetensors").exists()
+    assert not (tmp_path / "ckpt").exists()
 
     run_dir = home / "runs" / "shapes_kd"
     trained = run_front_end("train.py", [*STUDENT, "--task", str(toml), "--out", str(run_dir)], home)

@@ -23,7 +23,7 @@ from amalgam import PROJECT_ROOT
 from amalgam.distill.teachers import load_teachers, model_input_for
 from amalgam.errors import UserError
 from amalgam.harness.evaluate import LoadedStudent
-from amalgam.models.checkpoint import atomic_write_bytes, checkpoint_stem, load_model
+from amalgam.models.checkpoint import atomic_write_bytes, checkpoint_files, checkpoint_stem, load_model
 from amalgam.models.export import is_exported_file, load_exported, resolve_source
 from amalgam.ui import console
 
@@ -44,7 +44,7 @@ def torch_threads(n: int) -> Iterator[None]:
 def weights_file(path: Path) -> Path:
     """The file holding a model's weights: the path itself, or a checkpoint stem's .safetensors."""
     path = Path(path)
-    return path if path.is_file() else checkpoint_stem(path).with_suffix(".safetensors")
+    return path if path.is_file() else checkpoint_files(checkpoint_stem(path))[0]
 
 
 def load_for_report(path: Path) -> LoadedStudent:
@@ -114,7 +114,7 @@ def run_task(stem: Path, home: Path) -> str:
             return json.loads(config.read_text())["task"]
         except (OSError, json.JSONDecodeError, KeyError, TypeError):
             pass  # an unreadable config only costs us the teachers' rows
-    return json.loads(stem.with_suffix(".json").read_text()).get("task", "")
+    return json.loads(checkpoint_files(stem)[1].read_text()).get("task", "")
 
 
 def export_report(

@@ -8,20 +8,28 @@ local order, preprocessing, metrics, provenance). Both are written atomically.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
+import timm
 import torch
 import torch.nn as nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from amalgam.errors import UserError
+from amalgam.models.students import STUDENTS, create_student
+from amalgam.models.teachers import CNN_WIDTHS, create_teacher
+from amalgam.tasks.pth_files import damaged_file
 
 FORMAT = "amalgam-checkpoint/1"
 SUFFIXES = (".safetensors", ".json")
+RETRAIN = "retrain it or restore it from a copy"
 
 
 @dataclass
@@ -41,18 +49,74 @@ class ModelCard:
     format: str = FORMAT
 
     @classmethod
-    def from_dict(cls, data: dict, where: Path) -> ModelCard:
-        known = {f for f in cls.__dataclass_fields__}
+    def from_dict(cls, data: Any, where: Path) -> ModelCard:
+        """A card read from JSON; every field is checked, so a bad one fails here, by name."""
+        if not isinstance(data, dict):
+            raise UserError(f"{where} holds a JSON {type(data).__name__}, not a model card; "
+                            "retrain the model or restore the card")
         missing = [k for k in ("kind", "arch", "classes", "img_size", "mean", "std") if k not in data]
         if missing:
             raise UserError(f"{where} lacks {missing}; it is not an amalgam checkpoint card")
-        return cls(**{k: v for k, v in data.items() if k in known})
+        for name, valid, expected in CARD_FIELDS:
+            if name in data and not valid(data[name], data):
+                shown = repr(data[name])
+                shown = shown if len(shown) <= 60 else shown[:57] + "..."
+                raise UserError(f"{where}: field '{name}' must be {expected}, got {shown}; "
+                                "fix the card or retrain the model")
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+def _whole(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _known_arch(value: Any) -> bool:
+    if not isinstance(value, str) or not value:
+        return False
+    return value in STUDENTS or value in CNN_WIDTHS or value == "seed-cnn" or timm.is_model(value)
+
+
+def _class_names(value: Any) -> bool:
+    names = isinstance(value, list) and value and all(isinstance(v, str) and v.strip() for v in value)
+    return bool(names) and len(set(value)) == len(value)
+
+
+def _per_channel(value: Any, card: dict, positive: bool) -> bool:
+    lengths = {1, 3, card.get("in_chans", 3)}
+    if not isinstance(value, list) or len(value) not in lengths:
+        return False
+    numbers = [v for v in value if isinstance(v, int | float) and not isinstance(v, bool)]
+    finite = len(numbers) == len(value) and all(math.isfinite(v) for v in numbers)
+    return finite and (not positive or all(v > 0 for v in numbers))
+
+
+# (field, check(value, whole card), what it must be); in_chans before mean/std, which use it
+CARD_FIELDS: tuple[tuple[str, Callable[[Any, dict], bool], str], ...] = (
+    ("kind", lambda v, _: v in ("teacher", "student"), "'teacher' or 'student'"),
+    ("arch", lambda v, _: _known_arch(v),
+     f"a known architecture ({', '.join(sorted(CNN_WIDTHS))}, seed-cnn, a student or a timm model)"),
+    ("classes", lambda v, _: _class_names(v), "a non-empty list of distinct class names"),
+    ("img_size", lambda v, _: _whole(v, 1, 4096), "a whole number of pixels from 1 to 4096"),
+    ("in_chans", lambda v, _: _whole(v, 1, 3) and v != 2, "1 or 3"),
+    ("mean", lambda v, card: _per_channel(v, card, positive=False), "a list of 3 finite numbers"),
+    ("std", lambda v, card: _per_channel(v, card, positive=True), "a list of 3 finite numbers above 0"),
+    ("task", lambda v, _: isinstance(v, str), "a string"),
+    ("metrics", lambda v, _: isinstance(v, dict), "an object"),
+    ("trained_on", lambda v, _: isinstance(v, dict), "an object"),
+    ("format", lambda v, _: v == FORMAT, f"{FORMAT!r} (this version's card format)"),
+)
 
 
 def checkpoint_stem(path: str | Path) -> Path:
     """Accept the stem or either file of a checkpoint and return the stem."""
     path = Path(path)
     return path.with_suffix("") if path.suffix in SUFFIXES else path
+
+
+def checkpoint_files(stem: str | Path) -> tuple[Path, Path]:
+    """(weights, card) of a checkpoint stem; appended, not `with_suffix`, so `v1.2` stays `v1.2`."""
+    stem = Path(stem)
+    return stem.with_name(f"{stem.name}.safetensors"), stem.with_name(f"{stem.name}.json")
 
 
 def atomic_write_bytes(target: Path, write) -> None:
@@ -73,7 +137,7 @@ def atomic_write_bytes(target: Path, write) -> None:
 def save_checkpoint(stem: str | Path, state_dict: dict[str, torch.Tensor], card: ModelCard) -> Path:
     stem = checkpoint_stem(stem)
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
-    weights, sidecar = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+    weights, sidecar = checkpoint_files(stem)
     atomic_write_bytes(weights, lambda p: save_file(tensors, str(p)))
     text = json.dumps(asdict(card), indent=2)
     atomic_write_bytes(sidecar, lambda p: p.write_text(text))
@@ -82,28 +146,35 @@ def save_checkpoint(stem: str | Path, state_dict: dict[str, torch.Tensor], card:
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelCard]:
     stem = checkpoint_stem(path)
-    weights, sidecar = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+    weights, sidecar = checkpoint_files(stem)
     for needed in (weights, sidecar):
         if not needed.exists():
             raise UserError(
                 f"checkpoint file {needed} is missing; train it first "
                 "(`python train.py teachers --task …`) or pass the right path"
             )
+    card = _read_card(sidecar)
+    return _read_weights(weights), card
+
+
+def _read_card(sidecar: Path) -> ModelCard:
     try:
-        card = ModelCard.from_dict(json.loads(sidecar.read_text()), sidecar)
-    except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{sidecar} is corrupt ({exc}); retrain or restore it") from exc
+        text = sidecar.read_text(encoding="utf-8")
+        data = json.loads(text)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        problem = "is empty" if sidecar.is_file() and not sidecar.stat().st_size else f"is corrupt ({exc})"
+        raise UserError(f"model card {sidecar} {problem}; retrain the model or restore the card") from exc
+    return ModelCard.from_dict(data, sidecar)
+
+
+def _read_weights(weights: Path) -> dict[str, torch.Tensor]:
     try:
-        state = load_file(str(weights))
+        return load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as exc:
-        raise UserError(f"{weights} is corrupt ({exc}); retrain or restore it") from exc
-    return state, card
+        raise damaged_file(weights, "checkpoint file", str(exc), RETRAIN) from exc
 
 
 def build_from_card(card: ModelCard) -> nn.Module:
-    from amalgam.models.students import STUDENTS, create_student
-    from amalgam.models.teachers import create_teacher
-
     if card.kind == "student" and card.arch in STUDENTS:
         return create_student(card.arch, len(card.classes))
     return create_teacher(card.arch, len(card.classes), card.in_chans)

@@ -28,7 +28,13 @@ import torch.nn as nn
 
 from amalgam.distill.views import ModelInput
 from amalgam.errors import UserError
-from amalgam.models.checkpoint import ModelCard, atomic_write_bytes, checkpoint_stem, load_model
+from amalgam.models.checkpoint import (
+    ModelCard,
+    atomic_write_bytes,
+    checkpoint_files,
+    checkpoint_stem,
+    load_model,
+)
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 EXPORT_FORMAT = "amalgam-export/1"
@@ -43,14 +49,14 @@ def resolve_source(source: Path) -> tuple[Path, Path]:
     source = Path(source)
     if source.is_dir():
         stem = source / "best"
-        if not (stem.with_suffix(".json").exists() and stem.with_suffix(".safetensors").exists()):
+        if not all(file.exists() for file in checkpoint_files(stem)):
             raise UserError(
                 f"{source} has no best student (best.json + best.safetensors); train into it "
                 "first or pass a checkpoint stem such as RUN_DIR/last"
             )
         return stem, source
     stem = checkpoint_stem(source)
-    if not stem.with_suffix(".json").exists():
+    if not checkpoint_files(stem)[1].exists():
         raise UserError(f"{source} is neither a run directory nor a checkpoint; check the path")
     return stem, stem.parent
 
@@ -88,7 +94,7 @@ def export_student(source: Path, fmt: str = "onnx", out: Path | None = None) -> 
     suffix = FORMATS[fmt]
     stem, home = resolve_source(Path(source))
     if out is None:
-        out = home / f"student{suffix}" if Path(source).is_dir() else stem.with_suffix(suffix)
+        out = home / f"student{suffix}" if Path(source).is_dir() else stem.with_name(stem.name + suffix)
     elif out.suffix != suffix:
         raise UserError(f"--out must end in {suffix} for --format {fmt} (graders tell formats by suffix)")
     model, card = load_model(stem)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from amalgam.distill.views import ModelInput
 from amalgam.errors import UserError
 from amalgam.models.checkpoint import ModelCard
-from amalgam.tasks.cas771 import load_pth_safely
+from amalgam.tasks.pth_files import load_pth_safely
 
 SEED_IMG_SIZE = 64
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -191,7 +191,11 @@ def seed_kind(state: dict[str, torch.Tensor]) -> str | None:
     return None
 
 
-def _head_size_check(path: Path, width: int, classes: tuple[str, ...] | list[str]) -> None:
+def _head_size_check(path: Path, head: torch.Tensor, classes: tuple[str, ...] | list[str]) -> None:
+    if head.ndim != 2:
+        raise UserError(f"{path} has a classifier weight of shape {tuple(head.shape)}, not "
+                        "[classes, features]; the file is damaged or not a seed checkpoint")
+    width = head.shape[0]
     if width != len(classes):
         raise UserError(
             f"{path} has a {width}-class head but {len(classes)} classes were expected "
@@ -230,7 +234,7 @@ def load_seed_student(path: Path, classes: tuple[str, ...] | list[str], img_size
             f"{path} is not a seed student checkpoint (expected keys like "
             "'backbone.classifier.1.weight'); for an amalgam checkpoint use --format amalgam"
         )
-    _head_size_check(path, state[head].shape[0], classes)
+    _head_size_check(path, state[head], classes)
     name, build = SEED_STUDENTS[head]
     model = _load_into(SeedStudent(build(len(classes))), state, path, f"{name} student")
     return model, seed_model_input(img_size, mean, std)
@@ -247,7 +251,7 @@ def load_seed_teacher(path: Path, classes: tuple[str, ...] | list[str], img_size
             f"{path} is not a seed teacher checkpoint (expected keys 'conv1.conv.weight' … "
             f"'{TEACHER_HEAD}'); for an amalgam checkpoint drop format = \"seed\""
         )
-    _head_size_check(path, state[TEACHER_HEAD].shape[0], classes)
+    _head_size_check(path, state[TEACHER_HEAD], classes)
     model = _load_into(SeedTeacherCNN(len(classes)), state, path, "teacher CNN")
     return model, seed_model_input(img_size, mean, std)
 

@@ -2,9 +2,8 @@
 
 Each file is a `torch.save`d dict: `data` (uint8 images; numpy array or tensor; HWC or CHW),
 `labels` (original CIFAR-100 / ImageNet labels; list, numpy or tensor) and sometimes
-`indices`. They are pickles, so they are opened with `weights_only=True` and only the few
-numpy types such a file needs are allowed: a file smuggling in any other class is refused
-before anything in it runs.
+`indices`. They are pickles, so they are opened through `pth_files.load_pth_safely`:
+anything but tensors and numpy arrays is refused before it runs.
 
 Training uses every teacher's images (a class two teachers share gets both sets); the test
 split counts each class once, from the first teacher in roster order whose file has it, as
@@ -13,9 +12,6 @@ the seed app did (SPEC §1), so our accuracies compare with its published ones.
 
 from __future__ import annotations
 
-import pickle
-import re
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -25,59 +21,8 @@ import torch
 import amalgam
 from amalgam.errors import UserError
 from amalgam.tasks.images import ImageSet
+from amalgam.tasks.pth_files import AGAIN, load_pth_safely
 from amalgam.tasks.spec import TaskSpec
-
-_FORBIDDEN = re.compile(r"GLOBAL (\S+) was not an allowed global")
-_DTYPE_CLASSES = (
-    "BoolDType", "UInt8DType", "Int8DType", "UInt16DType", "Int16DType", "UInt32DType",
-    "Int32DType", "UInt64DType", "Int64DType", "Float32DType", "Float64DType",
-)
-
-
-def numpy_safe_globals() -> list[Any]:
-    """The numpy callables and types a pickled array needs, under both module spellings.
-
-    numpy 2 writes `numpy._core.multiarray`, numpy 1 wrote `numpy.core.multiarray`; the
-    released files may carry either, so both names map to the functions of the numpy we run.
-    """
-    core = getattr(np, "_core", None) or np.core
-    multiarray = core.multiarray
-    allowed: list[Any] = [np.ndarray, np.dtype]
-    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        allowed.append((multiarray._reconstruct, f"{module}._reconstruct"))
-        allowed.append((multiarray.scalar, f"{module}.scalar"))
-    dtypes = getattr(np, "dtypes", None)
-    for name in _DTYPE_CLASSES:
-        cls = getattr(dtypes, name, None)
-        if cls is not None:
-            allowed.append(cls)
-    return allowed
-
-
-def load_pth_safely(path: Path, what: str) -> Any:
-    """`torch.load` with weights_only and the numpy allow-list; every failure is a UserError."""
-    try:
-        with torch.serialization.safe_globals(numpy_safe_globals()):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        text = str(exc)
-        culprit = _FORBIDDEN.search(text)
-        if culprit is not None or "Unsupported global" in text:
-            name = culprit[1] if culprit is not None else "an unknown class"
-            raise UserError(
-                f"{what} {path} contains objects other than tensors and numpy arrays ({name}); "
-                "refusing to unpickle it - re-save it with plain tensors or arrays"
-            ) from exc
-        raise UserError(f"{what} {path} is corrupt or not a torch file ({_reason(text)})") from exc
-    except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError) as exc:
-        raise UserError(f"{what} {path} is corrupt or not a torch file ({_reason(str(exc))})") from exc
-
-
-def _reason(text: str) -> str:
-    """The useful line of a torch.load error (its weights-only errors bury it mid-paragraph)."""
-    _, marker, rest = text.partition("WeightsUnpickler error:")
-    lines = [line.strip() for line in (rest if marker else text).splitlines() if line.strip()]
-    return lines[0][:200] if lines else "unreadable"
 
 
 def images_to_nchw(data: Any, path: Path) -> torch.Tensor:
@@ -88,7 +33,7 @@ def images_to_nchw(data: Any, path: Path) -> torch.Tensor:
         raise UserError(f"{path}: 'data' is not an image array ({exc})") from exc
     if images.dtype != torch.uint8:
         integral = not images.dtype.is_floating_point and images.dtype != torch.bool
-        if not (integral and len(images) and int(images.min()) >= 0 and int(images.max()) <= 255):
+        if not (integral and images.numel() and int(images.min()) >= 0 and int(images.max()) <= 255):
             raise UserError(f"{path}: 'data' has dtype {images.dtype}; expected uint8 images (0..255)")
         images = images.to(torch.uint8)
     if images.ndim == 3:
@@ -108,6 +53,8 @@ def labels_to_tensor(labels: Any, count: int, path: Path) -> torch.Tensor:
     except (TypeError, ValueError) as exc:
         raise UserError(f"{path}: 'labels' is not a list of integers ({exc})") from exc
     values = values.flatten()
+    if count == 0 == len(values):  # an empty file: `[]` reads as float64, and that is fine
+        return values.long()
     if values.dtype.is_floating_point or values.dtype == torch.bool or len(values) != count:
         raise UserError(
             f"{path}: 'labels' must hold one integer per image; got {len(values)} values of "
@@ -144,12 +91,28 @@ def to_task_labels(original: torch.Tensor, spec: TaskSpec, path: Path) -> torch.
     return order[position]
 
 
+def _holds_no_images(data: Any) -> bool:
+    if isinstance(data, torch.Tensor):
+        return data.numel() == 0
+    if isinstance(data, np.ndarray):
+        return data.size == 0
+    return isinstance(data, list | tuple) and len(data) == 0
+
+
+def _no_images() -> ImageSet:
+    return ImageSet(torch.empty((0, 3, 0, 0), dtype=torch.uint8), torch.empty(0, dtype=torch.long))
+
+
 def read_pth_split(path: Path, spec: TaskSpec) -> ImageSet:
-    """One released file as an ImageSet with labels in task space."""
-    raw = load_pth_safely(path, "data file")
+    """One released file as an ImageSet with labels in task space (empty if the file holds none)."""
+    fix = "download it again (`python evaluation.py fetch`)" if spec.source == "built-in" else AGAIN
+    raw = load_pth_safely(path, "data file", fix)
     if not isinstance(raw, dict) or "data" not in raw or "labels" not in raw:
         keys = sorted(map(str, raw)) if isinstance(raw, dict) else type(raw).__name__
         raise UserError(f"{path}: expected a dict with 'data' and 'labels', found {keys}")
+    if _holds_no_images(raw["data"]):
+        labels_to_tensor(raw["labels"], 0, path)
+        return _no_images()
     images = images_to_nchw(raw["data"], path)
     labels = labels_to_tensor(raw["labels"], len(images), path)
     return ImageSet(images, to_task_labels(labels, spec, path))
@@ -181,6 +144,9 @@ def _missing(spec: TaskSpec, path: Path, data_dir: str | None) -> UserError:
 
 
 def _same_size(parts: list[tuple[Path, ImageSet]]) -> None:
+    parts = [(path, part) for path, part in parts if len(part)]
+    if not parts:
+        return
     first_path, first = parts[0]
     for path, part in parts[1:]:
         if part.images.shape[1:] != first.images.shape[1:]:
@@ -207,11 +173,28 @@ def read_cas771(spec: TaskSpec, data_dir: str | None) -> dict[str, ImageSet]:
                 raise _missing(spec, path, data_dir)
             loaded[split].append((path, read_pth_split(path, spec)))
     _same_size(loaded["train"] + loaded["test"])
+    _check_every_class_trains(spec, loaded["train"])
     test_parts, seen = [], torch.zeros(spec.num_classes, dtype=torch.bool)
     for _, part in loaded["test"]:
         test_parts.append(part.subset(torch.nonzero(~seen[part.labels]).flatten()))
         seen[part.labels] = True
-    return {
-        "train": ImageSet.concat([part for _, part in loaded["train"]]),
-        "test": ImageSet.concat(test_parts),
-    }
+    return {"train": _joined([part for _, part in loaded["train"]]), "test": _joined(test_parts)}
+
+
+def _joined(parts: list[ImageSet]) -> ImageSet:
+    with_images = [part for part in parts if len(part)]
+    return ImageSet.concat(with_images) if with_images else _no_images()
+
+
+def _check_every_class_trains(spec: TaskSpec, train: list[tuple[Path, ImageSet]]) -> None:
+    """A class that no training file holds would silently get no images: name it and its files."""
+    counts = sum(torch.bincount(part.labels, minlength=spec.num_classes) for _, part in train)
+    missing = [name for name, count in zip(spec.classes, counts.tolist(), strict=True) if count == 0]
+    if not missing:
+        return
+    expected = [(path, part) for teacher, (path, part) in zip(spec.teachers, train, strict=True)
+                if set(missing) & set(teacher.classes)]
+    where = "; ".join(f"{path} ({'holds no images' if not len(part) else 'has none of them'})"
+                      for path, part in expected)
+    raise UserError(f"class(es) {missing} of task {spec.name!r} have no training images; expected in "
+                    f"{where} - replace the file(s) or drop the class(es) from the task")

@@ -59,7 +59,8 @@ def decode(path: Path, size: int, channels: int) -> np.ndarray:
             if image.size != (size, size):
                 image = image.resize((size, size), Image.Resampling.BILINEAR)
             array = np.asarray(image, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError,
+            EOFError) as exc:
         raise UserError(f"cannot read image {path} ({exc}); delete or replace it") from exc
     return array[:, :, None] if array.ndim == 2 else array
 

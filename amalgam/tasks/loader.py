@@ -46,6 +46,15 @@ def channel_stats(images: torch.Tensor, channels: int) -> tuple[tuple[float, ...
     return tuple(round(v, 6) for v in mean.tolist()), tuple(round(v, 6) for v in std.tolist())
 
 
+def check_every_class_trains(train: ImageSet, spec: TaskSpec) -> None:
+    """A class without training images would be learnt from nothing, silently: refuse it."""
+    counts = torch.bincount(train.labels, minlength=spec.num_classes).tolist()
+    missing = [name for name, count in zip(spec.classes, counts, strict=True) if count == 0]
+    if missing:
+        raise UserError(f"class(es) {missing} of task {spec.name!r} have no training images; "
+                        "add images for them or drop them from the task")
+
+
 def load_task_data(
     spec: TaskSpec,
     data_dir: str | None = None,
@@ -55,6 +64,7 @@ def load_task_data(
     raw = read_raw_splits(spec, data_dir)
     for split, images in raw.items():
         check_labels(images.labels, spec.num_classes, f"the {split} data of task {spec.name!r}")
+    check_every_class_trains(raw["train"], spec)
     train = raw["train"]
     if train_per_class is not None:
         train = train.subset(limit_per_class(train.labels, train_per_class, SPLIT_SEED))

@@ -8,6 +8,7 @@ folder can be moved or shared as a whole. See docs/task-toml.md for complete exa
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from pathlib import Path
@@ -73,9 +74,11 @@ class _Reader:
         value = self.get(key, list)
         if value is None:
             return None
-        numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+        numbers = all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+                      for v in value)
         if len(value) != length or not numbers:
-            raise self.fail(key, f"must be a list of {length} numbers (one per channel, in [0, 1] units)")
+            raise self.fail(key, f"must be a list of {length} finite numbers "
+                                 "(one per channel, in [0, 1] units)")
         if key == "std" and any(v <= 0 for v in value):
             raise self.fail(key, "must be positive")
         return [float(v) for v in value]
@@ -88,9 +91,12 @@ def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
     return kind if isinstance(kind, tuple) else (kind,)
 
 
-def _resolve(base: Path, value: str) -> str:
-    path = Path(value).expanduser()
-    return str(path if path.is_absolute() else (base / path).resolve())
+def _resolve(base: Path, value: str, reader: _Reader, key: str) -> str:
+    try:
+        path = Path(value).expanduser()
+        return str(path if path.is_absolute() else (base / path).resolve())
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise reader.fail(key, f"is not a usable path ({exc})") from exc
 
 
 def _teachers(doc: _Reader, base: Path) -> tuple[TeacherSpec, ...]:
@@ -119,7 +125,7 @@ def _teachers(doc: _Reader, base: Path) -> tuple[TeacherSpec, ...]:
         if fmt == "seed" and checkpoint is None:
             raise t.fail("checkpoint", "is required with format = \"seed\" (the seed's .pth file)")
         teachers.append(TeacherSpec(name, t.names("classes"), arch,
-                                    _resolve(base, checkpoint) if checkpoint else None, fmt))
+                                    _resolve(base, checkpoint, t, "checkpoint") if checkpoint else None, fmt))
     return tuple(teachers)
 
 
@@ -139,7 +145,7 @@ def _data(doc: _Reader, base: Path, teachers: tuple[TeacherSpec, ...], classes: 
     if kind not in DATA_KEYS:
         raise d.fail("kind", f"is {kind!r}; use one of {', '.join(DATA_KEYS)}")
     d.check_keys(DATA_KEYS[kind])
-    root = _resolve(base, d.text("root", "."))
+    root = _resolve(base, d.text("root", "."), d, "root")
     if kind == "folder":
         options = {split: d.text(split, required=split != "val") for split in ("train", "test", "val")}
         return DataSpec("folder", root, {k: v for k, v in options.items() if v is not None})
@@ -176,18 +182,29 @@ def _data(doc: _Reader, base: Path, teachers: tuple[TeacherSpec, ...], classes: 
     return DataSpec("cas771-pth", root, options)
 
 
-def load_task_file(path: Path) -> TaskSpec:
-    """Parse and validate a task.toml into a TaskSpec."""
-    path = Path(path).expanduser()
+def _read_toml(path: Path) -> dict[str, Any]:
+    """The parsed file; a UTF-8 byte-order mark is accepted, any other encoding named."""
     try:
-        with path.open("rb") as fh:
-            raw = tomllib.load(fh)
+        data = path.read_bytes()
     except FileNotFoundError:
         raise UserError(f"task file {path} does not exist; check the path") from None
     except OSError as exc:
-        raise UserError(f"cannot read task file {path} ({exc})") from exc
+        raise UserError(f"cannot read task file {path} ({exc.strerror or exc})") from exc
+    try:
+        text = data.removeprefix(b"\xef\xbb\xbf").decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+                        "save it as UTF-8") from exc
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{path} is not valid TOML ({exc}); fix the syntax") from exc
+
+
+def load_task_file(path: Path) -> TaskSpec:
+    """Parse and validate a task.toml into a TaskSpec."""
+    path = Path(path).expanduser()
+    raw = _read_toml(path)
     doc = _Reader(raw, path)
     doc.check_keys(TOP_KEYS)
     name = doc.text("name", required=True)
