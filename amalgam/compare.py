@@ -15,7 +15,8 @@ import torch
 
 from amalgam import PROJECT_ROOT
 from amalgam.distill.methods import METHODS, MethodOptions
-from amalgam.distill.run import DistilSettings, distil, load_best
+from amalgam.distill.run import DistilSettings, TrainingInterrupted, distil, load_best
+from amalgam.distill.run_dirs import fresh_dir
 from amalgam.distill.teachers import load_ensemble
 from amalgam.distill.trainer import TrainConfig
 from amalgam.errors import UserError
@@ -73,6 +74,18 @@ def summarise(runs: list[dict]) -> dict:
     return summary
 
 
+def check_report_dir(out_dir: Path) -> None:
+    """The report folder is new, empty, or an earlier comparison's; never someone else's."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out {out_dir} is a file, not a folder; pass a new or empty folder")
+    names = {p.name for p in out_dir.iterdir()} if out_dir.is_dir() else set()
+    if names and not names & {"compare.json", "runs"}:
+        raise UserError(
+            f"--out {out_dir} is not empty and holds no comparison; pass a new or empty folder "
+            "(nothing in it is replaced)"
+        )
+
+
 def run_compare(
     task: str,
     methods: list[str],
@@ -89,10 +102,10 @@ def run_compare(
     if seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {seeds}")
     spec = get_task(task)
+    out_dir = out_dir or root / "reports" / spec.dir_name
+    check_report_dir(out_dir)
     data = load_task_data(spec, data_dir, train_per_class=train_per_class)
     device = torch.device(config.device)
-    out_dir = out_dir or root / "reports" / spec.dir_name
-    runs_dir = out_dir / "runs" / time.strftime("%Y%m%d-%H%M%S")
     teachers = teacher_scores(load_ensemble(spec, device, root), data.test, device)
     report = {
         "task": spec.name,
@@ -112,6 +125,7 @@ def run_compare(
         "methods": {},
         "failed": {},
     }
+    runs_dir = fresh_dir(out_dir / "runs" / time.strftime("%Y%m%d-%H%M%S"))  # never shared
     for method in methods:
         runs = []
         for seed in range(seeds):
@@ -130,6 +144,8 @@ def run_compare(
             try:
                 result = distil(settings, out_dir=runs_dir / f"{method}_seed{seed}", root=root, data=data)
                 runs.append(score_arm(result, data, device))
+            except TrainingInterrupted:
+                raise  # Ctrl-C stops the whole comparison, not just this arm
             except Exception as exc:  # a failed arm is reported, never hidden or fatal
                 report["failed"].setdefault(method, []).append(
                     {

@@ -8,10 +8,11 @@ import torch
 from rich.table import Table
 
 from amalgam import PROJECT_ROOT
-from amalgam.distill.methods import MethodOptions
+from amalgam.distill.methods import MethodOptions, build_method
 from amalgam.distill.run import DistilSettings, distil
 from amalgam.distill.teachers import load_ensemble, train_all_teachers
 from amalgam.distill.trainer import STUDENT_AUGMENT, TrainConfig
+from amalgam.errors import UserError
 from amalgam.harness.evaluate import evaluate_student, load_student, score_student
 from amalgam.harness.teacher_scores import teacher_scores
 from amalgam.tasks.builtin import get_task
@@ -34,14 +35,12 @@ def run_pipeline(
     root=PROJECT_ROOT,
 ) -> dict:
     spec = get_task(task)
+    build_method(method, spec.roster(), MethodOptions())  # an unknown --method fails before any work
+    base, student_config = pipeline_configs(teacher_epochs, epochs, seed, device, quiet)
     data = load_task_data(spec, data_dir, train_per_class=train_per_class)
     size = img_size or spec.img_size
-    base = TrainConfig(
-        epochs=teacher_epochs, lr=2e-3, seed=seed, augment="crop-flip", device=device, quiet=quiet
-    )
     say(f"[bold]1/4[/] teachers of task {spec.name}", quiet)
     train_all_teachers(data, base, size, root)
-    student_config = replace(base, epochs=epochs, lr=1e-3, augment=STUDENT_AUGMENT)
     results = {}
     for step, arm in ((2, "ce"), (3, method)):
         say(f"[bold]{step}/4[/] student {student} with method {arm}", quiet)
@@ -81,6 +80,18 @@ def run_pipeline(
         "evaluation_dir": str(out_dir),
         "runs": {arm: str(r.run_dir) for arm, r in results.items()},
     }
+
+
+def pipeline_configs(
+    teacher_epochs: int, epochs: int, seed: int, device: str, quiet: bool
+) -> tuple[TrainConfig, TrainConfig]:
+    """Teacher and student settings, both checked before anything trains, naming the user's flags."""
+    if teacher_epochs < 1:
+        raise UserError(f"--teacher-epochs must be >= 1, got {teacher_epochs}")
+    teachers = TrainConfig(
+        epochs=teacher_epochs, lr=2e-3, seed=seed, augment="crop-flip", device=device, quiet=quiet
+    )
+    return teachers, replace(teachers, epochs=epochs, lr=1e-3, augment=STUDENT_AUGMENT)
 
 
 def print_summary(summary: dict) -> None:

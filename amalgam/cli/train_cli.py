@@ -12,6 +12,7 @@ from amalgam.cli.common import resolve_device
 from amalgam.cli.tasks_cli import tasks_command
 from amalgam.distill.methods import DEFAULT_METHOD, METHODS, MethodOptions
 from amalgam.distill.run import DistilSettings, distil, resume
+from amalgam.distill.run_dirs import check_run_name
 from amalgam.distill.trainer import STUDENT_AUGMENT, TrainConfig
 from amalgam.errors import UserError
 from amalgam.models.students import DEFAULT_STUDENT, canonical_student
@@ -90,7 +91,9 @@ def distil_command(
     scheduler_step: int = typer.Option(30, "--scheduler-step", "--scheduler_step"),
     scheduler_gamma: float = typer.Option(0.5, "--scheduler-gamma", "--scheduler_gamma"),
     seed: int = typer.Option(42, "--seed"),
-    run: str = typer.Option("", "--run", help="suffix for the run directory name"),
+    run: str = typer.Option(
+        "", "--run", help="suffix for the run directory name (letters, digits, ., _, -)"
+    ),
     augment: str = AugmentOpt,
     img_size: int | None = ImgSizeOpt,
     val_fraction: float = ValFracOpt,
@@ -138,7 +141,7 @@ def distil_command(
             train_per_class=train_per_class,
             data_dir=data_dir,
             pretrained=pretrained,
-            run_name=run,
+            run_name=check_run_name(run) if _given(ctx, "run") else run,  # `--run ""` too
             checkpoint_every=_check_non_negative(checkpoint_every, "--checkpoint-every"),
         )
         _warn_unused_options(ctx, settings.method)
@@ -220,6 +223,8 @@ def teachers_command(
         quiet=quiet,
     )
     reports = train_all_teachers(data, config, _check_img_size(img_size) or spec.img_size)
+    if not reports:
+        console.print("nothing to train: every teacher of the task has a checkpoint of its own")
     for report in reports:
         console.print(
             f"{report.name}: {report.test_accuracy:.2%} test accuracy on its "

@@ -3,15 +3,18 @@
 Layout: runs/<YYYYmmdd-HHMMSS>_task_<T>[_<run>]/ with config.json, history.json,
 learning_curve.png, best.{safetensors,json}, last.{safetensors,json} and last_state.pt
 (optimiser, scheduler, epoch, RNG; tensors only, read back with weights_only=True).
+A run owns its folder from the exclusive creation of config.json on; a run that fails
+before saving any state removes what it claimed, so the same --out can be used again.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import pickle
 import signal
 import threading
-import time
+import zipfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -21,6 +24,13 @@ from safetensors.torch import load_file, save_file
 from amalgam import PROJECT_ROOT
 from amalgam.distill.distributed import barrier, broadcast_from_main, cuda_device_for, init_distributed
 from amalgam.distill.methods import MethodOptions, build_method
+from amalgam.distill.run_dirs import (
+    STATE_FILE,
+    check_new_run,
+    claim_run_dir,
+    default_run_dir,
+    release_unstarted,
+)
 from amalgam.distill.teacher_cache import teacher_source_for
 from amalgam.distill.teachers import load_ensemble
 from amalgam.distill.trainer import NonFiniteLoss, TrainConfig, Trainer
@@ -34,7 +44,6 @@ from amalgam.tasks.builtin import get_task
 from amalgam.tasks.loader import TaskData, load_task_data
 from amalgam.ui import say
 
-STATE_FILE = "last_state.pt"
 BEST_METHOD_FILE = "best_method.safetensors"
 
 
@@ -64,25 +73,6 @@ class DistilSettings:
         data["method_options"] = MethodOptions(**data["method_options"])
         data["train"] = TrainConfig(**data["train"])
         return cls(**data)
-
-
-def default_run_dir(runs_root: Path, task_dir_name: str, run_name: str) -> Path:
-    """runs/<YYYYmmdd-HHMMSS>_task_<T>[_<run>], with -2, -3… if that second is taken."""
-    suffix = f"_{run_name}" if run_name else ""
-    base = runs_root / f"{time.strftime('%Y%m%d-%H%M%S')}_task_{task_dir_name}{suffix}"
-    candidate, n = base, 1
-    while candidate.exists():
-        n += 1
-        candidate = base.with_name(f"{base.name}-{n}")
-    return candidate
-
-
-def claim_run_dir(run_dir: Path) -> Path:
-    """Create the run directory; one that already holds a run is never overwritten."""
-    if (run_dir / "config.json").exists() or (run_dir / STATE_FILE).exists():
-        raise UserError(f"{run_dir} already holds a run; pass another --out, or --resume {run_dir}")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
 
 
 def write_json(path: Path, data) -> None:
@@ -133,14 +123,70 @@ def student_card(
     )
 
 
+@dataclass(frozen=True)
+class SavedRun:
+    """A stopped run to continue: its folder and its checked trainer state."""
+
+    run_dir: Path
+    state: dict
+
+
+@dataclass
+class Prepared:
+    """Everything start-up builds before the first step: data, teachers (maybe cached), trainer."""
+
+    settings: DistilSettings
+    data: TaskData
+    model_input: ModelInput
+    trainer: Trainer
+    is_main: bool
+
+
 def distil(
     settings: DistilSettings,
     out_dir: Path | None = None,
-    resume_dir: Path | None = None,
     root: Path = PROJECT_ROOT,
     data: TaskData | None = None,
+    resume_from: SavedRun | None = None,
 ) -> RunResult:
-    """Train one student from the task's teachers (or alone, for `ce`) and save the run."""
+    """Train one student from the task's teachers (or alone, for `ce`) and save the run.
+
+    The run folder is claimed only once start-up is done, so Ctrl-C or an error before
+    training leaves nothing behind; a claimed folder that never got a state is removed.
+    """
+    if resume_from is None:
+        check_new_run(settings.run_name, out_dir)
+    try:
+        prepared = start_up(settings, root, data)
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(
+            "interrupted during start-up, before training began; no run folder was written"
+        ) from None
+    spec = prepared.data.spec
+    claim = None
+    try:
+        if resume_from is not None:
+            run_dir = resume_from.run_dir
+            restore_state(prepared.trainer, resume_from.state, run_dir)
+            say(f"resuming {run_dir} at epoch {prepared.trainer.epoch + 1}/{settings.train.epochs}",
+                prepared.trainer.config.quiet)
+        else:
+            if prepared.is_main:
+                default = default_run_dir(root / "runs", spec.dir_name, settings.run_name)
+                claim = claim_run_dir(out_dir, default)
+                write_json(claim.path / "config.json", prepared.settings.to_dict())
+            run_dir = broadcast_from_main(claim.path if claim else None, prepared.trainer.dist)
+        run_training(prepared, run_dir)
+    except BaseException:
+        if claim is not None:
+            release_unstarted(claim)
+        raise
+    trainer = prepared.trainer
+    return RunResult(run_dir, trainer.best_epoch(), trainer.history, trainer)
+
+
+def start_up(settings: DistilSettings, root: Path, data: TaskData | None) -> Prepared:
+    """Data, student, teachers (and their logit cache) and trainer; writes no run folder."""
     spec = get_task(settings.task)
     method = build_method(settings.method, spec.roster(), settings.method_options)
     data = data or load_task_data(spec, settings.data_dir, settings.val_fraction, settings.train_per_class)
@@ -170,26 +216,54 @@ def distil(
     trainer = Trainer(
         student, method, model_input, data.train, data.val, spec.num_classes, config, teachers, env
     )
-    if resume_dir is not None:
-        run_dir = resume_dir
-        trainer.load_state_dict(torch.load(run_dir / STATE_FILE, weights_only=True))
-        say(f"resuming {run_dir} at epoch {trainer.epoch + 1}/{config.epochs}", config.quiet)
-    else:
-        run_dir = None
-        if env.is_main:
-            run_dir = claim_run_dir(
-                out_dir or default_run_dir(root / "runs", spec.dir_name, settings.run_name)
-            )
-            write_json(run_dir / "config.json", settings.to_dict())
-        run_dir = broadcast_from_main(run_dir, env)
+    return Prepared(settings, data, model_input, trainer, env.is_main)
+
+
+def run_training(prepared: Prepared, run_dir: Path) -> None:
+    trainer, settings = prepared.trainer, prepared.settings
     try:
-        with stop_on_interrupt(settings.checkpoint_every, run_dir, env.is_main) as after_step:
-            train_epochs(trainer, settings, data, model_input, run_dir, after_step, env.is_main)
+        with stop_on_interrupt(settings.checkpoint_every, run_dir, prepared.is_main) as after_step:
+            train_epochs(
+                trainer, settings, prepared.data, prepared.model_input, run_dir, after_step, prepared.is_main
+            )
     except NonFiniteLoss as exc:
         good = f"{run_dir / 'last'} (epoch {trainer.epoch})" if trainer.epoch else "none yet"
         raise NonFiniteLoss(f"{exc}; last good checkpoint: {good}, left untouched") from exc
-    best = trainer.best_epoch()
-    return RunResult(run_dir, best, trainer.history, trainer)
+
+
+def cannot_resume(run_dir: Path) -> str:
+    """What to do instead of resuming: where the last finished epoch's weights are."""
+    last = run_dir / "last.safetensors"
+    kept = f"the last finished epoch's weights are in {last}" if last.exists() else "no epoch finished"
+    return f"this run cannot be resumed ({kept}); start a new run"
+
+
+def load_state(run_dir: Path) -> dict:
+    """The saved trainer state, read as tensors only: a damaged or foreign file is refused."""
+    path = run_dir / STATE_FILE
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        what = "holds objects other than tensors (code?)" if "Weights only" in str(exc) else "is damaged"
+        raise UserError(f"{path} {what} and was not loaded; {cannot_resume(run_dir)}") from exc
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise UserError(
+            f"{path} is damaged (truncated or not a torch file) and was not loaded; {cannot_resume(run_dir)}"
+        ) from exc
+    if not isinstance(state, dict) or not {"student", "optimizer", "epoch"} <= state.keys():
+        raise UserError(f"{path} is not a trainer state and was not loaded; {cannot_resume(run_dir)}")
+    return state
+
+
+def restore_state(trainer: Trainer, state: dict, run_dir: Path) -> None:
+    try:
+        trainer.load_state_dict(state)
+    except (KeyError, RuntimeError, TypeError, ValueError, IndexError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise UserError(
+            f"{run_dir / STATE_FILE} does not fit this run's student, method or optimiser ({first}); "
+            f"{cannot_resume(run_dir)}"
+        ) from exc
 
 
 class TrainingInterrupted(UserError):
@@ -276,13 +350,8 @@ def save_epoch(
 def resume(
     run_dir: Path, epochs: int | None = None, quiet: bool | None = None, root: Path = PROJECT_ROOT
 ) -> RunResult:
-    config_path = run_dir / "config.json"
-    if not config_path.exists() or not (run_dir / STATE_FILE).exists():
-        raise UserError(f"{run_dir} is not a resumable run (no config.json or {STATE_FILE}); check the path")
-    try:
-        settings = DistilSettings.from_dict(json.loads(config_path.read_text()))
-    except (json.JSONDecodeError, TypeError, KeyError) as exc:
-        raise UserError(f"{config_path} is corrupt ({exc}); start a new run instead") from exc
+    settings = read_settings(run_dir)
+    saved = SavedRun(run_dir, load_state(run_dir))  # checked before config.json is touched
     overrides = {}
     if epochs is not None:
         overrides["epochs"] = epochs
@@ -290,5 +359,20 @@ def resume(
         overrides["quiet"] = quiet
     if overrides:
         settings = replace(settings, train=replace(settings.train, **overrides))
-        write_json(config_path, settings.to_dict())
-    return distil(settings, resume_dir=run_dir, root=root)
+        write_json(run_dir / "config.json", settings.to_dict())
+    return distil(settings, root=root, resume_from=saved)
+
+
+def read_settings(run_dir: Path) -> DistilSettings:
+    """A run's config.json, or a one-line reason why this folder cannot be resumed."""
+    config_path = run_dir / "config.json"
+    if not config_path.is_file():
+        raise UserError(f"--resume {run_dir} is not a run folder (no config.json); check the path")
+    if not (run_dir / STATE_FILE).is_file():
+        raise UserError(
+            f"--resume {run_dir}: the run stopped before saving any state ({STATE_FILE}); start a new run"
+        )
+    try:
+        return DistilSettings.from_dict(json.loads(config_path.read_text()))
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, KeyError, ValueError, AttributeError) as exc:
+        raise UserError(f"{config_path} is corrupt ({exc}); start a new run instead") from exc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -14,8 +15,16 @@ from amalgam.distill.ensemble import TeacherEnsemble
 from amalgam.distill.methods import MethodOptions, build_method
 from amalgam.distill.trainer import TrainConfig, Trainer, predict_logits
 from amalgam.distill.views import ModelInput
+from amalgam.errors import UserError
 from amalgam.harness.metrics import classification_scores
-from amalgam.models.checkpoint import ModelCard, load_model, save_checkpoint
+from amalgam.models.checkpoint import (
+    FORMAT,
+    ModelCard,
+    checkpoint_files,
+    checkpoint_stem,
+    load_model,
+    save_checkpoint,
+)
 from amalgam.models.teachers import create_teacher
 from amalgam.tasks.loader import TaskData
 from amalgam.tasks.spec import Roster, TaskSpec, TeacherSpec, resolve_checkpoint_stem
@@ -82,17 +91,72 @@ def train_teacher(
             "seed": config.seed,
         },
     )
-    stem = save_checkpoint(resolve_checkpoint_stem(spec, teacher, root), model.state_dict(), card)
+    target = trained_stem(spec, teacher, root)
+    check_replaceable(target)  # again: a file may have appeared while it trained
+    stem = save_checkpoint(target, model.state_dict(), card)
     return TeacherReport(teacher.name, teacher.classes, stem, best_acc, test_scores["accuracy"])
+
+
+def trained_stem(spec: TaskSpec, teacher: TeacherSpec, root: Path) -> Path:
+    """Where `train.py teachers` saves a teacher: always under checkpoints/<task>/, never elsewhere."""
+    return root / "checkpoints" / spec.dir_name / teacher.name
+
+
+def given_checkpoint(spec: TaskSpec, teacher: TeacherSpec, root: Path) -> Path | None:
+    """The checkpoint the task names for a teacher (read, never written); None means "train me"."""
+    if teacher.format == "seed":
+        return resolve_checkpoint_stem(spec, teacher, root)
+    if teacher.checkpoint:
+        stem = checkpoint_stem(resolve_checkpoint_stem(spec, teacher, root))
+        return None if stem == trained_stem(spec, teacher, root) else stem
+    return None
+
+
+def is_amalgam_card(path: Path) -> bool:
+    try:
+        card = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(card, dict) and card.get("format") == FORMAT
+
+
+def check_replaceable(stem: Path) -> None:
+    """Refuse to overwrite a checkpoint this app did not write: a foreign card or lone weights."""
+    weights, card = checkpoint_files(stem)
+    never = "`train.py teachers` never replaces a file it did not write"
+    if card.exists() and not is_amalgam_card(card):
+        raise UserError(f"{card} exists and is not an amalgam checkpoint card; move it away ({never})")
+    if weights.exists() and not card.exists():
+        raise UserError(f"{weights} exists without its card {card.name}; move or delete it ({never})")
+
+
+def teachers_to_train(spec: TaskSpec, root: Path) -> list[TeacherSpec]:
+    """The "train me" teachers, checked before any training: named checkpoints must exist."""
+    chosen = []
+    for teacher in spec.teachers:
+        given = given_checkpoint(spec, teacher, root)
+        if given is None:
+            check_replaceable(trained_stem(spec, teacher, root))
+            chosen.append(teacher)
+        elif teacher.format != "seed" and not checkpoint_files(given)[0].exists():
+            raise UserError(
+                f"teacher {teacher.name!r}: the task names checkpoint {given}, which does not exist; "
+                f"fix the path, or drop its `checkpoint` line to have it trained into "
+                f"{trained_stem(spec, teacher, root)}"
+            )
+    return chosen
 
 
 def train_all_teachers(
     data: TaskData, config: TrainConfig, img_size: int, root: Path = PROJECT_ROOT
 ) -> list[TeacherReport]:
+    """Train every teacher without a checkpoint of its own; those the task names are only read."""
+    to_train = teachers_to_train(data.spec, root)
     reports = []
     for teacher in data.spec.teachers:
-        if teacher.format == "seed":
-            say(f"{teacher.name}: released seed-format checkpoint, not retrained", config.quiet)
+        if teacher not in to_train:
+            given = given_checkpoint(data.spec, teacher, root)
+            say(f"{teacher.name}: uses the checkpoint the task names ({given}), not retrained", config.quiet)
             continue
         say(f"training {teacher.name} on {len(teacher.classes)} classes", config.quiet)
         report = train_teacher(data, teacher, replace(config), img_size, root)

@@ -87,13 +87,18 @@ def load_any_student(
 
 def score_student(student: LoadedStudent, data: TaskData, device: torch.device) -> dict:
     """Test scores, with calibration before and after a temperature fitted on validation."""
-    return calibrated_test_scores(student.predict.to(device).eval(), student.model_input, data, device)
+    predict = student.predict.to(device).eval()
+    return calibrated_test_scores(predict, student.model_input, data, device, str(student.path))
 
 
-def calibrated_test_scores(predict, model_input: ModelInput, data: TaskData, device: torch.device) -> dict:
+def calibrated_test_scores(
+    predict, model_input: ModelInput, data: TaskData, device: torch.device, name: str = "the student"
+) -> dict:
     """Score the test split once; the temperature is fitted on validation logits only."""
-    test_logits = predict_logits(predict, model_input, data.test, device)
     val_logits = predict_logits(predict, model_input, data.val, device)
+    check_finite(val_logits, name, "validation")
+    test_logits = predict_logits(predict, model_input, data.test, device)
+    check_finite(test_logits, name, "test")
     n = data.spec.num_classes
     scores = classification_scores(test_logits, data.test.labels, n)
     temperature = fit_temperature(val_logits, data.val.labels)
@@ -107,6 +112,24 @@ def calibrated_test_scores(predict, model_input: ModelInput, data: TaskData, dev
     )
     scores["predictions"] = test_logits.argmax(1)
     return scores
+
+
+def make_report_dir(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        raise UserError(
+            f"cannot write reports into {out_dir}: {exc.filename} is a file; pass another --out"
+        ) from exc
+
+
+def check_finite(logits: torch.Tensor, name: str, split: str) -> None:
+    """NaN or inf logits mean damaged weights: say so instead of failing inside the metrics."""
+    if not torch.isfinite(logits).all():
+        raise UserError(
+            f"the logits of {name} on the {split} split are not finite (NaN or inf): its weights are "
+            "damaged; retrain it or grade another checkpoint"
+        )
 
 
 def evaluate_student(student: LoadedStudent, data: TaskData, out_dir: Path, device: torch.device) -> dict:
@@ -136,7 +159,7 @@ def evaluate_student(student: LoadedStudent, data: TaskData, out_dir: Path, devi
         "reliability_ts": scores["reliability_ts"],
         "split": "test",
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_report_dir(out_dir)
     prediction_grid(data.test.images, data.test.labels, preds, names, out_dir / "sample_predictions.png")
     confusion_figure(
         scores["confusion_matrix"],

@@ -59,9 +59,15 @@ def reliability_bins(logits: torch.Tensor, labels: torch.Tensor, bins: int = ECE
     }
 
 
+class NonFiniteLogits(ValueError):
+    """Logits holding NaN or inf: no temperature (or score) can be fitted to them."""
+
+
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 100) -> float:
     """One global temperature minimising NLL on held-out (validation) logits."""
     logits, labels = logits.float().detach().cpu(), labels.cpu()
+    if not torch.isfinite(logits).all():
+        raise NonFiniteLogits("logits hold NaN or inf; no temperature can be fitted")
     log_t = torch.zeros(1, requires_grad=True)
     optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=max_iter, line_search_fn="strong_wolfe")
 
