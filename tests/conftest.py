@@ -31,9 +31,12 @@ def run_front_end(
     )
 
 
-def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
-    """A user mistake: non-zero exit, one `error:` line naming the problem, no traceback."""
-    assert result.returncode != 0, result.stdout
+def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str, code: int = 2) -> None:
+    """A user mistake: exit code 2, one `error:` line naming the problem, no traceback.
+
+    `code` is for the few errors the product gives another code (130: interrupted by Ctrl-C).
+    """
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
     assert "Traceback" not in result.stderr, result.stderr
     lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import TINY, run_front_end
 
 ALL = ("ce", "kd", "partial-kd", "union-kd", "dkd", "fitnet", "simkd", "fitnet+union-kd")
@@ -24,7 +26,7 @@ def test_compare_writes_json_markdown_and_figure(trained_home: Path, tmp_path: P
         for metric in ("accuracy", "macro_f1", "nll", "ece", "ece_ts", "errors_shared_teacher",
                        "errors_no_shared_teacher"):
             assert set(stats[metric]) == {"mean", "std", "runs"} and len(stats[metric]["runs"]) == 2
-            assert stats[metric]["mean"] == sum(stats[metric]["runs"]) / 2
+            assert stats[metric]["mean"] == pytest.approx(sum(stats[metric]["runs"]) / 2, rel=1e-12)
     assert 0.0 <= report["teachers_union_accuracy"] <= 1.0
     assert report["training"]["scheduler"] == "step" and report["method_options"]["dkd_beta"] == 4.0
     markdown = (out / "compare.md").read_text()

@@ -50,14 +50,26 @@ def test_logits(run_dir: Path):
     return data, predict_logits(model, model_input_for(card), data.test, CPU)
 
 
+# Exported vs PyTorch logits, as a fraction of the largest |logit|. ONNX Runtime and a traced
+# TorchScript graph run other fp32 kernels (fused, reordered sums), so only rounding may differ:
+# ~1e-6 is typical; 1e-4 leaves room for other CPUs and builds, while a wrong preprocessing or
+# weight moves logits by whole percents.
+EXPORT_TOLERANCE = 1e-4
+
+
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_exported_file_matches_pytorch_on_the_test_set(fmt, exported, test_logits):
     data, reference = test_logits
     predictor, model_input, params = load_exported(exported[fmt], data.spec.classes)
     logits = predict_logits(predictor, model_input, data.test, CPU)
     assert len(data.test) == 600 and logits.shape == reference.shape
-    assert torch.equal(logits.argmax(1), reference.argmax(1))
-    assert (logits - reference).abs().max().item() < 1e-4
+    bound = EXPORT_TOLERANCE * max(1.0, reference.abs().max().item())
+    assert (logits - reference).abs().max().item() <= bound
+    # the same class wherever it is not a near-tie that rounding within `bound` could flip
+    top2 = reference.topk(2, dim=1).values
+    clear = top2[:, 0] - top2[:, 1] > 2 * bound
+    assert clear.float().mean() > 0.9  # the check below covers nearly every image
+    assert torch.equal(logits.argmax(1)[clear], reference.argmax(1)[clear])
     assert params > 100_000
 
 

@@ -18,7 +18,7 @@ from amalgam.errors import UserError
 from amalgam.models.frozen import fold_batchnorm, resolve_precision
 from amalgam.models.teachers import create_teacher
 from amalgam.tasks.spec import DataSpec, TaskSpec, TeacherSpec
-from tests.test_teacher_cache import CPU, tiny  # noqa: F401  (fixture)
+from tests.test_teacher_cache import CPU, assert_same_targets, tiny  # noqa: F401  (fixture)
 
 
 def trained_looking(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -84,7 +84,9 @@ def test_fast_ensemble_matches_fp32_and_leaves_the_original_alone(channels_last)
     assert fast.dtype == torch.float32
     scale = exact.abs().max()
     assert (fast - exact).abs().max() < 0.05 * scale  # bf16 keeps ~3 significant digits
-    assert torch.equal(ensemble(view), exact)  # the original is untouched (evaluation, SimKD heads)
+    # the original is untouched (evaluation, SimKD heads): the same batch through the same
+    # unfolded fp32 modules in this process gives the same bits, so any edit would show
+    assert torch.equal(ensemble(view), exact)
     assert any(isinstance(m, nn.BatchNorm2d) for m in ensemble.modules())
     assert {fp32.numerics, bf16.numerics, ensemble.numerics} == {
         f"fp32-bn-folded{'-nhwc' if channels_last else ''}",
@@ -102,8 +104,9 @@ def test_precision_choice():
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_cached_targets_equal_the_fast_online_teachers(tiny, precision):  # noqa: F811
-    """Cache and online path run the same prepared teachers, so targets are identical even
-    in bf16 (the cache is built in batches of 32, the online pass here sees 6 images)."""
+    """Cache and online path run the same prepared teachers, so targets agree to rounding even
+    in bf16: within teacher_cache.py's promise (1e-4 of the largest logit in fp32, 1e-2 in bf16),
+    not bit for bit, because the cache is built in batches of 32 and the online pass sees 6."""
     spec, data, root = tiny
     config = TrainConfig(augment="none", quiet=True, teacher_precision=precision)
     method = build_method("kd", spec.roster(), MethodOptions())
@@ -112,7 +115,7 @@ def test_cached_targets_equal_the_fast_online_teachers(tiny, precision):  # noqa
     online = online_source(inference_ensemble(ensemble, config))
     index = torch.tensor([5, 0, 17, 33, 2, 39])
     view = to_unit_float(data.train.images[index], CPU)
-    assert torch.equal(cached(index, view).logits, online(index, view).logits)
+    assert_same_targets(cached(index, view).logits, online(index, view).logits, precision)
 
 
 def test_each_precision_has_its_own_cache_entry(tiny):  # noqa: F811

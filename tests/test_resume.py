@@ -1,4 +1,10 @@
-"""A stopped run, resumed, ends exactly where an uninterrupted run of the same seed ends."""
+"""A stopped run, resumed, ends exactly where an uninterrupted run of the same seed ends.
+
+Bit-exact is the product's promise here, and a fair one: both runs are in this process, on
+the same machine, build and thread count, and the resumed epoch sees the same weights,
+optimiser state, batches, augmentation draws and RNG state, so every kernel gets the same
+inputs in the same shapes. Across machines or thread counts nothing is promised beyond rounding.
+"""
 
 from __future__ import annotations
 

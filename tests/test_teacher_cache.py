@@ -1,5 +1,10 @@
 """The on-disk teacher-logit cache: same targets as online teachers, hit, miss, invalidation
-and corrupt files. Tiny CompactCNN teachers and 16x16 images, all under tmp_path."""
+and corrupt files. Tiny CompactCNN teachers and 16x16 images, all under tmp_path.
+
+What "same" means is the promise in amalgam/distill/teacher_cache.py: within TARGET_TOLERANCE
+of the largest logit across batch compositions and thread counts, bit-equal only when the very
+same batches run again in this process (a rebuilt entry, an unchanged teacher).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from amalgam.distill.ensemble import TeacherEnsemble, seed_rule_targets
 from amalgam.distill.methods import MethodOptions, build_method
 from amalgam.distill.teacher_cache import (
     cached_teacher_source,
+    compute_teacher_logits,
     load_or_build_teacher_logits,
     online_source,
     teacher_cache_key,
@@ -32,6 +38,20 @@ from amalgam.tasks.spec import DataSpec, TaskSpec, TeacherSpec
 SIZE, N = 16, 40
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 CPU = torch.device("cpu")
+# Cached vs online logits, as a fraction of the largest |logit| (teacher_cache.py's promise).
+# fp32: only the summation order differs with the batch (oneDNN picks kernels by shape and
+# threads); measured <= 1e-6 on an AVX-512 Xeon, and bf16 teachers land ~5e-3 away, so 1e-4
+# still tells a wrong precision or view apart. bf16: the logits themselves are rounded to bf16,
+# so one flipped rounding is 2**-8 ~ 3.9e-3 of a logit; 1e-2 allows two or three.
+TARGET_TOLERANCE = {"fp32": 1e-4, "bf16": 1e-2}
+
+
+def assert_same_targets(got: torch.Tensor, expected: torch.Tensor, precision: str = "fp32") -> None:
+    """Equal up to the rounding a different batch composition or thread count may cause."""
+    assert got.shape == expected.shape and got.dtype == expected.dtype
+    bound = TARGET_TOLERANCE[precision] * float(expected.abs().max())
+    worst = float((got - expected).abs().max())
+    assert worst <= bound, f"{precision} targets differ by {worst:.3g} > {bound:.3g}"
 
 
 def save_teacher(stem: Path, classes: tuple[str, ...], seed: int, img_size: int = SIZE) -> Path:
@@ -89,11 +109,37 @@ def test_cached_targets_equal_online_for_a_deterministic_view(tiny):
     view = to_unit_float(data.train.images[index], CPU)
     cached = cached_teacher_source(logits)(index, view).logits
     online = online_source(ensemble)(index, view).logits
-    # identical, not merely close: frozen eval-mode teachers do not depend on the batch around an image
-    assert torch.equal(cached, online), (cached - online).abs().max()
+    # the cache ran these images in a batch of 40, online in a batch of 6: close, not bit-equal
+    assert_same_targets(cached, online)
     labels = data.train.labels[index]
-    assert torch.equal(seed_rule_targets(cached, labels, spec.roster(), 4.0),
-                       seed_rule_targets(online, labels, spec.roster(), 4.0))
+    # softmax(z / T) moves by at most 2 max|dz| / T (T = 4 here); averaging two teachers and
+    # renormalising can at most double that, so the logits' bound carries over as 4 max|dz| / T
+    bound = 4 * TARGET_TOLERANCE["fp32"] * float(online.abs().max()) / 4.0
+    torch.testing.assert_close(seed_rule_targets(cached, labels, spec.roster(), 4.0),
+                               seed_rule_targets(online, labels, spec.roster(), 4.0),
+                               rtol=0.0, atol=bound)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_logits_agree_across_batch_sizes_and_threads_within_the_promise(tiny, precision):
+    """The promise itself: any batch size or thread count gives the same logits to within
+    TARGET_TOLERANCE; the same batches on the same threads give the same bits."""
+    spec, data, root = tiny
+    fast = load_ensemble(spec, CPU, root).for_inference(precision, channels_last=True)
+    reference = compute_teacher_logits(fast, data.train, CPU, quiet=True, batch_size=32)
+    assert torch.equal(compute_teacher_logits(fast, data.train, CPU, quiet=True, batch_size=32), reference)
+    for batch_size in (1, 7, N):
+        assert_same_targets(compute_teacher_logits(fast, data.train, CPU, True, batch_size), reference,
+                            precision)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1 if threads > 1 else 2)
+    try:
+        other_threads = compute_teacher_logits(fast, data.train, CPU, quiet=True, batch_size=7)
+    finally:
+        torch.set_num_threads(threads)
+    assert_same_targets(other_threads, reference, precision)
+    with pytest.raises(AssertionError, match="targets differ"):  # looked up one image off: caught
+        assert_same_targets(reference.roll(1, dims=0), reference, precision)
 
 
 def test_training_with_cache_matches_online_teachers(tiny):
@@ -109,8 +155,12 @@ def test_training_with_cache_matches_online_teachers(tiny):
         trainer = Trainer(student, method, ModelInput(SIZE, MEAN, STD), data.train, data.val,
                           spec.num_classes, config, source)
         histories.append(trainer.train_epoch())
-    assert histories[0]["train_loss"] == pytest.approx(histories[1]["train_loss"], rel=1e-6)
-    assert histories[0]["val_acc"] == histories[1]["val_acc"]
+    # The targets agree to TARGET_TOLERANCE, not bit for bit (the cache ran batches of 32, the
+    # online teachers batches of 8), so the runs agree to rounding: measured 3e-8 relative.
+    # 1e-5 leaves room for other CPUs; targets looked up one image off move train_loss by 2e-4.
+    # Accuracies are left out: a near-tie may flip either way on another machine.
+    for metric in ("train_loss", "val_loss"):
+        assert histories[0][metric] == pytest.approx(histories[1][metric], rel=1e-5), metric
 
 
 def test_second_call_is_a_hit_and_runs_no_teacher(tiny):
@@ -122,7 +172,7 @@ def test_second_call_is_a_hit_and_runs_no_teacher(tiny):
     assert index["key"] == key and index["shape"] == [N, 2, 3] and "created" in index
     second, _, key2, calls2 = build(spec, data, root)
     assert key2 == key and calls2[0] == 0
-    assert torch.equal(first, second)
+    assert torch.equal(first, second)  # read back from the file: the same bytes
 
 
 def key_of(spec, data, inputs=None) -> str:
@@ -154,7 +204,8 @@ def test_changed_teacher_misses_and_recomputes(tiny):
     second, ensemble, key2, calls = build(spec, data, root)
     assert key2 != key and calls[0] > 0
     assert not torch.equal(first[:, 0], second[:, 0])
-    assert torch.equal(first[:, 1], second[:, 1])  # the other teacher did not change
+    # the other teacher did not change; same weights, batches and threads in this process: same bits
+    assert torch.equal(first[:, 1], second[:, 1])
 
 
 def test_changed_img_size_misses(tiny):
@@ -192,7 +243,7 @@ def test_corrupt_cache_is_rebuilt_with_a_warning_never_used(tiny, capsys, how):
     rebuilt, _, _, calls = build(spec, data, root)
     assert "warning" in capsys.readouterr().out
     assert calls[0] > 0
-    assert torch.equal(rebuilt, good)
+    assert torch.equal(rebuilt, good)  # rebuilt in the same batches and process: the same bits
     again, _, _, calls = build(spec, data, root)  # the rebuilt entry is a clean hit
     assert calls[0] == 0 and torch.equal(again, good)
 

@@ -9,6 +9,18 @@ recipe changes the key, so a stale entry is never found, let alone used.
 Layout: `<root>/.cache/teachers/<task>/<key>.safetensors` holds `logits` float32 [N, K, L]
 (padded local logits, as `TeacherEnsemble` returns them) and `<key>.json` a small index
 (key, shapes, created) that is checked before the tensor is trusted.
+
+What "the same logits" promises. The cache runs the prepared teachers (`inference_ensemble`)
+in batches of `BUILD_BATCH`; the online path runs them on each training batch. A convolution's
+result may depend on the batch it runs in and on the thread count (oneDNN and cuDNN choose
+kernels and summation orders by shape; neither promises bit-equality across them), so:
+- across batch sizes, thread counts or machines, a cached logit equals the online one to
+  within 1e-4 of the largest |logit| in fp32 (only the summation order differs; about 1e-6
+  is seen) and within 1e-2 of it in bf16 (the logits themselves are bf16, one unit in the last
+  place being 2**-8 of a value); tests/test_teacher_cache.py checks exactly these bounds;
+- bit-equality is promised only for the same batches on the same machine, build and thread
+  count, e.g. an entry rebuilt in the same process, or a run and its resume.
+Evaluation never uses the cache: it runs the unfolded fp32 teachers.
 """
 
 from __future__ import annotations
@@ -28,7 +40,7 @@ from amalgam.distill.ensemble import TeacherEnsemble
 from amalgam.distill.methods.base import Method, TeacherOutputs
 from amalgam.distill.trainer import TeacherSource, TrainConfig
 from amalgam.distill.views import ModelInput, to_unit_float
-from amalgam.models.checkpoint import SUFFIXES, atomic_write_bytes, checkpoint_stem
+from amalgam.models.checkpoint import SUFFIXES, atomic_write_bytes, checkpoint_files, checkpoint_stem
 from amalgam.models.frozen import resolve_precision
 from amalgam.tasks.images import ImageSet
 from amalgam.tasks.loader import TaskData
@@ -53,14 +65,14 @@ def _file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def checkpoint_files(path: str | Path) -> list[Path]:
+def teacher_weight_files(path: str | Path) -> list[Path]:
     """The files a teacher's weights and card live in: our safetensors + JSON pair, or one
     file as it is (the seed app's bare `.pth`, whose preprocessing comes from the task)."""
     path = Path(path)
     if path.suffix not in SUFFIXES and path.is_file():
         return [path]
     stem = checkpoint_stem(path)
-    return [stem.with_suffix(".safetensors"), stem.with_suffix(".json")]
+    return list(checkpoint_files(stem))
 
 
 def _tensor_bytes(tensor: torch.Tensor) -> memoryview:
@@ -83,7 +95,7 @@ def teacher_cache_key(
     key = hashlib.sha256(CACHE_FORMAT.encode())
     key.update(numerics.encode())
     for checkpoint, model_input in zip(checkpoints, inputs, strict=True):
-        for path in checkpoint_files(checkpoint):
+        for path in teacher_weight_files(checkpoint):
             key.update(_file_digest(path).encode())
         key.update(repr((model_input.img_size, tuple(model_input.mean), tuple(model_input.std),
                          model_input.in_chans)).encode())
@@ -184,7 +196,8 @@ def online_source(ensemble: TeacherEnsemble, with_features: bool = False) -> Tea
 def inference_ensemble(ensemble: TeacherEnsemble, config: TrainConfig) -> TeacherEnsemble:
     """The teachers as training runs them: BatchNorm folded, in bf16 where that is native,
     NHWC unless `channels_last` is off. The cache and the online path both use this, so a
-    cached target equals the online one exactly."""
+    cached target equals the online one up to the batch-size rounding bounded in the module
+    docstring (bit-equal when the batches are the same)."""
     precision = resolve_precision(config.teacher_precision, torch.device(config.device))
     return ensemble.for_inference(precision, config.channels_last)
 

@@ -262,8 +262,21 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         average_gradients(self.method.parameters(), self.dist)
+        self._check_gradients(step)
         self.optimizer.step()
         return loss.item() * len(index), int((logits.argmax(1) == labels).sum())
+
+    def _check_gradients(self, step: int) -> None:
+        """A finite loss can still have a non-finite gradient (sqrt or log at 0, overflow in a
+        custom term); one optimiser step with it leaves NaN weights that the next loss check
+        comes too late for, so stop before the step, with the weights still good."""
+        grads = [p.grad for group in self.optimizer.param_groups for p in group["params"]
+                 if p.grad is not None]
+        if grads and not torch.isfinite(torch.nn.utils.get_total_norm(grads)):
+            raise NonFiniteLoss(
+                f"gradients became non-finite at epoch {self.epoch + 1} step {step} (the loss was "
+                "finite); lower --lr or --temperature and resume from the last good checkpoint"
+            )
 
     def train_epoch(self, after_step: Callable[[Trainer], None] | None = None) -> dict:
         """One epoch of training, then validation; appends to and returns the history row.
@@ -326,6 +339,11 @@ class Trainer:
             self.val_set,
             self.device,
         )
+        if not torch.isfinite(logits).all():  # NaN logits still yield an accuracy: never score them
+            raise NonFiniteLoss(
+                f"the student's validation logits became non-finite in epoch {self.epoch + 1} (its "
+                "weights diverged); lower --lr or --temperature and resume from the last good checkpoint"
+            )
         return classification_scores(logits, self.val_set.labels, self.num_classes)
 
     def best_epoch(self) -> dict:

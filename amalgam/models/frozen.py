@@ -5,7 +5,12 @@ most of a step. Two exact-in-intent rewrites cut that cost: folding each BatchNo
 convolution before it (one op instead of two), and running in bfloat16 with NHWC layout
 where the CPU or GPU has native bf16 matrix units (oneDNN's fast path on AVX512-BF16/AMX).
 bf16 moves logits by a fraction of a percent, far below what a softened (T >= 1) target
-can resolve; `fp32` keeps full precision for anyone who wants bit-for-bit teachers.
+can resolve; `fp32` keeps full precision for anyone who wants it.
+
+Neither is bit-for-bit with the original model: folding changes the rounding (outputs agree
+to about 1e-4 relative, checked in tests/test_frozen_teachers.py), and any convolution's
+output may change in the last bits with the batch size or thread count it runs with (see
+amalgam/distill/teacher_cache.py for the tolerances promised for training targets).
 """
 
 from __future__ import annotations
