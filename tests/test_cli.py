@@ -174,3 +174,19 @@ def test_head_that_does_not_fit_the_class_list(trained_home: Path, tmp_path: Pat
 def test_evaluation_without_any_student(tmp_path: Path):
     result = run_front_end("evaluation.py", ["--task", "fashion-mini"], tmp_path)
     assert_one_line_error(result, "no trained student")
+
+
+def test_seed_spellings_give_the_same_config_as_the_new_ones(tmp_path: Path):
+    """The seed app's flags (README, SPEC §3) are aliases: same config.json, nothing lost."""
+    common = ["--task", "fashion-mini", "--train-per-class", "12", "--img-size", "32", "--quiet",
+              "--method", "ce", "--device", "cpu"]  # ce: no teachers needed
+    seed = [*common, "--batch_size", "8", "--num_epochs", "1", "--student_model", "ResNet18"]
+    new = [*common, "--batch-size", "8", "--epochs", "1", "--student", "resnet18"]
+    configs = []
+    for name, args in (("seed", seed), ("new", new)):
+        result = run_front_end("train.py", [*args, "--out", str(tmp_path / name)], tmp_path / "home")
+        assert result.returncode == 0, result.stderr
+        configs.append(json.loads((tmp_path / name / "config.json").read_text()))
+    assert configs[0]["train"]["batch_size"] == 8 and configs[0]["train"]["epochs"] == 1
+    assert configs[0]["student"] == "resnet18"
+    assert configs[0] == configs[1]

@@ -1,7 +1,7 @@
 """Running under torchrun: who we are, and the few collective operations the trainer needs.
 
-Single-process runs see a world of one and every function here is a no-op, so the trainer
-and the run directory code call them unconditionally.
+Runs not started by torchrun join no group and every function here is a no-op, so the
+trainer and the run directory code call them unconditionally.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ class DistEnv:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    joined: bool = False  # in a torchrun process group (a world of one included)
 
     @property
     def is_main(self) -> bool:
@@ -27,26 +28,38 @@ class DistEnv:
 
     @property
     def active(self) -> bool:
-        return self.world_size > 1
+        return self.joined
+
+
+def backend_for(device: str) -> str:
+    """gloo on CPU; on CUDA, nccl for CUDA tensors (DDP's gradients) and gloo for the CPU
+    tensors and pickled objects that the run's bookkeeping exchanges (`sum_across`,
+    `broadcast_from_main`, `barrier`), which an nccl-only group refuses."""
+    return "cpu:gloo,cuda:nccl" if device.startswith("cuda") else "gloo"
+
+
+def launched_by_torchrun() -> bool:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return world > 1 or "TORCHELASTIC_RUN_ID" in os.environ  # torchrun sets it, even for one process
 
 
 def init_distributed(device: str) -> DistEnv:
-    """Join torchrun's process group (gloo on CPU, nccl on CUDA) when WORLD_SIZE > 1."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    """Join torchrun's process group, even a world of one (`--nproc-per-node 1` still runs
+    the DDP code path, which is how a machine with one GPU checks the nccl path)."""
+    if not launched_by_torchrun():
         return DistEnv()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
-        backend = "nccl" if device.startswith("cuda") else "gloo"
-        if backend == "nccl":
+        if device.startswith("cuda"):
+            # nccl and object collectives use the current device: make it this process's GPU
             torch.cuda.set_device(local_rank)
         try:
-            dist.init_process_group(backend)
+            dist.init_process_group(backend_for(device))
         except (RuntimeError, ValueError) as exc:
             raise UserError(
                 f"could not join the torchrun process group ({exc}); check the rendezvous flags"
             ) from exc
-    return DistEnv(dist.get_rank(), dist.get_world_size(), local_rank)
+    return DistEnv(dist.get_rank(), dist.get_world_size(), local_rank, joined=True)
 
 
 def cuda_device_for(device: str, env: DistEnv) -> str:
@@ -60,7 +73,9 @@ def barrier(env: DistEnv) -> None:
 
 
 def sum_across(values: list[float], env: DistEnv) -> list[float]:
-    """Element-wise sum of a few numbers over all ranks (train loss, correct, seen)."""
+    """Element-wise sum of a few numbers over all ranks (train loss, correct, seen).
+
+    A CPU tensor: the group has gloo for CPU tensors on every device (see `backend_for`)."""
     if not env.active:
         return values
     tensor = torch.tensor(values, dtype=torch.float64)
