@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import typer
+from typer.testing import CliRunner
 
+import amalgam.cli.train_cli as train_cli
+from amalgam.distill.methods import MethodOptions
 from tests.conftest import TINY, assert_one_line_error, run_front_end
 
 STUDENT = ["--student", "mobilenetv3_small", "--epochs", "1", "--batch-size", "16"]
@@ -190,3 +196,44 @@ def test_seed_spellings_give_the_same_config_as_the_new_ones(tmp_path: Path):
     assert configs[0]["train"]["batch_size"] == 8 and configs[0]["train"]["epochs"] == 1
     assert configs[0]["student"] == "resnet18"
     assert configs[0] == configs[1]
+
+
+@pytest.mark.parametrize("subcommand", [None, "compare"])
+def test_every_method_option_is_a_flag_with_its_default(subcommand):
+    """`MethodOptions` is the one place a method hyper-parameter is declared; both commands offer it."""
+    group = typer.main.get_command(train_cli.app)
+    command = group.commands[subcommand] if subcommand else group
+    params = {param.name: param for param in command.params}
+    for field in fields(MethodOptions):
+        assert params[field.name].opts[0] == "--" + field.name.replace("_", "-")
+        assert params[field.name].default == field.default, field.name
+        assert params[field.name].help == field.metadata["help"]
+    assert "-T" in params["temperature"].opts
+
+
+def test_method_flags_reach_both_commands_as_method_options(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    seen = {}
+    best = {"epoch": 1, "val_acc": 0.5, "val_macro_f1": 0.5}
+
+    def fake_distil(settings, out_dir):
+        seen["distil"] = settings
+        return SimpleNamespace(best=best, run_dir=out_dir)
+
+    def fake_compare(task, methods, seeds, student, options, *args, **kwargs):
+        seen["compare"] = options
+        return {"methods": {}, "teachers_union_accuracy": 0.0, "failed": {}}
+
+    monkeypatch.setattr(train_cli, "distil", fake_distil)
+    monkeypatch.setattr("amalgam.compare.run_compare", fake_compare)
+    flags = ["-T", "2", "--dkd-beta", "3", "--confidence-weighting", "--teacher-filter", "covering",
+             "--device", "cpu", "--out", str(tmp_path / "out")]
+    expected = MethodOptions(temperature=2.0, dkd_beta=3.0, confidence_weighting=True,
+                             teacher_filter="covering")
+    runner = CliRunner()
+    for args in (["--method", "kd", *flags], ["compare", *flags]):
+        result = runner.invoke(train_cli.app, args)
+        assert result.exit_code == 0, result.output
+    assert seen["distil"].method_options == expected and seen["distil"].method == "kd"
+    assert seen["compare"] == expected
+    assert runner.invoke(train_cli.app, ["--alpha", "0", "--device", "cpu"]).exit_code == 0
+    assert seen["distil"].method == "ce" and seen["distil"].method_options.alpha == 0.0

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from amalgam.cli.common import resolve_device
+from amalgam.cli.method_options import METHOD_OPTION_FLAGS, method_flag, with_method_options
 from amalgam.cli.tasks_cli import tasks_command
 from amalgam.distill.methods import DEFAULT_METHOD, METHODS, MethodOptions
 from amalgam.distill.run import DistilSettings, distil, resume
@@ -34,21 +35,6 @@ DeviceOpt = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N")
 DataDirOpt = typer.Option(None, "--data-dir", help="folder holding the task's data files")
 ImgSizeOpt = typer.Option(None, "--img-size", help="input size (default: the task's)")
 ValFracOpt = typer.Option(0.1, "--val-fraction", help="part of train held out for validation")
-# method hyper-parameters (literature defaults), shared by `distil` and `compare`
-TemperatureOpt = typer.Option(4.0, "--temperature", "-T", help="softening temperature T > 0")
-AlphaOpt = typer.Option(0.5, "--alpha", help="weight of the distillation term in [0, 1]; 0 = CE")
-DkdAlphaOpt = typer.Option(1.0, "--dkd-alpha", help="DKD weight of the target-class term")
-DkdBetaOpt = typer.Option(8.0, "--dkd-beta", help="DKD weight of the non-target term")
-HintWeightOpt = typer.Option(10.0, "--hint-weight", help="weight of FitNet's hint loss (fitnet, fitnet+*)")
-SimkdWeightOpt = typer.Option(1.0, "--simkd-weight", help="weight of SimKD's feature loss")
-SimkdRatioOpt = typer.Option(2, "--simkd-ratio", help="SimKD projector bottleneck ratio r")
-ConfidenceOpt = typer.Option(
-    False, "--confidence-weighting", help="partial-kd: weight teachers by their confidence"
-)
-TeacherFilterOpt = typer.Option(
-    "none", "--teacher-filter",
-    help="none; covering: only teachers that know the label; correct: only those that are also right",
-)
 SchedulerOpt = typer.Option(
     "cosine", "--scheduler", help="cosine, or step (the seed's StepLR: --scheduler-step/--scheduler-gamma)"
 )
@@ -63,6 +49,7 @@ PerClassOpt = typer.Option(None, "--train-per-class", help="keep at most N train
 
 
 @app.callback(invoke_without_command=True)
+@with_method_options
 def distil_command(
     ctx: typer.Context,
     task: str = TaskOpt,
@@ -74,15 +61,7 @@ def distil_command(
         help="mobilenetv3, mobilenetv3_small, efficientnet, resnet18",
     ),
     method: str = typer.Option(DEFAULT_METHOD, "--method", help=f"one of {sorted(METHODS)}"),
-    temperature: float = TemperatureOpt,
-    alpha: float = AlphaOpt,
-    dkd_alpha: float = DkdAlphaOpt,
-    dkd_beta: float = DkdBetaOpt,
-    hint_weight: float = HintWeightOpt,
-    simkd_weight: float = SimkdWeightOpt,
-    simkd_ratio: int = SimkdRatioOpt,
-    confidence_weighting: bool = ConfidenceOpt,
-    teacher_filter: str = TeacherFilterOpt,
+    method_options: dict = METHOD_OPTION_FLAGS,  # --temperature, --alpha, …: one per MethodOptions field
     epochs: int = typer.Option(12, "--epochs", "--num_epochs", "--num-epochs"),
     batch_size: int = typer.Option(64, "--batch-size", "--batch_size"),
     lr: float = typer.Option(1e-3, "--lr"),
@@ -119,8 +98,8 @@ def distil_command(
         settings = DistilSettings(
             task=task,
             student=canonical_student(student),
-            method="ce" if alpha == 0 else method,
-            method_options=_method_options(locals()),
+            method="ce" if method_options["alpha"] == 0 else method,
+            method_options=MethodOptions(**method_options),
             train=TrainConfig(
                 epochs=epochs,
                 batch_size=batch_size,
@@ -155,11 +134,6 @@ def distil_command(
     )
 
 
-def _method_options(params: dict) -> MethodOptions:
-    """The method hyper-parameters among a command's parameters, which carry the same names."""
-    return MethodOptions(**{field.name: params[field.name] for field in fields(MethodOptions)})
-
-
 def _warn_unused_options(ctx: typer.Context, method: str) -> None:
     """Say which method options given on the command line this method does not read, so that
     e.g. `--temperature 3` with the default FitNet does not pass silently."""
@@ -170,9 +144,9 @@ def _warn_unused_options(ctx: typer.Context, method: str) -> None:
     if method == "ce" and _given(ctx, "alpha"):
         unused = [name for name in unused if name != "alpha"]  # --alpha 0 is how ce was chosen
     if unused:
-        flags = ", ".join("--" + name.replace("_", "-") for name in unused)
+        flags = ", ".join(map(method_flag, unused))
         say(f"[yellow]warning:[/] method {method} does not use {flags}; "
-            f"it reads {', '.join('--' + n.replace('_', '-') for n in used) or 'no method options'} "
+            f"it reads {', '.join(map(method_flag, used)) or 'no method options'} "
             "(for Hinton KD with the seed's rule pass --method kd)")
 
 
@@ -270,6 +244,7 @@ app.command("tasks")(tasks_command)
 
 
 @app.command("compare")
+@with_method_options
 def compare_command(
     task: str = TaskOpt,
     methods: str = typer.Option(",".join(METHODS), "--methods", help="comma-separated"),
@@ -279,15 +254,7 @@ def compare_command(
     batch_size: int = typer.Option(64, "--batch-size", "--batch_size"),
     lr: float = typer.Option(1e-3, "--lr"),
     scheduler: str = SchedulerOpt,
-    temperature: float = TemperatureOpt,
-    alpha: float = AlphaOpt,
-    dkd_alpha: float = DkdAlphaOpt,
-    dkd_beta: float = DkdBetaOpt,
-    hint_weight: float = HintWeightOpt,
-    simkd_weight: float = SimkdWeightOpt,
-    simkd_ratio: int = SimkdRatioOpt,
-    confidence_weighting: bool = ConfidenceOpt,
-    teacher_filter: str = TeacherFilterOpt,
+    method_options: dict = METHOD_OPTION_FLAGS,  # --temperature, --alpha, …: one per MethodOptions field
     augment: str = AugmentOpt,
     img_size: int | None = ImgSizeOpt,
     train_per_class: int | None = PerClassOpt,
@@ -312,7 +279,7 @@ def compare_command(
         quiet=quiet,
         teacher_precision=teacher_precision,
     )
-    options = _method_options(locals())
+    options = MethodOptions(**method_options)
     report = run_compare(
         task,
         parse_methods(methods),

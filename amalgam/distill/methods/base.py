@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn as nn
@@ -11,21 +11,31 @@ from amalgam.errors import UserError
 from amalgam.tasks.spec import Roster
 
 
+def _option(default, help: str, *aliases: str):
+    """A MethodOptions field: `train.py` and `train.py compare` offer it as --<name-with-dashes>
+    (plus `aliases`) with this default and help (amalgam/cli/method_options.py)."""
+    return field(default=default, metadata={"help": help, "aliases": aliases})
+
+
 @dataclass(frozen=True)
 class MethodOptions:
-    """All methods' hyper-parameters, each with the literature's default; recorded in config.json."""
+    """All methods' hyper-parameters, each with the literature's default; recorded in config.json.
 
-    temperature: float = 4.0
-    alpha: float = 0.5
-    dkd_alpha: float = 1.0
-    dkd_beta: float = 8.0
+    A new field is a new command-line flag of `train.py` and `train.py compare`; nothing else to edit.
+    """
+
+    temperature: float = _option(4.0, "softening temperature T > 0", "-T")
+    alpha: float = _option(0.5, "weight of the distillation term in [0, 1]; 0 = CE")
+    dkd_alpha: float = _option(1.0, "DKD weight of the target-class term")
+    dkd_beta: float = _option(8.0, "DKD weight of the non-target term")
     # FitNet's hint weight, chosen by measurement on `fashion` (README, "Choosing defaults")
-    hint_weight: float = 10.0
-    simkd_weight: float = 1.0
-    simkd_ratio: int = 2
-    confidence_weighting: bool = False
-    # which teachers a sample learns from: all, those that know its label, or those also right
-    teacher_filter: str = "none"  # "none" | "covering" | "correct"
+    hint_weight: float = _option(10.0, "weight of FitNet's hint loss (fitnet, fitnet+*)")
+    simkd_weight: float = _option(1.0, "weight of SimKD's feature loss")
+    simkd_ratio: int = _option(2, "SimKD projector bottleneck ratio r")
+    confidence_weighting: bool = _option(False, "partial-kd: weight teachers by their confidence")
+    teacher_filter: str = _option(  # one of TEACHER_FILTERS
+        "none", "none; covering: only teachers that know the label; correct: only those that are also right"
+    )
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:
