@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from amalgam.harness import grading
+from amalgam.tasks.builtin import get_task
 from tests.conftest import assert_one_line_error, run_front_end
 from tests.test_assets import FileServer, sha
 from tests.test_cas771 import TEST_PER_CLASS, write_task_a, write_task_b
@@ -99,7 +101,7 @@ def test_grades_a_and_b_from_nothing(server: FileServer, tmp_path: Path):
     assert not (home / "__MACOSX").exists()
     for task, (rel, classes) in STUDENTS.items():
         assert (home / rel).is_file()
-        report = home / "evaluation" / f"Task{task}"
+        report = home / "evaluation" / f"Task{task}"  # the seed's folder, as before
         results = json.loads((report / "results.json").read_text())
         assert SEED_KEYS <= set(results) and {"macro_f1", "ece", "confusion_matrix"} <= set(results)
         assert results["task"] == task and results["model_path"] == str(home / rel)
@@ -133,3 +135,21 @@ def test_unreachable_assets_skip_both_tasks_and_fail(tmp_path: Path, monkeypatch
     assert_one_line_error(result, "no task could be graded")  # exit code 2: nothing was gradable
     assert result.stdout.count("skipped") == 2 and result.stdout.count("evaluation on the test split") == 1
     assert f"could not download cas771-models from {dead}/best_models.zip" in result.stdout
+
+
+def test_a_task_fetches_the_assets_its_spec_names_and_those_listed_for_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    tables = "".join(
+        f'[[asset]]\nname = "{name}"\nurl = "http://127.0.0.1:9/{name}.zip"\nsha256 = ""\n'
+        f'archive = "zip"\ndest = "."\n{extra}\n'
+        for name, extra in (("cas771-data", ""), ("extra", 'tasks = ["A"]'), ("other", 'tasks = ["B"]'))
+    )
+    manifest = tmp_path / "manifest.toml"
+    manifest.write_text(tables)
+    fetched = []
+    monkeypatch.setattr(grading, "fetch_asset", lambda asset, root, quiet: fetched.append(asset.name))
+
+    grading.ensure_task_assets(get_task("TaskA"), manifest, tmp_path / "home", quiet=True)
+
+    assert fetched == ["cas771-data", "extra"]

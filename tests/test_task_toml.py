@@ -13,7 +13,7 @@ from PIL import Image
 from amalgam.cli.tasks_cli import class_overlaps
 from amalgam.errors import UserError
 from amalgam.models.seed_format import SeedTeacherCNN
-from amalgam.tasks.builtin import get_task
+from amalgam.tasks.builtin import get_task, load_task_toml
 from amalgam.tasks.loader import load_task_data
 from amalgam.tasks.readers import read_raw_splits
 from amalgam.tasks.toml_task import load_task_file
@@ -167,6 +167,7 @@ def test_global_labels_need_no_table(tmp_path: Path):
         ('img_size = 16', 'img_size = "big"', "img_size"),
         ('img_size = 16', 'img_size = 16\nstudent_img_size = 4', "student_img_size"),
         ('name = "shapes"', 'name = "A"', "name"),
+        ('name = "shapes"', 'name = "TaskB"', "name"),
         ('name = "shapes"', 'name = "../escape"', "name"),
         ('classes = ["circle", "square"]\n', '', "classes"),
         ('arch = "cnn-small"', 'arch = "no-such-net"', "arch"),
@@ -182,7 +183,7 @@ def test_bad_toml_names_file_and_key(tmp_path: Path, old: str, new: str, key: st
     assert old in FOLDER_TOML
     path.write_text(FOLDER_TOML.replace(old, new, 1))
     with pytest.raises(UserError) as caught:
-        load_task_file(path)
+        load_task_toml(path)  # as --task and `tasks --check` read it
     assert "bad.toml" in str(caught.value) and f"'{key}'" in str(caught.value)
 
 

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from amalgam.errors import UserError
+from amalgam.harness.manifest import load_manifest
 from amalgam.tasks import readers
-from amalgam.tasks.builtin import get_task
+from amalgam.tasks.builtin import builtin_tasks, get_task, released_tasks, reserved_task_names
 from amalgam.tasks.images import ImageSet
 from amalgam.tasks.loader import load_task_data
 from amalgam.tasks.spec import DataSpec, TaskSpec, TeacherSpec
@@ -51,6 +52,30 @@ def test_builtin_rosters_follow_the_spec():
     assert a.roster().coverage.sum(dim=0).tolist() == [1] * 15
     fashion = get_task("fashion-mini")
     assert fashion.teacher_global_indices(fashion.teachers[1]) == [3, 4, 5, 6]
+
+
+def test_every_name_of_a_builtin_task_selects_it():
+    for spec in builtin_tasks().values():
+        for name in spec.names:
+            assert get_task(name).name == spec.name
+    assert get_task("a").name == "A" and get_task("TaskB").name == "B"
+
+
+def test_task_folders_keep_the_names_existing_artefacts_use():
+    # checkpoints/TaskA, evaluation/TaskA, runs/…_task_TaskA: where earlier runs put them
+    assert {n: s.dir_name for n, s in builtin_tasks().items()} == {
+        "fashion-mini": "fashion-mini", "fashion": "fashion", "A": "TaskA", "B": "TaskB"}
+    assert make_task([("a", "b"), ("c", "d")]).dir_name == "t"
+
+
+def test_released_tasks_and_reserved_names_derive_from_the_specs():
+    assert released_tasks() == ["A", "B"]
+    assert reserved_task_names() == {"fashion-mini", "fashion", "A", "B", "a", "b", "TaskA", "TaskB"}
+    shipped = {asset.name: asset for asset in load_manifest(None)}
+    for name in released_tasks():
+        spec = get_task(name)
+        assert set(spec.released_assets) <= set(shipped)
+        assert any(name in shipped[asset].students for asset in spec.released_assets)
 
 
 def test_unknown_task_names_the_choices():

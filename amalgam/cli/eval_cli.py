@@ -11,11 +11,11 @@ from rich.table import Table
 from amalgam import PROJECT_ROOT
 from amalgam.cli.common import resolve_device
 from amalgam.errors import UserError
+from amalgam.tasks.builtin import released_tasks
 from amalgam.ui import console
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
                   help="Grade distilled students and fetch released assets.")
-RELEASED_TASKS = ["A", "B"]
 ManifestOpt = typer.Option(None, "--manifest",
                            help="asset manifest (default: amalgam/harness/release_manifest.toml)")
 
@@ -44,7 +44,7 @@ def evaluate_command(
         return
     if checkpoint is not None:
         raise UserError("--checkpoint needs --task (which task is it a student of?)")
-    outcomes = grade_released_tasks(RELEASED_TASKS, fmt, manifest, data_dir, out, torch_device, quiet)
+    outcomes = grade_released_tasks(released_tasks(), fmt, manifest, data_dir, out, torch_device, quiet)
     print_results([(o.task, o.results, o.skipped) for o in outcomes])
     if all(o.results is None for o in outcomes):
         raise UserError("no task could be graded (reasons above); fetch the assets or train a student")

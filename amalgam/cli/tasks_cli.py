@@ -12,9 +12,8 @@ import typer
 from rich.table import Table
 
 import amalgam
-from amalgam.tasks.builtin import builtin_tasks
+from amalgam.tasks.builtin import builtin_tasks, load_task_toml
 from amalgam.tasks.spec import TaskSpec, resolve_checkpoint_stem
-from amalgam.tasks.toml_task import load_task_file
 from amalgam.ui import console
 
 
@@ -83,4 +82,4 @@ def tasks_command(
     if check is None:
         print_builtin_tasks()
         return
-    print_roster(load_task_file(check))
+    print_roster(load_task_toml(check))

@@ -13,6 +13,7 @@ from amalgam.harness.assets import fetch_asset, is_present, load_manifest, relea
 from amalgam.harness.evaluate import evaluate_student, load_any_student, newest_student
 from amalgam.tasks.builtin import get_task
 from amalgam.tasks.loader import load_task_data
+from amalgam.tasks.spec import TaskSpec
 
 
 @dataclass
@@ -22,16 +23,17 @@ class GradeOutcome:
     skipped: str | None = None
 
 
-def ensure_task_assets(task: str, manifest: Path | None, root: Path, quiet: bool) -> None:
-    """Fetch whatever the manifest says this task needs and is not yet on disk."""
+def ensure_task_assets(spec: TaskSpec, manifest: Path | None, root: Path, quiet: bool) -> None:
+    """Fetch what this task needs and is not yet on disk: the assets its spec names, and those
+    the manifest lists for it (how a --manifest serves a task.toml)."""
     for asset in load_manifest(manifest):
-        if task in asset.tasks and not is_present(asset, root):
+        needed = asset.name in spec.released_assets or spec.name in asset.tasks
+        if needed and not is_present(asset, root):
             fetch_asset(asset, root, quiet=quiet)
 
 
-def choose_student(task: str, checkpoint: str | None, manifest: Path | None, root: Path) -> Path:
+def choose_student(spec: TaskSpec, checkpoint: str | None, manifest: Path | None, root: Path) -> Path:
     """--checkpoint, else the newest run's best student, else the released one in the manifest."""
-    spec = get_task(task)
     if checkpoint:
         return Path(checkpoint)
     try:
@@ -48,9 +50,9 @@ def grade_task(task: str, checkpoint: str | None, fmt: str, manifest: Path | Non
                fetch_missing: bool = False) -> dict:
     spec = get_task(task)
     if fetch_missing:
-        ensure_task_assets(spec.name, manifest, root, quiet)
+        ensure_task_assets(spec, manifest, root, quiet)
     data = load_task_data(spec, data_dir)
-    student = load_any_student(choose_student(task, checkpoint, manifest, root), spec.classes, fmt, data)
+    student = load_any_student(choose_student(spec, checkpoint, manifest, root), spec.classes, fmt, data)
     return evaluate_student(student, data, out_root / spec.dir_name, device)
 
 

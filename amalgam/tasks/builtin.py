@@ -56,9 +56,14 @@ TASK_B_FILES = tuple(
 )
 
 
-def _cas771(name: str, classes, teachers, files, folder: str, description: str) -> TaskSpec:
+# The assets in amalgam/harness/release_manifest.toml that the CAS771 tasks ship with.
+CAS771_ASSETS = ("cas771-data", "cas771-models")
+
+
+def _cas771(letter: str, classes, teachers, files, description: str) -> TaskSpec:
+    folder = f"Task{letter}"  # the seed's name for the task: its archives' folders and ours
     return TaskSpec(
-        name=name,
+        name=letter,
         classes=tuple(c for c, _ in classes),
         teachers=tuple(
             TeacherSpec(f"teacher_{k}", names) for k, names in enumerate(teachers, start=1)
@@ -73,39 +78,58 @@ def _cas771(name: str, classes, teachers, files, folder: str, description: str) 
         ),
         img_size=64,
         description=description,
+        aliases=(folder, letter.lower()),
+        dir_name=folder,
+        released_assets=CAS771_ASSETS,
     )
 
 
 def builtin_tasks() -> dict[str, TaskSpec]:
-    return {
-        "fashion-mini": TaskSpec(
+    specs = (
+        TaskSpec(
             "fashion-mini", FASHION_CLASSES, _fashion_roster(), DataSpec("fashion-mini"),
             img_size=32, student_img_size=FASHION_STUDENT_SIZE,
             description="embedded default: 300 train / 60 test real Fashion-MNIST images per class",
         ),
-        "fashion": TaskSpec(
+        TaskSpec(
             "fashion", FASHION_CLASSES, _fashion_roster(), DataSpec("fashion-idx"),
             img_size=32, student_img_size=FASHION_STUDENT_SIZE,
             description="full Fashion-MNIST (60k train / 10k test) from the IDX files",
         ),
-        "A": _cas771("A", TASK_A_CLASSES, TASK_A_TEACHERS, TASK_A_FILES, "TaskA",
-                     "CAS771 Task A: 15 CIFAR-100 classes, 3 disjoint teachers"),
-        "B": _cas771("B", TASK_B_CLASSES, TASK_B_TEACHERS, TASK_B_FILES, "TaskB",
-                     "CAS771 Task B: 12 ImageNet animals, 3 overlapping teachers"),
-    }
+        _cas771("A", TASK_A_CLASSES, TASK_A_TEACHERS, TASK_A_FILES,
+                "CAS771 Task A: 15 CIFAR-100 classes, 3 disjoint teachers"),
+        _cas771("B", TASK_B_CLASSES, TASK_B_TEACHERS, TASK_B_FILES,
+                "CAS771 Task B: 12 ImageNet animals, 3 overlapping teachers"),
+    )
+    return {spec.name: spec for spec in specs}
+
+
+def released_tasks() -> list[str]:
+    """The built-in tasks that ship with released assets: what `evaluation.py` grades by default."""
+    return [spec.name for spec in builtin_tasks().values() if spec.released_assets]
+
+
+def reserved_task_names() -> set[str]:
+    """Names a task.toml may not take: every name, alias and folder of a built-in task."""
+    return {n for spec in builtin_tasks().values() for n in (*spec.names, spec.dir_name)}
+
+
+def load_task_toml(path: Path) -> TaskSpec:
+    """A task.toml, which may not take a built-in task's name: they would share folders."""
+    from amalgam.tasks.toml_task import load_task_file
+
+    return load_task_file(path, reserved_task_names())
 
 
 def get_task(name: str) -> TaskSpec:
-    """A built-in task by name (A/B also as TaskA/TaskB), or a task.toml by path."""
+    """A built-in task by name or alias (A also as TaskA or a), or a task.toml by path."""
     if name.endswith(".toml") or Path(name).suffix == ".toml":
-        from amalgam.tasks.toml_task import load_task_file
-
-        return load_task_file(Path(name))
+        return load_task_toml(Path(name))
     tasks = builtin_tasks()
-    key = {"TaskA": "A", "TaskB": "B", "a": "A", "b": "B"}.get(name, name)
-    if key not in tasks:
-        raise UserError(
-            f"unknown task {name!r}; use one of {sorted(tasks)} or a path to a task.toml "
-            "(`python train.py tasks` lists them)"
-        )
-    return tasks[key]
+    for spec in tasks.values():
+        if name in spec.names:
+            return spec
+    raise UserError(
+        f"unknown task {name!r}; use one of {sorted(tasks)} or a path to a task.toml "
+        "(`python train.py tasks` lists them)"
+    )

@@ -48,9 +48,19 @@ class TaskSpec:
     description: str = ""
     source: str = "built-in"
     student_img_size: int | None = None  # chosen by measurement where it differs (see README)
+    aliases: tuple[str, ...] = ()  # other names `--task` accepts (TaskA and a for A)
+    dir_name: str = ""  # its folder under checkpoints/, runs/, evaluation/, .cache/; default: name
+    released_assets: tuple[str, ...] = ()  # release-manifest assets it ships with; graded by default
 
     def __post_init__(self) -> None:
+        if not self.dir_name:
+            object.__setattr__(self, "dir_name", self.name)
         validate_roster(self)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every name that selects this task: its own, then its aliases."""
+        return (self.name, *self.aliases)
 
     @property
     def student_input_size(self) -> int:
@@ -59,11 +69,6 @@ class TaskSpec:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
-
-    @property
-    def dir_name(self) -> str:
-        """Folder name used under checkpoints/, runs/ and evaluation/ (TaskA, fashion-mini, …)."""
-        return f"Task{self.name}" if self.name in ("A", "B") else self.name
 
     def teacher_global_indices(self, teacher: TeacherSpec) -> list[int]:
         position = {name: i for i, name in enumerate(self.classes)}
@@ -144,10 +149,6 @@ class Roster:
     @property
     def num_teachers(self) -> int:
         return self.local_to_global.shape[0]
-
-    @property
-    def student_input_size(self) -> int:
-        return self.student_img_size or self.img_size
 
     @property
     def num_classes(self) -> int:
