@@ -22,8 +22,8 @@ from amalgam.distill.trainer import TrainConfig
 from amalgam.errors import UserError
 from amalgam.harness.compare_report import write_compare_report
 from amalgam.harness.evaluate import calibrated_test_scores
-from amalgam.harness.metrics import teacher_pair_errors
 from amalgam.harness.teacher_scores import teacher_scores
+from amalgam.models.metrics import teacher_pair_errors
 from amalgam.tasks.builtin import get_task
 from amalgam.tasks.loader import load_task_data
 from amalgam.ui import say

@@ -121,7 +121,7 @@ def run_amalgam_arm(arm: str, workdir: Path, steps: int, warmup: int, precision:
     from amalgam.distill.teacher_cache import inference_ensemble, online_source, teacher_source_for
     from amalgam.distill.teachers import load_ensemble
     from amalgam.distill.trainer import TrainConfig, Trainer, batch_indices, epoch_generator
-    from amalgam.distill.views import ModelInput
+    from amalgam.models.model_input import ModelInput
     from amalgam.models.students import create_student
     from amalgam.tasks.builtin import get_task
     from amalgam.tasks.loader import TaskData, channel_stats

@@ -111,7 +111,8 @@ import math
 import torch
 from amalgam.distill.methods import MethodOptions, build_method
 from amalgam.distill.trainer import TrainConfig, Trainer
-from amalgam.distill.views import ModelInput, to_unit_float
+from amalgam.distill.views import to_unit_float
+from amalgam.models.model_input import ModelInput
 from amalgam.models.students import create_student
 from amalgam.tasks.builtin import get_task
 from amalgam.tasks.loader import load_task_data

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from amalgam.harness.evaluate import load_any_student, predict_logits
-from amalgam.harness.metrics import teacher_pair_errors
+from amalgam.models.metrics import teacher_pair_errors
 from amalgam.tasks.builtin import get_task
 from amalgam.tasks.loader import load_task_data
 

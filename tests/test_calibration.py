@@ -20,14 +20,14 @@ import torch.nn as nn
 from safetensors.torch import save_file
 
 from amalgam.compare import score_arm
-from amalgam.distill.views import ModelInput
 from amalgam.harness.evaluate import LoadedStudent, calibrated_test_scores, evaluate_student
-from amalgam.harness.metrics import (
+from amalgam.models.metrics import (
     classification_scores,
     expected_calibration_error,
     fit_temperature,
     reliability_bins,
 )
+from amalgam.models.model_input import ModelInput
 from amalgam.tasks.images import ImageSet
 from amalgam.tasks.loader import TaskData
 from amalgam.tasks.spec import DataSpec, TaskSpec, TeacherSpec

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from amalgam.distill.teachers import model_input_for
 from amalgam.distill.trainer import predict_logits
 from amalgam.errors import UserError
 from amalgam.models.checkpoint import load_model
 from amalgam.models.export import export_student, load_exported, read_export_metadata
+from amalgam.models.model_input import model_input_for
 from amalgam.tasks.builtin import get_task
 from amalgam.tasks.loader import load_task_data
 from tests.conftest import TINY, assert_one_line_error, run_front_end

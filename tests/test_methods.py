@@ -13,7 +13,7 @@ from amalgam.distill.methods import METHODS, MethodOptions, TeacherOutputs, buil
 from amalgam.distill.methods.dkd import dkd_loss
 from amalgam.distill.methods.partial_kd import partial_kd_loss
 from amalgam.errors import UserError
-from amalgam.harness.metrics import fit_temperature
+from amalgam.models.metrics import fit_temperature
 from amalgam.models.teachers import create_teacher
 from amalgam.tasks.spec import DataSpec, TaskSpec, TeacherSpec
 
@@ -219,7 +219,7 @@ def test_impossible_method_options(kwargs):
 def test_non_finite_loss_stops_with_step_and_terms():
     from amalgam.distill.methods.base import Method
     from amalgam.distill.trainer import NonFiniteLoss, TrainConfig, Trainer
-    from amalgam.distill.views import ModelInput
+    from amalgam.models.model_input import ModelInput
     from amalgam.tasks.images import ImageSet
 
     class Diverging(Method):
@@ -249,7 +249,7 @@ def test_non_finite_loss_stops_with_step_and_terms():
 
 def test_teacher_pair_errors_by_hand():
     """Roster t1=(a,b), t2=(b,c,d), t3=(e,a). a→b: t1 knows both; a→c: no teacher does."""
-    from amalgam.harness.metrics import teacher_pair_errors
+    from amalgam.models.metrics import teacher_pair_errors
 
     _, roster = roster3()
     labels = torch.tensor([0, 0, 0, 2, 4])       # a a a c e

@@ -28,8 +28,9 @@ from amalgam.distill.teacher_cache import (
 )
 from amalgam.distill.teachers import load_ensemble
 from amalgam.distill.trainer import TrainConfig, Trainer
-from amalgam.distill.views import ModelInput, to_unit_float
+from amalgam.distill.views import to_unit_float
 from amalgam.models.checkpoint import ModelCard, save_checkpoint
+from amalgam.models.model_input import ModelInput
 from amalgam.models.teachers import create_teacher
 from amalgam.tasks.images import ImageSet
 from amalgam.tasks.loader import TaskData

@@ -12,10 +12,10 @@ from safetensors.torch import load_file, save_file
 from amalgam.distill.run import DistilSettings, distil, resume
 from amalgam.distill.teachers import train_all_teachers
 from amalgam.distill.trainer import TrainConfig
-from amalgam.distill.views import ModelInput
 from amalgam.errors import UserError
 from amalgam.harness.evaluate import calibrated_test_scores
-from amalgam.harness.metrics import NonFiniteLogits, fit_temperature
+from amalgam.models.metrics import NonFiniteLogits, fit_temperature
+from amalgam.models.model_input import ModelInput
 from amalgam.pipeline import run_pipeline
 from amalgam.tasks.builtin import get_task
 from amalgam.tasks.loader import load_task_data

@@ -11,8 +11,8 @@ import copy
 import torch
 import torch.nn as nn
 
-from amalgam.distill.views import ModelInput
 from amalgam.models.frozen import DTYPES, fold_batchnorm
+from amalgam.models.model_input import ModelInput
 from amalgam.tasks.spec import Roster
 
 

@@ -22,6 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from amalgam import PROJECT_ROOT
+from amalgam.distill.curves import learning_curve
 from amalgam.distill.distributed import barrier, broadcast_from_main, cuda_device_for, init_distributed
 from amalgam.distill.methods import MethodOptions, build_method
 from amalgam.distill.run_dirs import (
@@ -34,11 +35,11 @@ from amalgam.distill.run_dirs import (
 from amalgam.distill.teacher_cache import teacher_source_for
 from amalgam.distill.teachers import load_ensemble
 from amalgam.distill.trainer import NonFiniteLoss, TrainConfig, Trainer
-from amalgam.distill.views import ModelInput, to_unit_float
+from amalgam.distill.views import to_unit_float
 from amalgam.errors import UserError
-from amalgam.harness.plots import learning_curve
 from amalgam.models.checkpoint import ModelCard, atomic_write_bytes, save_checkpoint
 from amalgam.models.frozen import resolve_precision
+from amalgam.models.model_input import ModelInput
 from amalgam.models.students import canonical_student, create_student
 from amalgam.tasks.builtin import get_task
 from amalgam.tasks.loader import TaskData, load_task_data

@@ -39,9 +39,10 @@ from amalgam import PROJECT_ROOT
 from amalgam.distill.ensemble import TeacherEnsemble
 from amalgam.distill.methods.base import Method, TeacherOutputs
 from amalgam.distill.trainer import TeacherSource, TrainConfig
-from amalgam.distill.views import ModelInput, to_unit_float
+from amalgam.distill.views import to_unit_float
 from amalgam.models.checkpoint import SUFFIXES, atomic_write_bytes, checkpoint_files, checkpoint_stem
 from amalgam.models.frozen import resolve_precision
+from amalgam.models.model_input import ModelInput
 from amalgam.tasks.images import ImageSet
 from amalgam.tasks.loader import TaskData
 from amalgam.tasks.spec import TaskSpec, resolve_checkpoint_stem

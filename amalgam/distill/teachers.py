@@ -14,9 +14,7 @@ from amalgam import PROJECT_ROOT
 from amalgam.distill.ensemble import TeacherEnsemble
 from amalgam.distill.methods import MethodOptions, build_method
 from amalgam.distill.trainer import TrainConfig, Trainer, predict_logits
-from amalgam.distill.views import ModelInput
 from amalgam.errors import UserError
-from amalgam.harness.metrics import classification_scores
 from amalgam.models.checkpoint import (
     FORMAT,
     ModelCard,
@@ -25,6 +23,9 @@ from amalgam.models.checkpoint import (
     load_model,
     save_checkpoint,
 )
+from amalgam.models.metrics import classification_scores
+from amalgam.models.model_input import ModelInput, model_input_for
+from amalgam.models.seed_format import load_seed_teacher, seed_teacher_card
 from amalgam.models.teachers import create_teacher
 from amalgam.tasks.loader import TaskData
 from amalgam.tasks.spec import Roster, TaskSpec, TeacherSpec, resolve_checkpoint_stem
@@ -38,10 +39,6 @@ class TeacherReport:
     checkpoint: Path
     val_accuracy: float
     test_accuracy: float
-
-
-def model_input_for(card: ModelCard) -> ModelInput:
-    return ModelInput(card.img_size, tuple(card.mean), tuple(card.std), card.in_chans)
 
 
 def train_teacher(
@@ -177,8 +174,6 @@ def load_teachers(
     for teacher in spec.teachers:
         path = resolve_checkpoint_stem(spec, teacher, root)
         if teacher.format == "seed":  # the seed app's bare .pth: its custom CNN, no card
-            from amalgam.models.seed_format import load_seed_teacher, seed_teacher_card
-
             stats = spec.data.options
             model, model_input = load_seed_teacher(
                 path, teacher.classes, spec.img_size, stats.get("mean"), stats.get("std")

@@ -20,10 +20,11 @@ from torch.utils.data import DistributedSampler
 
 from amalgam.distill.distributed import DistEnv, average_gradients, sum_across
 from amalgam.distill.methods.base import Method, TeacherOutputs
-from amalgam.distill.views import AUGMENTATIONS, ModelInput, augment, to_unit_float
+from amalgam.distill.views import AUGMENTATIONS, augment, to_unit_float
 from amalgam.errors import UserError
-from amalgam.harness.metrics import classification_scores
 from amalgam.models.frozen import TEACHER_PRECISIONS
+from amalgam.models.metrics import classification_scores
+from amalgam.models.model_input import ModelInput
 from amalgam.tasks.images import ImageSet
 from amalgam.ui import track
 

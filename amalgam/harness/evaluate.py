@@ -14,14 +14,14 @@ import torch
 import torch.nn as nn
 
 from amalgam import PROJECT_ROOT
-from amalgam.distill.teachers import model_input_for
 from amalgam.distill.trainer import predict_logits
-from amalgam.distill.views import ModelInput
 from amalgam.errors import UserError
-from amalgam.harness.metrics import classification_scores, fit_temperature, reliability_bins
 from amalgam.harness.plots import confusion_figure, prediction_grid, reliability_figure
 from amalgam.models.checkpoint import atomic_write_bytes, checkpoint_stem, load_model
 from amalgam.models.export import is_exported_file, load_exported
+from amalgam.models.metrics import classification_scores, fit_temperature, reliability_bins
+from amalgam.models.model_input import ModelInput, model_input_for
+from amalgam.models.seed_format import load_seed_student
 from amalgam.tasks.loader import TaskData
 
 
@@ -77,8 +77,6 @@ def load_any_student(
         predictor, model_input, params = load_exported(path, classes)
         return LoadedStudent(predictor, model_input, path, params)
     if fmt == "seed" or (fmt == "auto" and path.suffix in (".pth", ".pt")):
-        from amalgam.models.seed_format import load_seed_student
-
         stats = {"mean": data.mean, "std": data.std} if data is not None else {}
         model, model_input = load_seed_student(path, classes, **stats)
         return LoadedStudent(model, model_input, path, sum(p.numel() for p in model.parameters()))

@@ -20,11 +20,12 @@ import torch
 from rich.table import Table
 
 from amalgam import PROJECT_ROOT
-from amalgam.distill.teachers import load_teachers, model_input_for
+from amalgam.distill.teachers import load_teachers
 from amalgam.errors import UserError
 from amalgam.harness.evaluate import LoadedStudent
 from amalgam.models.checkpoint import atomic_write_bytes, checkpoint_files, checkpoint_stem, load_model
 from amalgam.models.export import is_exported_file, load_exported, resolve_source
+from amalgam.models.model_input import model_input_for
 from amalgam.ui import console
 
 REPORT_FILE = "model_report.json"

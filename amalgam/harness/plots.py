@@ -1,4 +1,7 @@
-"""Figures a person looks at: learning curves, prediction grids, confusion and reliability."""
+"""Figures a person looks at after a run: prediction grids, confusion and reliability.
+
+The learning curve, which every run writes, lives below with the runs (`amalgam.distill.curves`).
+"""
 
 from __future__ import annotations
 
@@ -11,29 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-
-def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
-
-
-def learning_curve(history: list[dict], path: Path, title: str) -> Path:
-    epochs = [r["epoch"] for r in history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    ax_loss.plot(epochs, [r["train_loss"] for r in history], label="train loss")
-    ax_loss.plot(epochs, [r["val_loss"] for r in history], label="val loss (CE)")
-    ax_acc.plot(epochs, [r["train_acc"] for r in history], label="train acc")
-    ax_acc.plot(epochs, [r["val_acc"] for r in history], label="val acc")
-    ax_acc.plot(epochs, [r["val_macro_f1"] for r in history], label="val macro-F1")
-    for ax, name in ((ax_loss, "loss"), (ax_acc, "score")):
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(name)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle(title)
-    return _save(fig, path)
+from amalgam.distill.curves import save_figure  # noqa: E402
 
 
 def prediction_grid(
@@ -54,7 +35,7 @@ def prediction_grid(
         right = int(preds[i]) == int(labels[i])
         ax.set_title(f"true: {classes[int(labels[i])]}\npred: {classes[int(preds[i])]}",
                      fontsize=7, color="green" if right else "red")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def confusion_figure(confusion: list[list[int]], classes: list[str], path: Path, title: str) -> Path:
@@ -71,7 +52,7 @@ def confusion_figure(confusion: list[list[int]], classes: list[str], path: Path,
         ax.text(c, r, str(value), ha="center", va="center", fontsize=7,
                 color="white" if value > threshold else "black")
     ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def reliability_figure(raw: dict, scaled: dict, temperature: float, path: Path, title: str) -> Path:
@@ -87,4 +68,4 @@ def reliability_figure(raw: dict, scaled: dict, temperature: float, path: Path, 
         ax.set_title(name)
         ax.legend(fontsize=8)
     fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)

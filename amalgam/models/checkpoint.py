@@ -23,8 +23,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from amalgam.errors import UserError
+from amalgam.models.registry import teacher_builder
 from amalgam.models.students import STUDENTS, create_student
-from amalgam.models.teachers import CNN_WIDTHS, create_teacher
+from amalgam.models.teachers import create_teacher
+from amalgam.tasks.architectures import COMPACT_CNNS, SEED_CNN
 from amalgam.tasks.pth_files import damaged_file
 
 FORMAT = "amalgam-checkpoint/1"
@@ -73,7 +75,7 @@ def _whole(value: Any, low: int, high: int) -> bool:
 def _known_arch(value: Any) -> bool:
     if not isinstance(value, str) or not value:
         return False
-    return value in STUDENTS or value in CNN_WIDTHS or value == "seed-cnn" or timm.is_model(value)
+    return value in STUDENTS or teacher_builder(value) is not None or timm.is_model(value)
 
 
 def _class_names(value: Any) -> bool:
@@ -94,7 +96,7 @@ def _per_channel(value: Any, card: dict, positive: bool) -> bool:
 CARD_FIELDS: tuple[tuple[str, Callable[[Any, dict], bool], str], ...] = (
     ("kind", lambda v, _: v in ("teacher", "student"), "'teacher' or 'student'"),
     ("arch", lambda v, _: _known_arch(v),
-     f"a known architecture ({', '.join(sorted(CNN_WIDTHS))}, seed-cnn, a student or a timm model)"),
+     f"a known architecture ({', '.join(sorted(COMPACT_CNNS))}, {SEED_CNN}, a student or a timm model)"),
     ("classes", lambda v, _: _class_names(v), "a non-empty list of distinct class names"),
     ("img_size", lambda v, _: _whole(v, 1, 4096), "a whole number of pixels from 1 to 4096"),
     ("in_chans", lambda v, _: _whole(v, 1, 3) and v != 2, "1 or 3"),

@@ -26,7 +26,6 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from amalgam.distill.views import ModelInput
 from amalgam.errors import UserError
 from amalgam.models.checkpoint import (
     ModelCard,
@@ -35,6 +34,7 @@ from amalgam.models.checkpoint import (
     checkpoint_stem,
     load_model,
 )
+from amalgam.models.model_input import ModelInput
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 EXPORT_FORMAT = "amalgam-export/1"

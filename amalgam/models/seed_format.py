@@ -23,9 +23,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from amalgam.distill.views import ModelInput
 from amalgam.errors import UserError
 from amalgam.models.checkpoint import ModelCard
+from amalgam.models.model_input import ModelInput
+from amalgam.models.registry import register_teacher
+from amalgam.tasks.architectures import SEED_CNN
 from amalgam.tasks.pth_files import load_pth_safely
 
 SEED_IMG_SIZE = 64
@@ -105,6 +107,12 @@ class SeedTeacherCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+
+@register_teacher(SEED_CNN)
+def seed_cnn(num_classes: int, in_chans: int = 3) -> SeedTeacherCNN:
+    """The seed's CNN takes RGB only, as the seed built it; `in_chans` is the registry's signature."""
+    return SeedTeacherCNN(num_classes)
 
 
 # --- the seed's students: torchvision models under `backbone.` ------------------------------

@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 
 from amalgam.errors import UserError
+from amalgam.models.registry import register_teacher, teacher_builder
 
 CNN_WIDTHS = {"cnn-small": (32, 64, 128), "cnn-medium": (48, 96, 192), "cnn-large": (64, 128, 256)}
 DEFAULT_TEACHER_ARCH = "cnn-small"
@@ -56,13 +57,22 @@ class CompactCNN(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def create_teacher(arch: str, num_classes: int, in_chans: int = 3) -> nn.Module:
-    if arch in CNN_WIDTHS:
-        return CompactCNN(num_classes, CNN_WIDTHS[arch], in_chans)
-    if arch == "seed-cnn":
-        from amalgam.models.seed_format import SeedTeacherCNN
+def _compact_cnn(widths: tuple[int, ...]):
+    def build(num_classes: int, in_chans: int = 3) -> CompactCNN:
+        return CompactCNN(num_classes, widths, in_chans)
 
-        return SeedTeacherCNN(num_classes)
+    return build
+
+
+for _arch, _widths in CNN_WIDTHS.items():
+    register_teacher(_arch)(_compact_cnn(_widths))
+
+
+def create_teacher(arch: str, num_classes: int, in_chans: int = 3) -> nn.Module:
+    """Any teacher by name: a registered architecture, else a timm model."""
+    build = teacher_builder(arch)
+    if build is not None:
+        return build(num_classes, in_chans)
     if timm.is_model(arch):
         return timm.create_model(arch, pretrained=False, num_classes=num_classes)
     raise UserError(

@@ -11,10 +11,12 @@ from __future__ import annotations
 import math
 import re
 import tomllib
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 from amalgam.errors import UserError
+from amalgam.tasks.architectures import COMPACT_CNNS, SEED_CNN, is_teacher_arch
 from amalgam.tasks.spec import DataSpec, TaskSpec, TeacherSpec
 
 TOP_KEYS = {"name", "classes", "img_size", "student_img_size", "channels", "mean", "std", "description",
@@ -26,7 +28,6 @@ DATA_KEYS = {
 }
 FORMATS = ("amalgam", "seed")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-RESERVED_NAMES = {"fashion-mini", "fashion", "A", "B", "a", "b", "TaskA", "TaskB"}
 
 
 class _Reader:
@@ -130,13 +131,9 @@ def _teachers(doc: _Reader, base: Path) -> tuple[TeacherSpec, ...]:
 
 
 def _check_arch(t: _Reader, arch: str) -> None:
-    import timm
-
-    from amalgam.models.teachers import CNN_WIDTHS
-
-    if arch not in CNN_WIDTHS and arch != "seed-cnn" and not timm.is_model(arch):
-        raise t.fail("arch", f"{arch!r} is not a teacher architecture; use one of {sorted(CNN_WIDTHS)}, "
-                             "seed-cnn or a timm model name")
+    if not is_teacher_arch(arch):
+        raise t.fail("arch", f"{arch!r} is not a teacher architecture; use one of {sorted(COMPACT_CNNS)}, "
+                             f"{SEED_CNN} or a timm model name")
 
 
 def _data(doc: _Reader, base: Path, teachers: tuple[TeacherSpec, ...], classes: tuple[str, ...]) -> DataSpec:
@@ -201,8 +198,9 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise UserError(f"{path} is not valid TOML ({exc}); fix the syntax") from exc
 
 
-def load_task_file(path: Path) -> TaskSpec:
-    """Parse and validate a task.toml into a TaskSpec."""
+def load_task_file(path: Path, reserved_names: Collection[str] = ()) -> TaskSpec:
+    """Parse and validate a task.toml into a TaskSpec; its name may not be one of `reserved_names`
+    (the built-in tasks' names, which `amalgam.tasks.builtin.load_task_toml` passes)."""
     path = Path(path).expanduser()
     raw = _read_toml(path)
     doc = _Reader(raw, path)
@@ -210,7 +208,7 @@ def load_task_file(path: Path) -> TaskSpec:
     name = doc.text("name", required=True)
     if not _NAME.fullmatch(name):
         raise doc.fail("name", f"{name!r} may only use letters, digits, '.', '_' and '-' (it names folders)")
-    if name in RESERVED_NAMES:
+    if name in reserved_names:
         raise doc.fail("name", f"{name!r} is a built-in task's name; choose another")
     classes = doc.names("classes")
     img_size, student_img_size = doc.get("img_size", int, 32), doc.get("student_img_size", int)

@@ -1,0 +1,17 @@
+"""The teacher architectures a task may name, as names only: a task never imports a model.
+
+`amalgam.models` builds them: each registers its builder under one of these names
+(`amalgam.models.registry`). Any timm model name is a teacher architecture too.
+"""
+
+from __future__ import annotations
+
+COMPACT_CNNS = ("cnn-small", "cnn-medium", "cnn-large")
+SEED_CNN = "seed-cnn"  # the seed app's teacher CNN, loaded from its bare .pth files
+TEACHER_ARCHS = (*COMPACT_CNNS, SEED_CNN)
+
+
+def is_teacher_arch(name: str) -> bool:
+    import timm  # on use only: reading a task file should not wait for timm unless it must
+
+    return name in TEACHER_ARCHS or timm.is_model(name)
