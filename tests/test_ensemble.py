@@ -6,14 +6,14 @@ import math
 
 import torch
 
-from amalgam.distill.ensemble import combined_teacher_probs, place_in_task_space, seed_rule_targets
-from amalgam.distill.losses import kd_loss, soft_cross_entropy
+from amalgam.distill.ensemble import combined_teacher_probs
+from amalgam.distill.losses import covering_average_targets, kd_loss, place_in_task_space, soft_cross_entropy
 from amalgam.tasks.builtin import get_task
 from amalgam.tasks.spec import DataSpec, TaskSpec, TeacherSpec
 
 
-def naive_seed_rule(local_logits, labels, spec, temperature):
-    """The seed app's rule, one sample and one class at a time."""
+def naive_covering_average(local_logits, labels, spec, temperature):
+    """The covering teachers' average (the reference app's rule), one sample and one class at a time."""
     out = torch.zeros(len(labels), spec.num_classes)
     for b, label in enumerate(labels.tolist()):
         sums, counts = [0.0] * spec.num_classes, [0] * spec.num_classes
@@ -38,24 +38,24 @@ def uneven_task() -> TaskSpec:
     return TaskSpec("uneven", classes, teachers, DataSpec("none"))
 
 
-def test_seed_rule_matches_naive_on_overlapping_rosters():
+def test_covering_average_matches_naive_on_overlapping_rosters():
     torch.manual_seed(0)
     for spec in (get_task("B"), uneven_task(), get_task("fashion")):
         roster = spec.roster()
         logits = torch.randn(64, roster.num_teachers, roster.local_mask.shape[1]) * 3
         labels = torch.randint(0, spec.num_classes, (64,))
         for temperature in (1.0, 4.0):
-            fast = seed_rule_targets(logits, labels, roster, temperature)
-            slow = naive_seed_rule(logits, labels, spec, temperature)
+            fast = covering_average_targets(logits, labels, roster, temperature)
+            slow = naive_covering_average(logits, labels, spec, temperature)
             torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-6)
 
 
-def test_seed_rule_puts_mass_only_on_classes_of_covering_teachers():
+def test_covering_average_puts_mass_only_on_classes_of_covering_teachers():
     spec = get_task("B")
     roster = spec.roster()
     logits = torch.randn(5, 3, 5)
     hyena = spec.classes.index("hyena")  # teachers 1 and 2
-    targets = seed_rule_targets(logits, torch.full((5,), hyena), roster, 2.0)
+    targets = covering_average_targets(logits, torch.full((5,), hyena), roster, 2.0)
     allowed = roster.coverage[0] | roster.coverage[1]
     assert torch.all(targets[:, ~allowed] == 0)
     assert torch.all(targets[:, allowed] > 0)

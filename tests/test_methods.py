@@ -8,13 +8,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from amalgam.distill.ensemble import correct_teachers
+from amalgam.distill.losses import correct_teachers, dkd_loss, partial_kd_loss
 from amalgam.distill.methods import METHODS, MethodOptions, TeacherOutputs, build_method
-from amalgam.distill.methods.dkd import dkd_loss
-from amalgam.distill.methods.partial_kd import partial_kd_loss
+from amalgam.distill.methods.ce import CrossEntropy
+from amalgam.distill.methods.dkd import DecoupledKD
+from amalgam.distill.methods.fitnet import FitNetHints
+from amalgam.distill.methods.sum_of_terms import SumOfTerms
 from amalgam.errors import UserError
 from amalgam.models.metrics import fit_temperature
-from amalgam.models.teachers import create_teacher
+from amalgam.models.teacher_archs import create_teacher
 from amalgam.tasks.spec import DataSpec, TaskSpec, TeacherSpec
 
 
@@ -76,7 +78,7 @@ def test_partial_kd_covering_filter_keeps_only_teachers_that_know_the_label():
     assert not torch.allclose(got, everyone)
 
 
-def test_union_kd_is_the_seed_rule_kd_plus_the_partial_term():
+def test_union_kd_is_kd_plus_the_partial_term():
     spec, roster = roster3()
     torch.manual_seed(1)
     student, teacher, labels = torch.randn(4, 5), torch.randn(4, 3, 3), torch.tensor([0, 1, 3, 4])
@@ -139,26 +141,73 @@ class TinyStudent(torch.nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
+def feature_inputs(seed: int):
+    """Student and teacher feature maps of different sizes, logits and labels for roster3."""
+    torch.manual_seed(seed)
+    student_features = torch.randn(4, 6, 4, 4)
+    teacher_features = [torch.randn(4, 8, 2, 2), torch.randn(4, 5, 4, 4), torch.randn(4, 3, 8, 8)]
+    logits, local, labels = torch.randn(4, 5), torch.randn(4, 3, 3), torch.tensor([0, 1, 3, 4])
+    return student_features, logits, TeacherOutputs(local, teacher_features), labels
+
+
 @pytest.mark.parametrize("base", ["kd", "partial-kd", "union-kd"])
 def test_hinted_method_is_its_logit_method_plus_fitnets_hint(base):
     spec, roster = roster3()
-    torch.manual_seed(2)
     options = MethodOptions(temperature=2.0, alpha=0.3, hint_weight=0.7)
     hinted, plain, fitnet = (build_method(n, roster, options) for n in (f"fitnet+{base}", base, "fitnet"))
-    student_features = torch.randn(4, 6, 4, 4)
-    teacher_features = [torch.randn(4, 8, 2, 2), torch.randn(4, 5, 4, 4), torch.randn(4, 3, 8, 8)]
-    hinted.setup(student_features, teacher_features, [])
-    fitnet.setup(student_features, teacher_features, [])
+    student_features, logits, out, labels = feature_inputs(2)
+    hinted.setup(student_features, out.features, [])
+    fitnet.setup(student_features, out.features, [])
     fitnet.regressors.load_state_dict(hinted.regressors.state_dict())
-    logits, local, labels = torch.randn(4, 5), torch.randn(4, 3, 3), torch.tensor([0, 1, 3, 4])
-    out = TeacherOutputs(local, teacher_features)
     got = hinted.loss_terms(logits, student_features, out, labels)
-    expected = {**plain.loss_terms(logits, None, out, labels),
-                "loss_hint": fitnet.loss_terms(logits, student_features, out, labels)["loss_hint"]}
-    assert set(got) == set(expected)
+    plain_terms = plain.loss_terms(logits, None, out, labels)
+    fitnet_terms = fitnet.loss_terms(logits, student_features, out, labels)
+    expected = {**plain_terms, "loss_hint": fitnet_terms["loss_hint"]}
+    assert list(got) == list(expected)
     for key, value in expected.items():
         torch.testing.assert_close(got[key], value)
-    assert hinted.needs_features and "hint_weight" in hinted.options_used
+    torch.testing.assert_close(sum(got.values()), sum(plain_terms.values()) + fitnet_terms["loss_hint"])
+    assert hinted.needs_features and hinted.options_used == (*plain.options_used, "hint_weight")
+    assert list(hinted.state_dict()) == list(fitnet.state_dict())  # saved method files keep their keys
+
+
+def test_fitnet_is_cross_entropy_plus_the_hint_term():
+    spec, roster = roster3()
+    fitnet = build_method("fitnet", roster, MethodOptions(hint_weight=0.7))
+    hints = FitNetHints(roster, MethodOptions(hint_weight=0.7))
+    student_features, logits, out, labels = feature_inputs(3)
+    fitnet.setup(student_features, out.features, [])
+    hints.setup(student_features, out.features, [])
+    hints.load_state_dict(fitnet.state_dict())
+    assert list(fitnet.state_dict()) == ["regressors.0.weight", "regressors.1.weight", "regressors.2.weight"]
+    got = fitnet.loss_terms(logits, student_features, out, labels)
+    assert list(got) == ["loss_ce", "loss_hint"]
+    torch.testing.assert_close(got["loss_ce"], F.cross_entropy(logits, labels))
+    hint_alone = hints.loss_terms(logits, student_features, out, labels)["loss_hint"]
+    torch.testing.assert_close(got["loss_hint"], hint_alone)
+    assert fitnet.options_used == ("hint_weight",) and fitnet.uses_teachers and fitnet.needs_features
+
+
+def test_a_new_combination_is_data_not_a_class():
+    spec, roster = roster3()
+    options = MethodOptions(temperature=2.0, hint_weight=0.5)
+    recipe = SumOfTerms("fitnet+dkd", (DecoupledKD, FitNetHints))
+    assert recipe.options_used == ("temperature", "dkd_alpha", "dkd_beta", "teacher_filter", "hint_weight")
+    combined, dkd = recipe(roster, options), DecoupledKD(roster, options)
+    student_features, logits, out, labels = feature_inputs(4)
+    combined.setup(student_features, out.features, [])
+    got = combined.loss_terms(logits, student_features, out, labels)
+    assert list(got) == ["loss_ce", "loss_tckd", "loss_nckd", "loss_hint"]
+    for key, value in dkd.loss_terms(logits, None, out, labels).items():
+        torch.testing.assert_close(got[key], value)
+
+
+def test_a_sum_of_terms_refuses_parts_that_share_a_term():
+    spec, roster = roster3()
+    twice_ce = SumOfTerms("ce+dkd", (CrossEntropy, DecoupledKD))(roster, MethodOptions())
+    _, logits, out, labels = feature_inputs(5)
+    with pytest.raises(ValueError, match="loss_ce"):
+        twice_ce.loss_terms(logits, None, out, labels)
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))

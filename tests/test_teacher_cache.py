@@ -16,7 +16,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from amalgam.distill.ensemble import TeacherEnsemble, seed_rule_targets
+from amalgam.distill.ensemble import TeacherEnsemble
+from amalgam.distill.losses import covering_average_targets
 from amalgam.distill.methods import MethodOptions, build_method
 from amalgam.distill.teacher_cache import (
     cached_teacher_source,
@@ -26,12 +27,12 @@ from amalgam.distill.teacher_cache import (
     teacher_cache_key,
     teacher_source_for,
 )
-from amalgam.distill.teachers import load_ensemble
+from amalgam.distill.teacher_loading import load_ensemble
 from amalgam.distill.trainer import TrainConfig, Trainer
 from amalgam.distill.views import to_unit_float
 from amalgam.models.checkpoint import ModelCard, save_checkpoint
 from amalgam.models.model_input import ModelInput
-from amalgam.models.teachers import create_teacher
+from amalgam.models.teacher_archs import create_teacher
 from amalgam.tasks.images import ImageSet
 from amalgam.tasks.loader import TaskData
 from amalgam.tasks.spec import DataSpec, TaskSpec, TeacherSpec
@@ -116,8 +117,8 @@ def test_cached_targets_equal_online_for_a_deterministic_view(tiny):
     # softmax(z / T) moves by at most 2 max|dz| / T (T = 4 here); averaging two teachers and
     # renormalising can at most double that, so the logits' bound carries over as 4 max|dz| / T
     bound = 4 * TARGET_TOLERANCE["fp32"] * float(online.abs().max()) / 4.0
-    torch.testing.assert_close(seed_rule_targets(cached, labels, spec.roster(), 4.0),
-                               seed_rule_targets(online, labels, spec.roster(), 4.0),
+    torch.testing.assert_close(covering_average_targets(cached, labels, spec.roster(), 4.0),
+                               covering_average_targets(online, labels, spec.roster(), 4.0),
                                rtol=0.0, atol=bound)
 
 

@@ -1,7 +1,7 @@
-"""Frozen partial teachers, and pure functions that place their outputs in task space.
+"""Frozen partial teachers run together, and their combination as one classifier.
 
-Teacher k outputs logits over its own classes; the roster's index tensors scatter them into
-the task's global classes for a whole batch and all teachers at once.
+Where their outputs sit in task space, and every target built from them, are pure
+functions in amalgam/distill/losses/.
 """
 
 from __future__ import annotations
@@ -11,58 +11,15 @@ import copy
 import torch
 import torch.nn as nn
 
+from amalgam.distill.losses import masked_local_softmax, place_in_task_space
 from amalgam.models.frozen import DTYPES, fold_batchnorm
 from amalgam.models.model_input import ModelInput
 from amalgam.tasks.spec import Roster
 
 
-def masked_local_softmax(local_logits: torch.Tensor, roster: Roster, temperature: float = 1.0):
-    """Softmax over each teacher's real classes; padded slots get probability 0. [B,K,L]."""
-    mask = roster.local_mask.to(local_logits.device)
-    scaled = (local_logits / temperature).masked_fill(~mask, float("-inf"))
-    return torch.softmax(scaled, dim=-1)
-
-
-def place_in_task_space(local_values: torch.Tensor, roster: Roster) -> torch.Tensor:
-    """[B, K, L] per-teacher values → [B, K, C], zeros at classes a teacher does not know."""
-    b, k, _ = local_values.shape
-    index = roster.local_to_global.to(local_values.device).expand(b, k, -1)
-    mask = roster.local_mask.to(local_values.device)
-    placed = local_values.new_zeros(b, k, roster.num_classes)
-    return placed.scatter_add(2, index, local_values * mask)
-
-
-def covering_teachers(labels: torch.Tensor, roster: Roster) -> torch.Tensor:
-    """[B, K] bool: teacher k's classes include sample b's label."""
-    return roster.coverage.to(labels.device)[:, labels].T
-
-
-def seed_rule_targets(
-    local_logits: torch.Tensor, labels: torch.Tensor, roster: Roster, temperature: float,
-    allowed: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """The seed app's soft labels, vectorised: average the teachers that cover the true class.
-
-    Each covering teacher's softened probabilities go to their global indices; a class known
-    to several covering teachers gets their mean. The result is renormalised to sum to 1 so
-    it is a distribution for the KL term (it already is when one teacher covers the label).
-    `allowed` [B, K] narrows the covering teachers further (e.g. to those that are correct);
-    a sample left with none gets an all-zero row, which its caller must mask out.
-    """
-    coverage = roster.coverage.to(local_logits.device)  # [K, C]
-    covering = covering_teachers(labels, roster).float()  # [B, K]
-    if allowed is not None:
-        covering = covering * allowed.float()
-    probs = place_in_task_space(masked_local_softmax(local_logits, roster, temperature), roster)
-    summed = (probs * covering[:, :, None]).sum(dim=1)  # [B, C]
-    counts = covering @ coverage.float()  # [B, C]: covering teachers that know class c
-    averaged = summed / counts.clamp_min(1.0)
-    return averaged / averaged.sum(dim=1, keepdim=True).clamp_min(1e-12)
-
-
 def combined_teacher_probs(local_logits: torch.Tensor, roster: Roster) -> torch.Tensor:
     """The teachers as one classifier over the union: per class, the mean of its teachers'
-    probabilities. Used as the 'teachers combined' reference line in reports."""
+    probabilities. The 'teachers combined' reference line in reports, and SimKD's prediction."""
     probs = place_in_task_space(masked_local_softmax(local_logits, roster), roster).sum(dim=1)
     counts = roster.coverage.to(local_logits.device).float().sum(dim=0)
     return probs / counts
@@ -136,11 +93,3 @@ class TeacherEnsemble(nn.Module):
                 logits = teacher(prepared[model_input]).float()
             out[:, k, : logits.shape[1]] = logits
         return out, features
-
-def correct_teachers(local_logits: torch.Tensor, labels: torch.Tensor, roster: Roster) -> torch.Tensor:
-    """[B, K] bool: the teacher knows the sample's class and ranks it first (seed 003's filter)."""
-    masked = local_logits.masked_fill(~roster.local_mask.to(local_logits.device), float("-inf"))
-    predicted = roster.local_to_global.to(local_logits.device).gather(
-        1, masked.argmax(dim=2).T
-    ).T  # [B, K] global index of each teacher's top class
-    return covering_teachers(labels, roster) & (predicted == labels[:, None])

@@ -82,8 +82,10 @@ class Method(nn.Module):
         self.roster = roster
         self.options = options
 
-    def setup(self, student: nn.Module, teachers: list[nn.Module], view: torch.Tensor) -> None:
-        """Build trainable helpers once shapes are known (a dry run on one batch)."""
+    def setup(self, student_features: torch.Tensor, teacher_features: list[torch.Tensor],
+              teachers: list[nn.Module]) -> None:
+        """Build trainable helpers once shapes are known: the student's and each teacher's
+        feature maps on one dry batch, and the frozen teachers themselves (for their heads)."""
 
     def student_forward(self, student: nn.Module, x: torch.Tensor):
         if self.needs_features:

@@ -1,31 +1,24 @@
 """FitNet hints (Romero et al., ICLR 2015), one 1x1-conv regressor per teacher.
 
 The student's last feature map is regressed onto each teacher's last feature map; hints
-are class-agnostic, so every teacher gives one on every image.
+are class-agnostic, so every teacher gives one on every image. `FitNetHints` is only the
+hint term: `fitnet` is it plus CE, and `fitnet+<logit method>` is it plus that method's
+terms (amalgam/distill/methods/__init__.py).
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
+from amalgam.distill.losses import hint_loss
 from amalgam.distill.methods.base import Method
-from amalgam.distill.methods.features import match_spatial
 
 
-def hint_loss(student_features: torch.Tensor, teacher_features: list[torch.Tensor],
-              regressors: nn.ModuleList) -> torch.Tensor:
-    """Σ_k MSE(regressor_k(f_s) resized to f_t_k, f_t_k)."""
-    total = student_features.new_zeros(())
-    for regressor, target in zip(regressors, teacher_features, strict=True):
-        guess = match_spatial(regressor(student_features), tuple(target.shape[-2:]))
-        total = total + F.mse_loss(guess, target)
-    return total
+class FitNetHints(Method):
+    """`hint_weight` times FitNet's hint loss; a part of a sum of terms, not a method alone."""
 
-
-class FitNet(Method):
-    name = "fitnet"
+    name = "fitnet-hints"
     options_used = ("hint_weight",)
     needs_features = True
 
@@ -37,8 +30,5 @@ class FitNet(Method):
         ).to(student_features.device)
 
     def loss_terms(self, student_logits, student_features, teacher, labels):
-        return {
-            "loss_ce": F.cross_entropy(student_logits, labels),
-            "loss_hint": self.options.hint_weight * hint_loss(student_features, teacher.features,
-                                                              self.regressors),
-        }
+        regressed = [regressor(student_features) for regressor in self.regressors]
+        return {"loss_hint": self.options.hint_weight * hint_loss(regressed, teacher.features)}

@@ -13,8 +13,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from amalgam.distill.ensemble import combined_teacher_probs
+from amalgam.distill.losses import common_size, match_spatial, simkd_loss
 from amalgam.distill.methods.base import Method
-from amalgam.distill.methods.features import common_size, match_spatial
 
 
 def projector(c_in: int, c_out: int, ratio: int) -> nn.Sequential:
@@ -40,18 +40,11 @@ class SimKD(Method):
         ).to(student_features.device)
         self.frozen_teachers = list(teachers)  # a plain list: not trained, not saved with the method
 
-    def _projections(self, student_features: torch.Tensor, sizes: list[tuple[int, int]]):
-        return [proj(match_spatial(student_features, size)) for proj, size in zip(self.projectors, sizes,
-                                                                                     strict=True)]
-
     def loss_terms(self, student_logits, student_features, teacher, labels):
-        total = student_features.new_zeros(())
-        for proj, target in zip(self.projectors, teacher.features, strict=True):
-            size = common_size(student_features, target)
-            guess = proj(match_spatial(student_features, size))
-            total = total + F.mse_loss(guess, match_spatial(target, size))
+        projected = [proj(match_spatial(student_features, common_size(student_features, target)))
+                     for proj, target in zip(self.projectors, teacher.features, strict=True)]
         return {"loss_ce": F.cross_entropy(student_logits, labels),
-                "loss_simkd": self.options.simkd_weight * total}
+                "loss_simkd": self.options.simkd_weight * simkd_loss(projected, teacher.features)}
 
     def predict(self, student: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """Reuse each teacher's classifier on its projection; combine over the union."""

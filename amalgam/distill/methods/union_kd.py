@@ -1,27 +1,35 @@
-"""`kd` and `partial-kd` together: each fixes the errors the other makes.
+"""`kd` and `partial-kd` together, so each can fix the errors the other makes.
 
-Measured on `fashion` (README, "Method comparison"): the seed rule's target puts zero mass
-on every class the covering teachers do not know, which cuts errors between classes that no
-single teacher knows together (T-shirt vs Shirt) but blurs the ones inside a teacher's
-roster; partial-kd sharpens those inside a roster but, from teachers that never saw the
-image's class, raises the most similar wrong class. Summing both terms keeps each one's gain.
+The covering teachers' average puts zero mass on every class those teachers do not know,
+which separates classes that no single teacher knows together but blurs the ones inside a
+teacher's roster; partial-kd sharpens those inside a roster but, from teachers that never
+saw the image's class, raises the most similar wrong class. One CE term, `kd`'s soft term
+and partial-kd's term (`loss_partial`).
 """
 
 from __future__ import annotations
 
-from amalgam.distill.losses import kd_loss
-from amalgam.distill.methods.kd import filtered_seed_targets
-from amalgam.distill.methods.partial_kd import PartialKD, partial_kd_loss
+from amalgam.distill.losses import (
+    filtered_covering_targets,
+    kd_loss,
+    partial_kd_loss,
+    partial_teacher_weights,
+)
+from amalgam.distill.methods.base import Method
+from amalgam.distill.methods.partial_kd import PartialKD
 
 
-class UnionKD(PartialKD):
-    name = "union-kd"  # reads the same options as partial-kd
+class UnionKD(Method):
+    name = "union-kd"
+    options_used = PartialKD.options_used  # kd's options are a subset of these
 
     def loss_terms(self, student_logits, student_features, teacher, labels):
         o = self.options
-        targets = filtered_seed_targets(teacher.logits, labels, self.roster, o)
+        targets = filtered_covering_targets(teacher.logits, labels, self.roster, o.temperature,
+                                            o.teacher_filter)
         terms = kd_loss(student_logits, targets, labels, o.temperature, o.alpha)
-        weights = self.teacher_weights(teacher.logits, labels)
+        weights = partial_teacher_weights(teacher.logits, labels, self.roster, o.confidence_weighting,
+                                          o.teacher_filter)
         terms["loss_partial"] = o.alpha * partial_kd_loss(student_logits, teacher.logits, self.roster,
                                                           o.temperature, weights)
         return terms

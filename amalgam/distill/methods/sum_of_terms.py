@@ -1,0 +1,88 @@
+"""A method made of other methods: its loss terms are all of its parts' terms.
+
+`fitnet` is CE plus FitNet's hint term; `fitnet+kd` is `kd` plus the same hint term. Such a
+combination is data, a name and a list of parts (`SumOfTerms`), registered beside the
+single methods, so a new combination needs no new class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from amalgam.distill.methods.base import Method, MethodOptions
+from amalgam.tasks.spec import Roster
+
+
+@dataclass(frozen=True)
+class SumOfTerms:
+    """The recipe: called with (roster, options) like a method class, it builds the method.
+
+    Parts must not share a loss-term name (that term would be counted twice, e.g. two CE
+    terms), and at most one part may predict with something other than the student's head.
+    """
+
+    name: str
+    parts: tuple[type[Method], ...]
+
+    @property
+    def options_used(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(option for part in self.parts for option in part.options_used))
+
+    @property
+    def uses_teachers(self) -> bool:
+        return any(part.uses_teachers for part in self.parts)
+
+    @property
+    def needs_features(self) -> bool:
+        return any(part.needs_features for part in self.parts)
+
+    def __call__(self, roster: Roster, options: MethodOptions) -> SummedMethod:
+        return SummedMethod(self, [part(roster, options) for part in self.parts], roster, options)
+
+
+class SummedMethod(Method):
+    """The parts' loss terms merged into one dict, in the parts' order."""
+
+    def __init__(self, recipe: SumOfTerms, parts: list[Method], roster: Roster, options: MethodOptions):
+        super().__init__(roster, options)
+        self.name = recipe.name
+        self.options_used = recipe.options_used
+        self.uses_teachers = recipe.uses_teachers
+        self.needs_features = recipe.needs_features
+        self.parts = tuple(parts)  # a tuple, so not submodules: their helpers are adopted in setup
+        predictors = [part for part in parts if type(part).predict is not Method.predict]
+        if len(predictors) > 1:
+            raise ValueError(f"{recipe.name}: more than one part has its own predict")
+        self.predictors = tuple(predictors)  # a tuple, so not a submodule either
+
+    def setup(self, student_features: torch.Tensor, teacher_features: list[torch.Tensor],
+              teachers: list[nn.Module]) -> None:
+        helpers: dict[str, nn.Module] = {}
+        for part in self.parts:
+            part.setup(student_features, teacher_features, teachers)
+            for child_name, child in part.named_children():
+                if child_name in helpers:
+                    raise ValueError(f"{self.name}: two parts both have a {child_name!r}")
+                helpers[child_name] = child
+        # The parts' helpers become this method's own children, so its saved state has the same
+        # keys (`regressors.0.weight`) as the part alone, and the trainer optimises them.
+        for child_name, child in helpers.items():
+            self.add_module(child_name, child)
+
+    def loss_terms(self, student_logits, student_features, teacher, labels):
+        terms: dict[str, torch.Tensor] = {}
+        for part in self.parts:
+            part_terms = part.loss_terms(student_logits, student_features, teacher, labels)
+            shared = terms.keys() & part_terms.keys()
+            if shared:
+                raise ValueError(f"{self.name}: parts share the loss terms {sorted(shared)}")
+            terms.update(part_terms)
+        return terms
+
+    def predict(self, student: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if not self.predictors:
+            return super().predict(student, x)
+        return self.predictors[0].predict(student, x)
