@@ -15,9 +15,11 @@ import torch
 
 from amalgam import PROJECT_ROOT
 from amalgam.distill.methods import METHODS, MethodOptions
-from amalgam.distill.run import DistilSettings, TrainingInterrupted, distil, load_best
+from amalgam.distill.run import DistilSettings, distil
 from amalgam.distill.run_dirs import fresh_dir
-from amalgam.distill.teachers import load_ensemble
+from amalgam.distill.run_saving import load_best
+from amalgam.distill.run_state import TrainingInterrupted
+from amalgam.distill.teacher_loading import load_ensemble
 from amalgam.distill.trainer import TrainConfig
 from amalgam.errors import UserError
 from amalgam.harness.compare_report import write_compare_report

@@ -10,7 +10,8 @@ from rich.table import Table
 from amalgam import PROJECT_ROOT
 from amalgam.distill.methods import MethodOptions, build_method
 from amalgam.distill.run import DistilSettings, distil
-from amalgam.distill.teachers import load_ensemble, train_all_teachers
+from amalgam.distill.teacher_loading import load_ensemble
+from amalgam.distill.teacher_training import train_all_teachers
 from amalgam.distill.trainer import STUDENT_AUGMENT, TrainConfig
 from amalgam.errors import UserError
 from amalgam.harness.evaluate import evaluate_student, load_student, score_student

@@ -1,4 +1,4 @@
-"""Training speed and memory: plain CE vs our KD (cached / online teachers) vs the seed's way.
+"""Training speed and memory: plain CE vs our KD (cached / online teachers) vs the CAS771 reference app's way.
 
 All four arms train the same MobileNetV3 student on the same generated CAS771 Task-B-layout
 data (three 5-class teachers, 64x64 images, 1,200 training images). Each arm runs in a fresh
@@ -7,7 +7,7 @@ spawned process so its peak resident memory (`ru_maxrss`) is its own.
     (a) ce         amalgam Trainer, method "ce"
     (b) kd-cached  amalgam Trainer, method "kd", teacher logits from the on-disk cache
     (c) kd-online  amalgam Trainer, method "kd", all teachers on every batch
-    (d) seed       written here the way the seed app works: a Dataset that decodes each image
+    (d) seed       written here the way the reference app works: a Dataset that decodes each image
                    through PIL with torchvision transforms every epoch, every teacher on every
                    batch, soft labels built sample by sample in Python
 
@@ -48,10 +48,10 @@ TARGETS = {"kd_cached_over_ce": (">=", 0.9), "kd_cached_over_seed": (">=", 8.0),
 
 
 def default_teacher_arch() -> str:
-    """The seed's CNN when this checkout has it, else our CNN of the same role."""
+    """The reference app's CNN when this checkout has it, else our CNN of the same role."""
     import importlib.util
 
-    return "seed-cnn" if importlib.util.find_spec("amalgam.models.seed_format") else "cnn-small"
+    return "seed-cnn" if importlib.util.find_spec("amalgam.models.cas771_format") else "cnn-small"
 
 
 # --- the shared inputs, written once by the parent ------------------------------------------
@@ -86,7 +86,7 @@ def to_task_space(files: list[dict]):
 def save_teachers(workdir: Path, arch: str, mean: tuple, std: tuple) -> None:
     """Random-init teachers (speed does not depend on the weights) in checkpoint layout."""
     from amalgam.models.checkpoint import ModelCard, save_checkpoint
-    from amalgam.models.teachers import create_teacher
+    from amalgam.models.teacher_archs import create_teacher
     from amalgam.tasks.builtin import get_task
 
     for k, teacher in enumerate(get_task("B").teachers, start=1):
@@ -119,7 +119,7 @@ def take(n: int, epoch_batches):
 def run_amalgam_arm(arm: str, workdir: Path, steps: int, warmup: int, precision: str) -> dict:
     from amalgam.distill.methods import MethodOptions, build_method
     from amalgam.distill.teacher_cache import inference_ensemble, online_source, teacher_source_for
-    from amalgam.distill.teachers import load_ensemble
+    from amalgam.distill.teacher_loading import load_ensemble
     from amalgam.distill.trainer import TrainConfig, Trainer, batch_indices, epoch_generator
     from amalgam.models.model_input import ModelInput
     from amalgam.models.students import create_student
@@ -131,7 +131,7 @@ def run_amalgam_arm(arm: str, workdir: Path, steps: int, warmup: int, precision:
     mean, std = channel_stats(train.images, 3)
     data = TaskData(spec, train, train.subset(torch.arange(24)), train.subset(torch.arange(24)), mean, std)
     config = TrainConfig(batch_size=BATCH, augment="none", quiet=True, teacher_precision=precision)
-    options = MethodOptions(temperature=2.0, alpha=0.1)  # the seed's defaults, as in arm (d)
+    options = MethodOptions(temperature=2.0, alpha=0.1)  # the reference app's defaults, as in arm (d)
     method = build_method("ce" if arm == "ce" else "kd", spec.roster(), options)
     extra, source = {}, None
     if arm != "ce":
@@ -162,7 +162,7 @@ def run_amalgam_arm(arm: str, workdir: Path, steps: int, warmup: int, precision:
 
 
 def run_seed_arm(workdir: Path, steps: int, warmup: int) -> dict:
-    """The seed app's way, written here: per-sample PIL, teachers per batch, soft-label loop."""
+    """The reference app's way, written here: per-sample PIL, teachers per batch, soft-label loop."""
     import torch.nn.functional as F
     from PIL import Image
     from torch.utils.data import ConcatDataset, DataLoader, Dataset
@@ -301,9 +301,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, help="timed steps of the arms that run teachers per batch")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps at the start of each arm")
     parser.add_argument("--teacher-arch", default=default_teacher_arch(),
-                        help="teacher network (default: the seed's CNN, seed-cnn, when available)")
+                        help="teacher network (default: the reference app's CNN, seed-cnn, when available)")
     parser.add_argument("--teacher-precision", default="auto", choices=("auto", "fp32", "bf16"),
-                        help="our arms' frozen teachers (the seed arm always runs fp32, as the seed did)")
+                        help="our arms' frozen teachers (the seed arm runs fp32, as the reference app did)")
     args = parser.parse_args()
     n_train = N_QUICK if args.quick else N_TRAIN
     heavy = args.steps or (6 if args.quick else N_TRAIN // BATCH)

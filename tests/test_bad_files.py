@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from amalgam.errors import UserError
+from amalgam.models.cas771_format import Cas771TeacherCNN, load_cas771_student, load_cas771_teacher
 from amalgam.models.checkpoint import load_model, read_checkpoint, save_checkpoint
-from amalgam.models.seed_format import SeedTeacherCNN, load_seed_student, load_seed_teacher
-from amalgam.models.teachers import create_teacher
+from amalgam.models.teacher_archs import create_teacher
 from amalgam.tasks.builtin import get_task
 from amalgam.tasks.images import ImageSet
 from amalgam.tasks.loader import load_task_data
@@ -61,7 +61,7 @@ def _plain_pickle(payload: object, path: Path) -> None:
 
 
 @pytest.mark.parametrize("write", [_zip_pth, _legacy_pth, _plain_pickle])
-@pytest.mark.parametrize("load", [load_seed_student, load_seed_teacher])
+@pytest.mark.parametrize("load", [load_cas771_student, load_cas771_teacher])
 def test_pickled_code_is_refused_plainly_and_never_runs(tmp_path: Path, write, load):
     marker = tmp_path / "FILE"
     path = tmp_path / "student_model_epoch12_acc80.00.pth"
@@ -258,10 +258,10 @@ def test_truncated_data_file(tmp_path: Path, legacy: bool):
 
 def test_truncated_seed_checkpoint(tmp_path: Path):
     path = tmp_path / "teacher.pth"
-    torch.save(SeedTeacherCNN(2).state_dict(), path)
+    torch.save(Cas771TeacherCNN(2).state_dict(), path)
     _truncate(path)
     with pytest.raises(UserError) as caught:
-        load_seed_teacher(path, CLASSES)
+        load_cas771_teacher(path, CLASSES)
     message = one_line(caught)
     assert f"{path} is truncated or corrupt" in message and "Errno" not in message
 
@@ -273,7 +273,7 @@ def test_empty_or_foreign_seed_checkpoint(tmp_path: Path, content: bytes, needle
     path = tmp_path / "student.pth"
     path.write_bytes(content)
     with pytest.raises(UserError) as caught:
-        load_seed_student(path, CLASSES)
+        load_cas771_student(path, CLASSES)
     assert f"{path} {needle}" in one_line(caught)
 
 
@@ -292,14 +292,14 @@ def test_truncated_amalgam_checkpoint(teacher_stem: Path, cut: str):
 
 
 def test_seed_head_of_the_wrong_rank(tmp_path: Path):
-    state = SeedTeacherCNN(2).state_dict()
+    state = Cas771TeacherCNN(2).state_dict()
     state["classifier.3.weight"] = torch.zeros(())
     path = tmp_path / "teacher.pth"
     buffer = io.BytesIO()
     torch.save(state, buffer)
     path.write_bytes(buffer.getvalue())
     with pytest.raises(UserError, match="classifier weight of shape"):
-        load_seed_teacher(path, CLASSES)
+        load_cas771_teacher(path, CLASSES)
 
 
 def test_front_end_refuses_a_seed_checkpoint_holding_code(tmp_path: Path):

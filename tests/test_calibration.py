@@ -1,4 +1,4 @@
-"""Calibration figures against references computed here from the definitions (SPEC §4: NLL,
+"""Calibration figures against references computed here from the definitions (NLL,
 ECE with 15 equal-width bins, raw and after one temperature fitted on validation by NLL).
 
 The evaluation and `compare` paths are driven by a student that looks its logits up by an

@@ -1,4 +1,4 @@
-"""The CAS771 `.pth` reader on tiny files written in the exact released layouts (SPEC §1)."""
+"""The CAS771 `.pth` reader on tiny files written in the exact released layouts."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The seed app's bare state_dicts load into models that predict exactly like the originals."""
+"""The CAS771 reference app's bare state_dicts load into models that predict exactly like the originals."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ import torch.nn as nn
 
 from amalgam.errors import UserError
 from amalgam.harness.evaluate import load_any_student
-from amalgam.models.seed_format import (
+from amalgam.models.cas771_format import (
     IMAGENET_MEAN,
-    SeedTeacherCNN,
-    build_seed_student,
-    load_seed_student,
-    load_seed_teacher,
+    Cas771TeacherCNN,
+    build_cas771_student,
+    load_cas771_student,
+    load_cas771_teacher,
 )
-from amalgam.models.teachers import create_teacher
+from amalgam.models.teacher_archs import create_teacher
 
 CLASSES = tuple(f"class_{i}" for i in range(12))
 
@@ -32,40 +32,40 @@ def randomise_norm_stats(model: nn.Module) -> nn.Module:
     return model.eval()
 
 
-def seed_layout_student(num_classes: int) -> nn.Module:
-    """What the seed's EfficientNetStudent saved: torchvision EfficientNet-B0 as `backbone`."""
+def cas771_layout_student(num_classes: int) -> nn.Module:
+    """What the reference app's EfficientNetStudent saved: torchvision EfficientNet-B0 as `backbone`."""
     torch.manual_seed(1)
-    return randomise_norm_stats(build_seed_student(num_classes))
+    return randomise_norm_stats(build_cas771_student(num_classes))
 
 
-def test_student_state_dict_has_the_seed_layout():
-    keys = list(seed_layout_student(12).state_dict())
+def test_student_state_dict_has_the_reference_app_layout():
+    keys = list(cas771_layout_student(12).state_dict())
     assert all(k.startswith("backbone.") for k in keys)
     assert "backbone.features.0.0.weight" in keys and "backbone.classifier.1.weight" in keys
 
 
-def test_seed_student_predicts_like_the_original(tmp_path: Path):
-    original = seed_layout_student(len(CLASSES))
+def test_cas771_student_predicts_like_the_original(tmp_path: Path):
+    original = cas771_layout_student(len(CLASSES))
     path = tmp_path / "student_model_epoch12_acc80.00.pth"
     torch.save(original.state_dict(), path)
 
-    loaded = load_any_student(path, CLASSES, "seed")
+    loaded = load_any_student(path, CLASSES, "cas771")  # the canonical spelling; "seed" below is its alias
 
     x = torch.randn(4, 3, 64, 64)
     with torch.no_grad():
         assert torch.allclose(loaded.predict(x), original(x), atol=1e-5)
     assert loaded.model_input.img_size == 64 and loaded.model_input.mean == IMAGENET_MEAN
     assert loaded.params == sum(p.numel() for p in original.parameters())
-    assert load_any_student(path, CLASSES, "auto").path == path  # .pth → seed, detected
+    assert load_any_student(path, CLASSES, "auto").path == path  # .pth → cas771, detected
 
 
-def test_seed_teacher_predicts_like_the_original(tmp_path: Path):
+def test_cas771_teacher_predicts_like_the_original(tmp_path: Path):
     torch.manual_seed(2)
-    original = randomise_norm_stats(SeedTeacherCNN(5))
+    original = randomise_norm_stats(Cas771TeacherCNN(5))
     path = tmp_path / "data1_86.40_epoch182.pth"
     torch.save(original.state_dict(), path)
 
-    model, model_input = load_seed_teacher(path, CLASSES[:5], img_size=32)
+    model, model_input = load_cas771_teacher(path, CLASSES[:5], img_size=32)
 
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
@@ -73,54 +73,54 @@ def test_seed_teacher_predicts_like_the_original(tmp_path: Path):
         features = model.forward_features(x)
         assert torch.allclose(model.forward_head(features), original(x), atol=1e-5)
     assert model_input.img_size == 32
-    assert isinstance(create_teacher("seed-cnn", 5), SeedTeacherCNN)
+    assert isinstance(create_teacher("seed-cnn", 5), Cas771TeacherCNN)
 
 
 def test_wrong_class_count_is_a_user_error(tmp_path: Path):
     path = tmp_path / "student.pth"
-    torch.save(seed_layout_student(15).state_dict(), path)
+    torch.save(cas771_layout_student(15).state_dict(), path)
     with pytest.raises(UserError, match="15-class head but 12 classes"):
         load_any_student(path, CLASSES, "seed")
 
     teacher = tmp_path / "teacher.pth"
-    torch.save(SeedTeacherCNN(4).state_dict(), teacher)
+    torch.save(Cas771TeacherCNN(4).state_dict(), teacher)
     with pytest.raises(UserError, match="4-class head but 5 classes"):
-        load_seed_teacher(teacher, CLASSES[:5])
+        load_cas771_teacher(teacher, CLASSES[:5])
 
 
 def test_files_that_are_neither_get_a_clear_message(tmp_path: Path):
     teacher = tmp_path / "teacher.pth"
-    torch.save(SeedTeacherCNN(5).state_dict(), teacher)
-    with pytest.raises(UserError, match="seed teacher .* not a student"):
-        load_seed_student(teacher, CLASSES[:5])
+    torch.save(Cas771TeacherCNN(5).state_dict(), teacher)
+    with pytest.raises(UserError, match="cas771 teacher .* not a student"):
+        load_cas771_student(teacher, CLASSES[:5])
 
     other = tmp_path / "other.pth"
     torch.save(nn.Linear(3, 2).state_dict(), other)
-    with pytest.raises(UserError, match="not a seed student"):
+    with pytest.raises(UserError, match="not a cas771 student"):
         load_any_student(other, CLASSES, "seed")
-    with pytest.raises(UserError, match="not a seed teacher"):
-        load_seed_teacher(other, CLASSES[:5])
+    with pytest.raises(UserError, match="not a cas771 teacher"):
+        load_cas771_teacher(other, CLASSES[:5])
 
     with pytest.raises(UserError, match="does not exist"):
-        load_seed_student(tmp_path / "missing.pth", CLASSES)
+        load_cas771_student(tmp_path / "missing.pth", CLASSES)
 
     not_a_dict = tmp_path / "list.pth"
     torch.save([torch.zeros(2)], not_a_dict)
     with pytest.raises(UserError, match="not a state_dict"):
-        load_seed_student(not_a_dict, CLASSES)
+        load_cas771_student(not_a_dict, CLASSES)
 
 
 def test_damaged_weights_are_a_user_error(tmp_path: Path):
-    state = seed_layout_student(12).state_dict()
+    state = cas771_layout_student(12).state_dict()
     state["backbone.features.0.0.weight"] = torch.zeros(1)
     path = tmp_path / "broken.pth"
     torch.save(state, path)
-    with pytest.raises(UserError, match="does not fit the seed's efficientnet_b0 student"):
-        load_seed_student(path, CLASSES)
+    with pytest.raises(UserError, match="does not fit the reference app's efficientnet_b0 student"):
+        load_cas771_student(path, CLASSES)
 
 
-# --- the seed's layout, pinned independently of our builders --------------------------------
-# The seed app's teacher `CNN(num_classes=5)` (teacher_model_A.py / teacher_model_B.py):
+# --- the reference app's layout, pinned independently of our builders -----------------------
+# The reference app's teacher `CNN(num_classes=5)` (teacher_model_A.py / teacher_model_B.py):
 # conv1 = ConvBlock(3, 64); residual1 = ResidualBlock(64, 128); residual2 =
 # ResidualBlock(128, 256, num_convs=2); conv2 = ConvBlock(256, 512, kernel_size=1, padding=0);
 # conv3 = Sequential(DepthwiseSeparableConv(512, 512), Dropout); classifier = Sequential(
@@ -132,7 +132,7 @@ def _bn(prefix: str, width: int) -> dict[str, tuple[int, ...]]:
             f"{prefix}.running_var": (width,), f"{prefix}.num_batches_tracked": ()}
 
 
-SEED_TEACHER_LAYOUT: dict[str, tuple[int, ...]] = {
+CAS771_TEACHER_LAYOUT: dict[str, tuple[int, ...]] = {
     "conv1.conv.weight": (64, 3, 3, 3), **_bn("conv1.bn", 64),
     "residual1.main_path.0.conv.weight": (128, 64, 3, 3), **_bn("residual1.main_path.0.bn", 128),
     "residual1.shortcut.weight": (128, 64, 1, 1),
@@ -146,8 +146,8 @@ SEED_TEACHER_LAYOUT: dict[str, tuple[int, ...]] = {
 }
 
 
-def _seed_students(num_classes: int) -> dict[str, nn.Module]:
-    """The seed's student_model.py, rebuilt from torchvision alone (its heads, pretrained=False)."""
+def _reference_app_students(num_classes: int) -> dict[str, nn.Module]:
+    """The reference app's student_model.py, rebuilt from torchvision alone (its heads, pretrained=False)."""
     from torchvision import models
 
     efficientnet = models.efficientnet_b0(weights=None)
@@ -167,34 +167,35 @@ def _shapes(state: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
 
 
 @pytest.mark.parametrize("arch", ["efficientnet_b0", "mobilenet_v3_small", "resnet18"])
-def test_seed_student_layout_is_torchvisions_under_backbone(tmp_path: Path, arch: str):
+def test_cas771_student_layout_is_torchvisions_under_backbone(tmp_path: Path, arch: str):
     torch.manual_seed(3)
-    original = randomise_norm_stats(_seed_students(len(CLASSES))[arch])
-    seed_state = {f"backbone.{key}": value for key, value in original.state_dict().items()}
+    original = randomise_norm_stats(_reference_app_students(len(CLASSES))[arch])
+    reference_state = {f"backbone.{key}": value for key, value in original.state_dict().items()}
 
-    assert _shapes(build_seed_student(len(CLASSES), arch).state_dict()) == _shapes(seed_state)
+    assert _shapes(build_cas771_student(len(CLASSES), arch).state_dict()) == _shapes(reference_state)
 
     path = tmp_path / f"{arch}.pth"
-    torch.save(seed_state, path)
-    loaded, _ = load_seed_student(path, CLASSES)
+    torch.save(reference_state, path)
+    loaded, _ = load_cas771_student(path, CLASSES)
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         assert torch.allclose(loaded(x), original(x), atol=1e-5)
 
 
-def test_seed_teacher_layout_matches_the_seeds_class():
-    assert _shapes(SeedTeacherCNN(5).state_dict()) == SEED_TEACHER_LAYOUT
+def test_cas771_teacher_layout_matches_the_reference_apps_class():
+    assert _shapes(Cas771TeacherCNN(5).state_dict()) == CAS771_TEACHER_LAYOUT
 
 
-def test_a_state_dict_in_the_seeds_teacher_layout_loads(tmp_path: Path):
+def test_a_state_dict_in_the_reference_apps_teacher_layout_loads(tmp_path: Path):
     generator = torch.Generator().manual_seed(4)
-    state = {key: torch.rand(shape, generator=generator) + 0.5 for key, shape in SEED_TEACHER_LAYOUT.items()}
+    state = {key: torch.rand(shape, generator=generator) + 0.5
+             for key, shape in CAS771_TEACHER_LAYOUT.items()}
     for key in [k for k in state if k.endswith("num_batches_tracked")]:
         state[key] = torch.tensor(7)
     path = tmp_path / "data1_86.40_epoch182.pth"
     torch.save(state, path)
 
-    model, _ = load_seed_teacher(path, CLASSES[:5])
+    model, _ = load_cas771_teacher(path, CLASSES[:5])
 
     for key, value in model.state_dict().items():
         assert torch.equal(value, state[key]), key

@@ -20,8 +20,10 @@ from safetensors.torch import load_file
 
 import amalgam.distill.run as run_module
 import amalgam.distill.trainer as trainer_module
+from amalgam.distill import run_saving
 from amalgam.distill.methods import METHODS, MethodOptions
-from amalgam.distill.run import DistilSettings, distil, load_best
+from amalgam.distill.run import DistilSettings, distil
+from amalgam.distill.run_saving import load_best
 from amalgam.distill.trainer import NonFiniteLoss, TrainConfig, Trainer
 
 
@@ -46,7 +48,7 @@ def epochs_seen(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, torch.Tensor]
         return save_epoch(trainer, *args, **kwargs)
 
     monkeypatch.setattr(run_module, "save_epoch", snapshot_then_save)
-    monkeypatch.setattr(run_module, "learning_curve", lambda *args, **kwargs: None)  # half the time
+    monkeypatch.setattr(run_saving, "learning_curve", lambda *args, **kwargs: None)  # half the time
     return snapshots
 
 

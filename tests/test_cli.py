@@ -183,7 +183,7 @@ def test_evaluation_without_any_student(tmp_path: Path):
 
 
 def test_seed_spellings_give_the_same_config_as_the_new_ones(tmp_path: Path):
-    """The seed app's flags (README, SPEC §3) are aliases: same config.json, nothing lost."""
+    """The reference app's flags (README) are aliases: same config.json, nothing lost."""
     common = ["--task", "fashion-mini", "--train-per-class", "12", "--img-size", "32", "--quiet",
               "--method", "ce", "--device", "cpu"]  # ce: no teachers needed
     seed = [*common, "--batch_size", "8", "--num_epochs", "1", "--student_model", "ResNet18"]

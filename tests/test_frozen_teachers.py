@@ -11,13 +11,13 @@ import torch.nn as nn
 from amalgam.distill.ensemble import TeacherEnsemble
 from amalgam.distill.methods import MethodOptions, build_method
 from amalgam.distill.teacher_cache import inference_ensemble, online_source, teacher_source_for
-from amalgam.distill.teachers import load_ensemble
+from amalgam.distill.teacher_loading import load_ensemble
 from amalgam.distill.trainer import TrainConfig
 from amalgam.distill.views import to_unit_float
 from amalgam.errors import UserError
 from amalgam.models.frozen import fold_batchnorm, resolve_precision
 from amalgam.models.model_input import ModelInput
-from amalgam.models.teachers import create_teacher
+from amalgam.models.teacher_archs import create_teacher
 from amalgam.tasks.spec import DataSpec, TaskSpec, TeacherSpec
 from tests.test_teacher_cache import CPU, assert_same_targets, tiny  # noqa: F401  (fixture)
 

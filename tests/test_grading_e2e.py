@@ -21,7 +21,7 @@ from amalgam.tasks.builtin import get_task
 from tests.conftest import assert_one_line_error, run_front_end
 from tests.test_assets import FileServer, sha
 from tests.test_cas771 import TEST_PER_CLASS, write_task_a, write_task_b
-from tests.test_seed_format import seed_layout_student
+from tests.test_cas771_format import cas771_layout_student
 
 STUDENTS = {
     "A": ("best_models/TaskA/student_model_epoch57_acc81.27.pth", 15),
@@ -51,7 +51,7 @@ def release_archives(staging: Path) -> tuple[bytes, bytes, list[str]]:
     models_root = staging / "models_release"
     for rel, classes in STUDENTS.values():
         (models_root / rel).parent.mkdir(parents=True, exist_ok=True)
-        torch.save(seed_layout_student(classes).state_dict(), models_root / rel)
+        torch.save(cas771_layout_student(classes).state_dict(), models_root / rel)
     models_zip = zip_tree(models_root, {"__MACOSX/best_models/._TaskA": b"\0"})
     return data_zip, models_zip, provides
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 from amalgam.cli.tasks_cli import class_overlaps
 from amalgam.errors import UserError
-from amalgam.models.seed_format import SeedTeacherCNN
+from amalgam.models.cas771_format import Cas771TeacherCNN
 from amalgam.tasks.builtin import get_task, load_task_toml
 from amalgam.tasks.loader import load_task_data
 from amalgam.tasks.readers import read_raw_splits
@@ -60,7 +60,7 @@ checkpoint = "seed/savanna.pth"
 [[teacher]]
 name = "hunters"
 classes = ["hyena", "lynx"]
-format = "seed"
+format = "cas771"
 checkpoint = "seed/hunters.pth"
 
 [data]
@@ -108,7 +108,7 @@ def write_pth_task(root: Path) -> Path:
     (root / "seed").mkdir()
     torch.manual_seed(0)
     for name in ("savanna", "hunters"):
-        torch.save(SeedTeacherCNN(2).state_dict(), root / "seed" / f"{name}.pth")
+        torch.save(Cas771TeacherCNN(2).state_dict(), root / "seed" / f"{name}.pth")
     path = root / "animals.toml"
     path.write_text(PTH_TOML)
     return path
@@ -137,7 +137,7 @@ def test_student_img_size_is_the_students_default_input(tmp_path: Path):
 
 def test_pth_task_maps_original_labels_and_counts_test_once(tmp_path: Path):
     spec = load_task_file(write_pth_task(tmp_path))
-    assert [t.format for t in spec.teachers] == ["seed", "seed"]
+    assert [t.format for t in spec.teachers] == ["cas771", "cas771"]  # "seed" is an alias of "cas771"
     assert [t.arch for t in spec.teachers] == ["seed-cnn", "seed-cnn"]
     data = load_task_data(spec)
     raw = read_raw_splits(spec, None)

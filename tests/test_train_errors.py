@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from amalgam.distill.run import DistilSettings, distil, resume
-from amalgam.distill.teachers import train_all_teachers
+from amalgam.distill.teacher_training import train_all_teachers
 from amalgam.distill.trainer import TrainConfig
 from amalgam.errors import UserError
 from amalgam.harness.evaluate import calibrated_test_scores

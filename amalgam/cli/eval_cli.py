@@ -25,7 +25,9 @@ def evaluate_command(
     ctx: typer.Context,
     task: str | None = typer.Option(None, "--task", help="task to grade; default: CAS771 Task A and B"),
     checkpoint: str | None = typer.Option(None, "--checkpoint", help="student to grade (default: newest)"),
-    fmt: str = typer.Option("auto", "--format", help="auto, amalgam or seed (the seed app's .pth)"),
+    fmt: str = typer.Option(
+        "auto", "--format", help="auto, amalgam or cas771 (alias seed: the CAS771 reference app's .pth)"
+    ),
     manifest: Path | None = ManifestOpt,
     data_dir: str | None = typer.Option(None, "--data-dir"),
     out: Path = typer.Option(PROJECT_ROOT / "evaluation", "--out", help="folder for the reports"),

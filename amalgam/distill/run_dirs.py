@@ -8,6 +8,7 @@ end with one run's files silently replacing another's.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import time
@@ -15,8 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from amalgam.errors import UserError
+from amalgam.models.checkpoint import atomic_write_bytes
 
 STATE_FILE = "last_state.pt"
+
+
+def write_json(path: Path, data) -> None:
+    """A JSON file in the run folder, replaced whole or not at all."""
+    text = json.dumps(data, indent=2)
+    atomic_write_bytes(path, lambda p: p.write_text(text))
 
 
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")

@@ -68,7 +68,7 @@ def _file_digest(path: Path) -> str:
 
 def teacher_weight_files(path: str | Path) -> list[Path]:
     """The files a teacher's weights and card live in: our safetensors + JSON pair, or one
-    file as it is (the seed app's bare `.pth`, whose preprocessing comes from the task)."""
+    file as it is (the CAS771 reference app's bare `.pth`, whose preprocessing comes from the task)."""
     path = Path(path)
     if path.suffix not in SUFFIXES and path.is_file():
         return [path]

@@ -43,7 +43,7 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 5e-4
-    scheduler: str = "cosine"  # to ~0 over `epochs`; step: the seed's StepLR
+    scheduler: str = "cosine"  # to ~0 over `epochs`; step: the reference app's StepLR
     scheduler_step: int = 30
     scheduler_gamma: float = 0.5
     seed: int = 42

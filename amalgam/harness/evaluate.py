@@ -1,6 +1,6 @@
 """Grade a student on a task's test split and write what a person looks at.
 
-evaluation/<task>/ gets results.json (a superset of the seed app's schema),
+evaluation/<task>/ gets results.json (a superset of the CAS771 reference app's schema),
 sample_predictions.png, confusion_matrix.png and reliability.png.
 """
 
@@ -17,12 +17,13 @@ from amalgam import PROJECT_ROOT
 from amalgam.distill.trainer import predict_logits
 from amalgam.errors import UserError
 from amalgam.harness.plots import confusion_figure, prediction_grid, reliability_figure
+from amalgam.models.cas771_format import load_cas771_student
 from amalgam.models.checkpoint import atomic_write_bytes, checkpoint_stem, load_model
 from amalgam.models.export import is_exported_file, load_exported
 from amalgam.models.metrics import classification_scores, fit_temperature, reliability_bins
 from amalgam.models.model_input import ModelInput, model_input_for
-from amalgam.models.seed_format import load_seed_student
 from amalgam.tasks.loader import TaskData
+from amalgam.tasks.spec import CAS771_FORMAT, FORMAT_ALIASES
 
 
 @dataclass
@@ -64,21 +65,23 @@ def load_any_student(
     path: Path, classes: tuple[str, ...], fmt: str = "auto", data: TaskData | None = None
 ) -> LoadedStudent:
     """An amalgam checkpoint, a file from `train.py export` (.onnx, or a TorchScript .pt
-    carrying amalgam.json), or (`--format seed`, or another .pth/.pt) the seed app's state_dict.
+    carrying amalgam.json), or (`--format cas771`/`seed`, or another .pth/.pt) the CAS771
+    reference app's state_dict.
 
-    Exported files carry their classes and preprocessing. Seed files carry none; like the
-    seed app, they get 64 px input normalised with the training split's statistics (`data`),
+    Exported files carry their classes and preprocessing. The reference app's files carry none;
+    like that app, they get 64 px input normalised with the training split's statistics (`data`),
     else ImageNet's.
     """
     path = Path(path)
-    if fmt not in ("auto", "amalgam", "seed"):
-        raise UserError(f"--format must be auto, amalgam or seed, got {fmt!r}")
+    fmt = FORMAT_ALIASES.get(fmt, fmt)
+    if fmt not in ("auto", "amalgam", CAS771_FORMAT):
+        raise UserError(f"--format must be auto, amalgam or {CAS771_FORMAT} (alias seed), got {fmt!r}")
     if fmt == "auto" and is_exported_file(path):
         predictor, model_input, params = load_exported(path, classes)
         return LoadedStudent(predictor, model_input, path, params)
-    if fmt == "seed" or (fmt == "auto" and path.suffix in (".pth", ".pt")):
+    if fmt == CAS771_FORMAT or (fmt == "auto" and path.suffix in (".pth", ".pt")):
         stats = {"mean": data.mean, "std": data.std} if data is not None else {}
-        model, model_input = load_seed_student(path, classes, **stats)
+        model, model_input = load_cas771_student(path, classes, **stats)
         return LoadedStudent(model, model_input, path, sum(p.numel() for p in model.parameters()))
     return load_student(path, classes)
 

@@ -3,7 +3,7 @@
 Latency is per image (batches of one, the deployment case for a single request), on one
 CPU thread, as the median of several timed calls after a warm-up. One thread because a
 single small image gains little from more, and on a shared machine a multi-threaded run
-waits on busy cores: we saw the same student take 4 ms on one thread and 1100 ms on two.
+waits on busy cores, which can make it slower by orders of magnitude.
 The median drops one-off allocation and a neighbour's spikes. Numbers are machine-specific.
 """
 
@@ -20,13 +20,19 @@ import torch
 from rich.table import Table
 
 from amalgam import PROJECT_ROOT
-from amalgam.distill.teachers import load_teachers
+from amalgam.distill.teacher_loading import load_teachers
 from amalgam.errors import UserError
 from amalgam.harness.evaluate import LoadedStudent
 from amalgam.models.checkpoint import atomic_write_bytes, checkpoint_files, checkpoint_stem, load_model
-from amalgam.models.export import is_exported_file, load_exported, resolve_source
+from amalgam.models.export import (
+    export_student,
+    is_exported_file,
+    load_exported,
+    read_export_metadata,
+    resolve_source,
+)
 from amalgam.models.model_input import model_input_for
-from amalgam.ui import console
+from amalgam.ui import console, say
 
 REPORT_FILE = "model_report.json"
 THREADS = 1
@@ -159,3 +165,14 @@ def print_model_report(rows: list[dict], notes: list[str]) -> None:
     console.print(table)
     for note in notes:
         console.print(note)
+
+
+def export_and_report(source: Path, fmt: str, out: Path | None, report: bool) -> None:
+    """`train.py export`: write the student as one file, then (optionally) measure and report it."""
+    path = export_student(source, fmt, out)
+    params = read_export_metadata(path)["params"]
+    console.print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB, {params:,} params)")
+    if report:
+        rows, notes, saved = export_report(source, path)
+        print_model_report(rows, notes)
+        say(f"report in {saved}")

@@ -4,4 +4,4 @@ Every module that registers a teacher architecture is imported here, so the regi
 (`amalgam.models.registry`) is full whichever model module is imported first.
 """
 
-from amalgam.models import seed_format, teachers  # noqa: F401  (they register their architectures)
+from amalgam.models import cas771_format, teacher_archs  # noqa: F401  (they register their architectures)

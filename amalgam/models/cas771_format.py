@@ -1,16 +1,16 @@
-"""The seed app's plain `state_dict` checkpoints: its students and its teacher CNN.
+"""The CAS771 reference app's plain `state_dict` checkpoints: its students and its teacher CNN.
 
-The seed saved bare `torch.save(model.state_dict())` files with no record of the
+The reference app saved bare `torch.save(model.state_dict())` files with no record of the
 architecture, classes or preprocessing, so this module recognises them by their keys:
 
 - student: a torchvision model under a `backbone.` prefix (EfficientNet-B0 with a
   `Dropout, Linear` head by default; MobileNetV3-Small and ResNet-18 were its other choices);
 - teacher: its custom residual CNN (`conv1.conv.weight` … `classifier.3.weight`),
-  rebuilt here as `SeedTeacherCNN` with the same parameter names so released weights load.
+  rebuilt here as `Cas771TeacherCNN` with the same parameter names so released weights load.
 
-Preprocessing: the seed resized to 64x64 and normalised with its training set's mean/std,
+Preprocessing: the reference app resized to 64x64 and normalised with its training set's mean/std,
 which the files do not carry. Unless the caller passes the task's statistics we use the
-ImageNet mean/std (close to the CIFAR/ImageNet training sets and what the seed's own plotting
+ImageNet mean/std (close to the CIFAR/ImageNet training sets and what the reference app's own plotting
 code assumed), and say so in the model card.
 """
 
@@ -27,16 +27,17 @@ from amalgam.errors import UserError
 from amalgam.models.checkpoint import ModelCard
 from amalgam.models.model_input import ModelInput
 from amalgam.models.registry import register_teacher
-from amalgam.tasks.architectures import SEED_CNN
+from amalgam.tasks.architectures import CAS771_CNN
 from amalgam.tasks.pth_files import load_pth_safely
+from amalgam.tasks.spec import CAS771_FORMAT
 
-SEED_IMG_SIZE = 64
+CAS771_IMG_SIZE = 64
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 TEACHER_HEAD = "classifier.3.weight"
 
 
-# --- the seed's teacher CNN, parameter names kept -------------------------------------------
+# --- the reference app's teacher CNN, parameter names kept ----------------------------------
 
 
 class _ConvBNReLU(nn.Module):
@@ -74,8 +75,8 @@ class _SeparableConv(nn.Module):
         return F.relu(self.bn(self.pointwise(self.depthwise(x))))
 
 
-class SeedTeacherCNN(nn.Module):
-    """The seed's teacher: conv → 2 residual stages with pooling → 1x1 → separable conv → head.
+class Cas771TeacherCNN(nn.Module):
+    """The reference app's teacher: conv → 2 residual stages with pooling → 1x1 → separable conv → head.
 
     Fully convolutional up to global pooling, so it accepts any input size. Exposes timm's
     `forward_features` / `forward_head` split like our own teachers.
@@ -109,17 +110,17 @@ class SeedTeacherCNN(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-@register_teacher(SEED_CNN)
-def seed_cnn(num_classes: int, in_chans: int = 3) -> SeedTeacherCNN:
-    """The seed's CNN takes RGB only, as the seed built it; `in_chans` is the registry's signature."""
-    return SeedTeacherCNN(num_classes)
+@register_teacher(CAS771_CNN)
+def cas771_cnn(num_classes: int, in_chans: int = 3) -> Cas771TeacherCNN:
+    """RGB only, as the reference app built it; `in_chans` is the registry's signature."""
+    return Cas771TeacherCNN(num_classes)
 
 
-# --- the seed's students: torchvision models under `backbone.` ------------------------------
+# --- the reference app's students: torchvision models under `backbone.` ---------------------
 
 
-class SeedStudent(nn.Module):
-    """Wrapper that gives a torchvision model the seed's `backbone.` key prefix."""
+class Cas771Student(nn.Module):
+    """Wrapper that gives a torchvision model the reference app's `backbone.` key prefix."""
 
     def __init__(self, backbone: nn.Module):
         super().__init__()
@@ -156,25 +157,25 @@ def _resnet18(num_classes: int) -> nn.Module:
 
 
 # head key → (name, builder); checked in order, the head key alone tells them apart
-SEED_STUDENTS: dict[str, tuple[str, Callable[[int], nn.Module]]] = {
+CAS771_STUDENTS: dict[str, tuple[str, Callable[[int], nn.Module]]] = {
     "backbone.classifier.1.weight": ("efficientnet_b0", _efficientnet_b0),
     "backbone.classifier.3.weight": ("mobilenet_v3_small", _mobilenet_v3_small),
     "backbone.fc.weight": ("resnet18", _resnet18),
 }
 
 
-def build_seed_student(num_classes: int, arch: str = "efficientnet_b0") -> SeedStudent:
-    """A fresh seed-layout student (tests and converters build the exact released layout)."""
-    builders = {name: build for name, build in SEED_STUDENTS.values()}
+def build_cas771_student(num_classes: int, arch: str = "efficientnet_b0") -> Cas771Student:
+    """A fresh reference-app-layout student (tests and converters build the exact released layout)."""
+    builders = {name: build for name, build in CAS771_STUDENTS.values()}
     if arch not in builders:
-        raise UserError(f"unknown seed student {arch!r}; use one of {sorted(builders)}")
-    return SeedStudent(builders[arch](num_classes))
+        raise UserError(f"unknown cas771 student {arch!r}; use one of {sorted(builders)}")
+    return Cas771Student(builders[arch](num_classes))
 
 
 # --- loading ---------------------------------------------------------------------------------
 
 
-def read_seed_state_dict(path: Path) -> dict[str, torch.Tensor]:
+def read_cas771_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """A bare state_dict from a .pth, without unpickling anything but tensors."""
     path = Path(path)
     if not path.is_file():
@@ -186,11 +187,12 @@ def read_seed_state_dict(path: Path) -> dict[str, torch.Tensor]:
             state = state[wrapper]
     tensors_only = isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values())
     if not tensors_only or not state:
-        raise UserError(f"{path} is not a state_dict (a dict of tensors); it cannot be a seed checkpoint")
+        raise UserError(f"{path} is not a state_dict (a dict of tensors); "
+                        "it cannot be a cas771 (reference app) checkpoint")
     return {str(k).removeprefix("module."): v for k, v in state.items()}
 
 
-def seed_kind(state: dict[str, torch.Tensor]) -> str | None:
+def cas771_kind(state: dict[str, torch.Tensor]) -> str | None:
     """'student', 'teacher' or None, from the keys alone."""
     if any(k.startswith("backbone.") for k in state):
         return "student"
@@ -202,7 +204,7 @@ def seed_kind(state: dict[str, torch.Tensor]) -> str | None:
 def _head_size_check(path: Path, head: torch.Tensor, classes: tuple[str, ...] | list[str]) -> None:
     if head.ndim != 2:
         raise UserError(f"{path} has a classifier weight of shape {tuple(head.shape)}, not "
-                        "[classes, features]; the file is damaged or not a seed checkpoint")
+                        "[classes, features]; the file is damaged or not a cas771 checkpoint")
     width = head.shape[0]
     if width != len(classes):
         raise UserError(
@@ -216,59 +218,61 @@ def _load_into(model: nn.Module, state: dict[str, torch.Tensor], path: Path, wha
         model.load_state_dict(state)
     except RuntimeError as exc:
         detail = " ".join(str(exc).split())[:300]
-        raise UserError(f"{path} does not fit the seed's {what} ({detail})") from exc
+        raise UserError(f"{path} does not fit the reference app's {what} ({detail})") from exc
     return model.eval()
 
 
-def seed_model_input(img_size: int | None = None, mean: tuple[float, ...] | list[float] | None = None,
+def cas771_model_input(img_size: int | None = None, mean: tuple[float, ...] | list[float] | None = None,
                      std: tuple[float, ...] | list[float] | None = None) -> ModelInput:
-    """The seed's preprocessing: 64x64, normalised (ImageNet statistics unless given)."""
-    return ModelInput(img_size or SEED_IMG_SIZE, tuple(mean or IMAGENET_MEAN), tuple(std or IMAGENET_STD))
+    """The reference app's preprocessing: 64x64, normalised (ImageNet statistics unless given)."""
+    return ModelInput(img_size or CAS771_IMG_SIZE, tuple(mean or IMAGENET_MEAN), tuple(std or IMAGENET_STD))
 
 
-def load_seed_student(path: Path, classes: tuple[str, ...] | list[str], img_size: int | None = None,
+def load_cas771_student(path: Path, classes: tuple[str, ...] | list[str], img_size: int | None = None,
                       mean: tuple[float, ...] | None = None,
                       std: tuple[float, ...] | None = None) -> tuple[nn.Module, ModelInput]:
-    """A seed student checkpoint as an eval-mode model plus the input it expects."""
+    """A reference-app student checkpoint as an eval-mode model plus the input it expects."""
     path = Path(path)
-    state = read_seed_state_dict(path)
-    kind = seed_kind(state)
+    state = read_cas771_state_dict(path)
+    kind = cas771_kind(state)
     if kind == "teacher":
-        raise UserError(f"{path} is a seed teacher (custom CNN) checkpoint, not a student; "
-                        "use it as a teacher with format = \"seed\" in a task.toml")
-    head = next((key for key in SEED_STUDENTS if key in state), None)
+        raise UserError(f"{path} is a cas771 teacher (custom CNN) checkpoint, not a student; "
+                        "use it as a teacher with format = \"cas771\" in a task.toml")
+    head = next((key for key in CAS771_STUDENTS if key in state), None)
     if kind is None or head is None:
         raise UserError(
-            f"{path} is not a seed student checkpoint (expected keys like "
+            f"{path} is not a cas771 student checkpoint (expected keys like "
             "'backbone.classifier.1.weight'); for an amalgam checkpoint use --format amalgam"
         )
     _head_size_check(path, state[head], classes)
-    name, build = SEED_STUDENTS[head]
-    model = _load_into(SeedStudent(build(len(classes))), state, path, f"{name} student")
-    return model, seed_model_input(img_size, mean, std)
+    name, build = CAS771_STUDENTS[head]
+    model = _load_into(Cas771Student(build(len(classes))), state, path, f"{name} student")
+    return model, cas771_model_input(img_size, mean, std)
 
 
-def load_seed_teacher(path: Path, classes: tuple[str, ...] | list[str], img_size: int | None = None,
+def load_cas771_teacher(path: Path, classes: tuple[str, ...] | list[str], img_size: int | None = None,
                       mean: tuple[float, ...] | None = None,
                       std: tuple[float, ...] | None = None) -> tuple[nn.Module, ModelInput]:
-    """A seed teacher checkpoint (its custom CNN) as an eval-mode model plus its input."""
+    """A reference-app teacher checkpoint (its custom CNN) as an eval-mode model plus its input."""
     path = Path(path)
-    state = read_seed_state_dict(path)
-    if seed_kind(state) != "teacher":
+    state = read_cas771_state_dict(path)
+    if cas771_kind(state) != "teacher":
         raise UserError(
-            f"{path} is not a seed teacher checkpoint (expected keys 'conv1.conv.weight' … "
-            f"'{TEACHER_HEAD}'); for an amalgam checkpoint drop format = \"seed\""
+            f"{path} is not a cas771 teacher checkpoint (expected keys 'conv1.conv.weight' … "
+            f"'{TEACHER_HEAD}'); for an amalgam checkpoint drop format = \"cas771\""
         )
     _head_size_check(path, state[TEACHER_HEAD], classes)
-    model = _load_into(SeedTeacherCNN(len(classes)), state, path, "teacher CNN")
-    return model, seed_model_input(img_size, mean, std)
+    model = _load_into(Cas771TeacherCNN(len(classes)), state, path, "teacher CNN")
+    return model, cas771_model_input(img_size, mean, std)
 
 
-def seed_teacher_card(classes: tuple[str, ...] | list[str], model_input: ModelInput, task: str) -> ModelCard:
-    """A card describing a loaded seed teacher, so callers can treat it like our own."""
+def cas771_teacher_card(
+    classes: tuple[str, ...] | list[str], model_input: ModelInput, task: str
+) -> ModelCard:
+    """A card describing a loaded reference-app teacher, so callers can treat it like our own."""
     return ModelCard(
-        kind="teacher", arch="seed-cnn", classes=list(classes), img_size=model_input.img_size,
+        kind="teacher", arch=CAS771_CNN, classes=list(classes), img_size=model_input.img_size,
         mean=list(model_input.mean), std=list(model_input.std), task=task,
-        trained_on={"source": "seed app state_dict", "normalisation": "given or ImageNet"},
-        format="seed",
+        trained_on={"source": "CAS771 reference app state_dict", "normalisation": "given or ImageNet"},
+        format=CAS771_FORMAT,
     )

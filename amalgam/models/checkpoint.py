@@ -25,8 +25,8 @@ from safetensors.torch import load_file, save_file
 from amalgam.errors import UserError
 from amalgam.models.registry import teacher_builder
 from amalgam.models.students import STUDENTS, create_student
-from amalgam.models.teachers import create_teacher
-from amalgam.tasks.architectures import COMPACT_CNNS, SEED_CNN
+from amalgam.models.teacher_archs import create_teacher
+from amalgam.tasks.architectures import CAS771_CNN, COMPACT_CNNS
 from amalgam.tasks.pth_files import damaged_file
 
 FORMAT = "amalgam-checkpoint/1"
@@ -96,7 +96,7 @@ def _per_channel(value: Any, card: dict, positive: bool) -> bool:
 CARD_FIELDS: tuple[tuple[str, Callable[[Any, dict], bool], str], ...] = (
     ("kind", lambda v, _: v in ("teacher", "student"), "'teacher' or 'student'"),
     ("arch", lambda v, _: _known_arch(v),
-     f"a known architecture ({', '.join(sorted(COMPACT_CNNS))}, {SEED_CNN}, a student or a timm model)"),
+     f"a known architecture ({', '.join(sorted(COMPACT_CNNS))}, {CAS771_CNN}, a student or a timm model)"),
     ("classes", lambda v, _: _class_names(v), "a non-empty list of distinct class names"),
     ("img_size", lambda v, _: _whole(v, 1, 4096), "a whole number of pixels from 1 to 4096"),
     ("in_chans", lambda v, _: _whole(v, 1, 3) and v != 2, "1 or 3"),

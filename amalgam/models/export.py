@@ -169,7 +169,7 @@ def _torchscript_entry(path: Path) -> str | None:
 
 
 def is_exported_file(path: Path) -> bool:
-    """An .onnx file, or a .pt/.pth TorchScript archive carrying amalgam.json (not a seed state_dict)."""
+    """An .onnx file, or a .pt/.pth TorchScript archive carrying amalgam.json (no bare state_dict)."""
     path = Path(path)
     if path.suffix == ".onnx":
         return True

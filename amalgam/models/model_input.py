@@ -1,6 +1,6 @@
 """How a model wants its input: size, channels and normalisation, applied to a batch on the device.
 
-A model's checkpoint card, export metadata or seed format says which `ModelInput` it takes;
+A model's checkpoint card, export metadata or the cas771 format says which `ModelInput` it takes;
 training, evaluation and export all prepare images through it.
 """
 

@@ -3,7 +3,7 @@
 A module that defines an architecture decorates its builder with `@register_teacher(name)`;
 `amalgam.models` imports every such module, so the registry is full as soon as any model
 module is imported, and no module has to import the others to find one (which is what kept
-checkpoint → teachers → seed format → checkpoint in a cycle). The names themselves are
+checkpoint → teacher architectures → CAS771 format → checkpoint in a cycle). The names themselves are
 declared in `amalgam.tasks.architectures`, so a task can name an architecture without
 importing models; registering an undeclared name fails at import.
 """

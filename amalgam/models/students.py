@@ -13,19 +13,19 @@ STUDENTS = {
     "efficientnet": "efficientnet_b0",
     "resnet18": "resnet18",
 }
-SEED_ALIASES = {"MobileNetV3": "mobilenetv3", "EfficientNet": "efficientnet", "ResNet18": "resnet18"}
+CAS771_STUDENT_NAMES = {"MobileNetV3": "mobilenetv3", "EfficientNet": "efficientnet", "ResNet18": "resnet18"}
 DEFAULT_STUDENT = "mobilenetv3_small"  # CPU-friendly; see README "Choosing defaults"
 
 
 def canonical_student(name: str) -> str:
-    key = SEED_ALIASES.get(name, name)
+    key = CAS771_STUDENT_NAMES.get(name, name)
     if key in STUDENTS:
         return key
     if key in STUDENTS.values():
         return next(k for k, v in STUDENTS.items() if v == key)
     raise UserError(
         f"unknown student {name!r}; use one of {sorted(STUDENTS)} "
-        f"(or the seed names {sorted(SEED_ALIASES)})"
+        f"(or the seed names {sorted(CAS771_STUDENT_NAMES)})"
     )
 
 

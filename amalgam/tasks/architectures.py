@@ -7,8 +7,8 @@
 from __future__ import annotations
 
 COMPACT_CNNS = ("cnn-small", "cnn-medium", "cnn-large")
-SEED_CNN = "seed-cnn"  # the seed app's teacher CNN, loaded from its bare .pth files
-TEACHER_ARCHS = (*COMPACT_CNNS, SEED_CNN)
+CAS771_CNN = "seed-cnn"  # the CAS771 reference app's teacher CNN (name kept as users wrote it)
+TEACHER_ARCHS = (*COMPACT_CNNS, CAS771_CNN)
 
 
 def is_teacher_arch(name: str) -> bool:

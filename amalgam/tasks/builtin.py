@@ -15,14 +15,14 @@ FASHION_STUDENT_SIZE = 56
 
 
 def _fashion_roster() -> tuple[TeacherSpec, ...]:
-    groups = ((0, 1, 2, 3), (3, 4, 5, 6), (6, 7, 8, 9))  # SPEC §2: Dress and Shirt shared
+    groups = ((0, 1, 2, 3), (3, 4, 5, 6), (6, 7, 8, 9))  # Dress and Shirt are each shared by two teachers
     return tuple(
         TeacherSpec(f"teacher_{k}", tuple(FASHION_CLASSES[i] for i in group))
         for k, group in enumerate(groups, start=1)
     )
 
 
-# SPEC §1: (global name, original label) in global order, then each teacher's names.
+# The released CAS771 tasks: (global name, original label) in global order, then each teacher's names.
 TASK_A_CLASSES = (
     ("apple", 0), ("maple_tree", 47), ("mushroom", 51), ("oak_tree", 52), ("orange", 53),
     ("orchid", 54), ("palm_tree", 56), ("pear", 57), ("pine_tree", 59), ("poppy", 62),
@@ -61,7 +61,7 @@ CAS771_ASSETS = ("cas771-data", "cas771-models")
 
 
 def _cas771(letter: str, classes, teachers, files, description: str) -> TaskSpec:
-    folder = f"Task{letter}"  # the seed's name for the task: its archives' folders and ours
+    folder = f"Task{letter}"  # the reference app's name for the task: its archives' folders and ours
     return TaskSpec(
         name=letter,
         classes=tuple(c for c, _ in classes),

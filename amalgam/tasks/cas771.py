@@ -7,7 +7,7 @@ anything but tensors and numpy arrays is refused before it runs.
 
 Training uses every teacher's images (a class two teachers share gets both sets); the test
 split counts each class once, from the first teacher in roster order whose file has it, as
-the seed app did (SPEC §1), so our accuracies compare with its published ones.
+the CAS771 reference app did, so our accuracies compare with its published ones.
 """
 
 from __future__ import annotations

@@ -14,6 +14,10 @@ import torch
 
 from amalgam.errors import UserError
 
+CAS771_FORMAT = "cas771"  # the CAS771 reference app's bare state_dict files
+TEACHER_FORMATS = ("amalgam", CAS771_FORMAT)
+FORMAT_ALIASES = {"seed": CAS771_FORMAT}  # the spelling the docs used first; still accepted
+
 
 @dataclass(frozen=True)
 class TeacherSpec:
@@ -23,7 +27,7 @@ class TeacherSpec:
     classes: tuple[str, ...]
     arch: str = "cnn-small"
     checkpoint: str | None = None  # stem or file; None means checkpoints/<task>/<name>
-    format: str = "amalgam"  # "amalgam" (safetensors + card) or "seed" (the seed app's .pth)
+    format: str = "amalgam"  # "amalgam" (safetensors + card) or "cas771" (the reference app's bare .pth)
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from amalgam.errors import UserError
-from amalgam.tasks.architectures import COMPACT_CNNS, SEED_CNN, is_teacher_arch
-from amalgam.tasks.spec import DataSpec, TaskSpec, TeacherSpec
+from amalgam.tasks.architectures import CAS771_CNN, COMPACT_CNNS, is_teacher_arch
+from amalgam.tasks.spec import CAS771_FORMAT, FORMAT_ALIASES, TEACHER_FORMATS, DataSpec, TaskSpec, TeacherSpec
 
 TOP_KEYS = {"name", "classes", "img_size", "student_img_size", "channels", "mean", "std", "description",
             "teacher", "data"}
@@ -26,7 +26,6 @@ DATA_KEYS = {
     "folder": {"kind", "root", "train", "test", "val"},
     "cas771-pth": {"kind", "root", "files", "original_labels"},
 }
-FORMATS = ("amalgam", "seed")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -115,16 +114,19 @@ def _teachers(doc: _Reader, base: Path) -> tuple[TeacherSpec, ...]:
         if not _NAME.fullmatch(name):
             raise t.fail("name", f"{name!r} may only use letters, digits, '.', '_' and '-'")
         fmt = t.text("format", "amalgam")
-        if fmt not in FORMATS:
-            raise t.fail("format", f"is {fmt!r}; use one of {', '.join(FORMATS)}")
-        arch = t.text("arch", "seed-cnn" if fmt == "seed" else "cnn-small")
-        if fmt == "seed" and arch != "seed-cnn":
-            raise t.fail("arch", f"is {arch!r}, but seed-format teachers are the seed's CNN; "
-                                 "use \"seed-cnn\"")
+        fmt = FORMAT_ALIASES.get(fmt, fmt)
+        if fmt not in TEACHER_FORMATS:
+            raise t.fail("format", f"is {fmt!r}; use one of {', '.join(TEACHER_FORMATS)} "
+                                   f"(or {', '.join(FORMAT_ALIASES)}, the same as {CAS771_FORMAT})")
+        arch = t.text("arch", CAS771_CNN if fmt == CAS771_FORMAT else "cnn-small")
+        if fmt == CAS771_FORMAT and arch != CAS771_CNN:
+            raise t.fail("arch", f"is {arch!r}, but {CAS771_FORMAT}-format teachers are the reference "
+                                 f"app's CNN; use \"{CAS771_CNN}\"")
         _check_arch(t, arch)
         checkpoint = t.text("checkpoint")
-        if fmt == "seed" and checkpoint is None:
-            raise t.fail("checkpoint", "is required with format = \"seed\" (the seed's .pth file)")
+        if fmt == CAS771_FORMAT and checkpoint is None:
+            raise t.fail("checkpoint", f"is required with format = \"{CAS771_FORMAT}\" "
+                                       "(the reference app's .pth file)")
         teachers.append(TeacherSpec(name, t.names("classes"), arch,
                                     _resolve(base, checkpoint, t, "checkpoint") if checkpoint else None, fmt))
     return tuple(teachers)
@@ -133,7 +135,7 @@ def _teachers(doc: _Reader, base: Path) -> tuple[TeacherSpec, ...]:
 def _check_arch(t: _Reader, arch: str) -> None:
     if not is_teacher_arch(arch):
         raise t.fail("arch", f"{arch!r} is not a teacher architecture; use one of {sorted(COMPACT_CNNS)}, "
-                             f"{SEED_CNN} or a timm model name")
+                             f"{CAS771_CNN} or a timm model name")
 
 
 def _data(doc: _Reader, base: Path, teachers: tuple[TeacherSpec, ...], classes: tuple[str, ...]) -> DataSpec:

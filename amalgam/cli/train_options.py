@@ -1,0 +1,41 @@
+"""The options several `train.py` commands share, and the checks on their values."""
+
+from __future__ import annotations
+
+import typer
+
+from amalgam.distill.trainer import STUDENT_AUGMENT
+from amalgam.errors import UserError
+from amalgam.tasks.builtin import DEFAULT_TASK
+
+TaskOpt = typer.Option(
+    DEFAULT_TASK, "--task", help="built-in task (fashion-mini, fashion, A, B) or a task.toml"
+)
+QuietOpt = typer.Option(False, "--quiet", "-q", help="no progress bars or per-epoch lines")
+DeviceOpt = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N")
+DataDirOpt = typer.Option(None, "--data-dir", help="folder holding the task's data files")
+ImgSizeOpt = typer.Option(None, "--img-size", help="input size (default: the task's)")
+ValFracOpt = typer.Option(0.1, "--val-fraction", help="part of train held out for validation")
+SchedulerOpt = typer.Option(
+    "cosine", "--scheduler", help="cosine, or step (the seed's StepLR: --scheduler-step/--scheduler-gamma)"
+)
+AugmentOpt = typer.Option(
+    STUDENT_AUGMENT, "--augment", help="flip, crop-flip, or none (a fixed view: teachers' logits cached)"
+)
+TeacherPrecisionOpt = typer.Option(
+    "auto", "--teacher-precision",
+    help="frozen teachers: auto (bf16 where the CPU/GPU has it natively), fp32 or bf16",
+)
+PerClassOpt = typer.Option(None, "--train-per-class", help="keep at most N training images per class")
+
+
+def check_non_negative(value: int, flag: str) -> int:
+    if value < 0:
+        raise UserError(f"{flag} must be >= 0, got {value}")
+    return value
+
+
+def check_img_size(img_size: int | None) -> int | None:
+    if img_size is not None and not 8 <= img_size <= 1024:
+        raise UserError(f"--img-size must be between 8 and 1024, got {img_size}")
+    return img_size

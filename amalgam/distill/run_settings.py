@@ -1,0 +1,55 @@
+"""What a run is: its settings, saved as config.json and read back by --resume."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from amalgam.distill.methods import MethodOptions
+from amalgam.distill.run_dirs import STATE_FILE
+from amalgam.distill.trainer import TrainConfig
+from amalgam.errors import UserError
+
+
+@dataclass(frozen=True)
+class DistilSettings:
+    """One run, fully described; saved as config.json and read back by --resume."""
+
+    task: str
+    student: str
+    method: str
+    method_options: MethodOptions = field(default_factory=MethodOptions)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    img_size: int | None = None
+    val_fraction: float = 0.1
+    train_per_class: int | None = None
+    data_dir: str | None = None
+    pretrained: bool = False
+    run_name: str = ""
+    checkpoint_every: int = 0  # steps between mid-epoch state saves; 0 = at epoch ends only
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> DistilSettings:
+        data = dict(data)
+        data["method_options"] = MethodOptions(**data["method_options"])
+        data["train"] = TrainConfig(**data["train"])
+        return cls(**data)
+
+
+def read_settings(run_dir: Path) -> DistilSettings:
+    """A run's config.json, or a one-line reason why this folder cannot be resumed."""
+    config_path = run_dir / "config.json"
+    if not config_path.is_file():
+        raise UserError(f"--resume {run_dir} is not a run folder (no config.json); check the path")
+    if not (run_dir / STATE_FILE).is_file():
+        raise UserError(
+            f"--resume {run_dir}: the run stopped before saving any state ({STATE_FILE}); start a new run"
+        )
+    try:
+        return DistilSettings.from_dict(json.loads(config_path.read_text()))
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, KeyError, ValueError, AttributeError) as exc:
+        raise UserError(f"{config_path} is corrupt ({exc}); start a new run instead") from exc
