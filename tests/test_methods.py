@@ -17,6 +17,7 @@ from amalgam.distill.methods.sum_of_terms import SumOfTerms
 from amalgam.errors import UserError
 from amalgam.models.metrics import fit_temperature
 from amalgam.models.teacher_archs import create_teacher
+from amalgam.tasks.builtin import get_task
 from amalgam.tasks.spec import DataSpec, TaskSpec, TeacherSpec
 
 
@@ -306,3 +307,36 @@ def test_teacher_pair_errors_by_hand():
     split = teacher_pair_errors(predictions, labels, roster.coverage)
     # wrong: a→b (shared, t1), a→c (none), c→d (shared, t2), e→b (none)
     assert split == {"errors_shared_teacher": 2 / 5, "errors_no_shared_teacher": 2 / 5}
+
+
+def test_a_new_method_file_registers_itself_without_other_edits(tmp_path, monkeypatch):
+    """Adding a method is one new file in the package: discovery and registration do the rest."""
+    import sys
+
+    import amalgam.distill.methods as methods_package
+
+    (tmp_path / "zz_label_smoothing.py").write_text(
+        "import torch.nn.functional as F\n"
+        "from amalgam.distill.methods.base import Method, register_method\n\n"
+        "@register_method\n"
+        "class LabelSmoothing(Method):\n"
+        "    name = 'zz-label-smoothing'\n"
+        "    uses_teachers = False\n\n"
+        "    def loss_terms(self, student_logits, student_features, teacher, labels):\n"
+        "        return {'loss_ce': F.cross_entropy(student_logits, labels, label_smoothing=0.1)}\n"
+    )
+    monkeypatch.setattr(methods_package, "__path__", [*methods_package.__path__, str(tmp_path)])
+    try:
+        methods_package._import_method_files()
+        assert list(METHODS)[-1] == "zz-label-smoothing"
+        method = build_method("zz-label-smoothing", get_task("fashion-mini").roster(), MethodOptions())
+        logits, labels = torch.randn(4, 10), torch.tensor([0, 1, 2, 3])
+        assert set(method.loss_terms(logits, None, None, labels)) == {"loss_ce"}
+    finally:
+        METHODS.pop("zz-label-smoothing", None)
+        sys.modules.pop("amalgam.distill.methods.zz_label_smoothing", None)
+
+
+def test_methods_are_listed_in_compare_order():
+    assert list(METHODS) == ["ce", "kd", "partial-kd", "union-kd", "dkd", "fitnet", "simkd",
+                             "fitnet+kd", "fitnet+partial-kd", "fitnet+union-kd"]

@@ -1,38 +1,39 @@
-"""The method registry: just a dict from `--method` name to a method class or a sum of terms."""
+"""The method registry: a dict from `--method` name to a method class or a sum of terms.
+
+Every module of this package other than `base` and `sum_of_terms` is a method file that
+registers itself (`register_method`). They are imported here: first the ones listed, in the
+order `compare` shows them, then any other, so adding a method is one new file and, if it
+has a new hyper-parameter, one `MethodOptions` field.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+import pkgutil
 
-from amalgam.distill.methods.base import Method, MethodOptions, TeacherOutputs
-from amalgam.distill.methods.ce import CrossEntropy
-from amalgam.distill.methods.dkd import DecoupledKD
-from amalgam.distill.methods.fitnet import FitNetHints
-from amalgam.distill.methods.kd import CoveringTeachersKD
-from amalgam.distill.methods.partial_kd import PartialKD
-from amalgam.distill.methods.simkd import SimKD
-from amalgam.distill.methods.sum_of_terms import SumOfTerms
-from amalgam.distill.methods.union_kd import UnionKD
+from amalgam.distill.methods.base import (
+    METHODS,
+    Method,
+    MethodFactory,
+    MethodOptions,
+    TeacherOutputs,
+    register_method,
+)
 from amalgam.errors import UserError
 from amalgam.tasks.spec import Roster
 
-# Builds a method from (roster, options), and tells its `name` and `options_used` unbuilt.
-MethodFactory = Callable[[Roster, MethodOptions], Method]
+LISTED_FIRST = ("ce", "kd", "partial_kd", "union_kd", "dkd", "fitnet", "simkd", "fitnet_plus_logits")
+NOT_METHOD_FILES = {"base", "sum_of_terms"}
 
-# `fitnet+X`: partial teachers' logits say nothing about pairs of classes no single teacher
-# knows, while a teacher's feature map still responds to images of classes it never saw; the
-# hints may carry that and X's logit term what each teacher knows about its own classes.
-HINTED_LOGIT_METHODS = (CoveringTeachersKD, PartialKD, UnionKD)
 
-METHODS: dict[str, MethodFactory] = {
-    method.name: method
-    for method in (
-        CrossEntropy, CoveringTeachersKD, PartialKD, UnionKD, DecoupledKD,
-        SumOfTerms("fitnet", (CrossEntropy, FitNetHints)),
-        SimKD,
-        *(SumOfTerms(f"fitnet+{logits.name}", (logits, FitNetHints)) for logits in HINTED_LOGIT_METHODS),
-    )
-}
+def _import_method_files() -> None:
+    found = {info.name for info in pkgutil.iter_modules(__path__)} - NOT_METHOD_FILES
+    for module in (*LISTED_FIRST, *sorted(found - set(LISTED_FIRST))):
+        importlib.import_module(f"{__name__}.{module}")
+
+
+_import_method_files()
+
 # The winner of the issue-4 comparison on `fashion` (README, "Method comparison").
 DEFAULT_METHOD = "fitnet"
 
@@ -44,4 +45,4 @@ def build_method(name: str, roster: Roster, options: MethodOptions) -> Method:
 
 
 __all__ = ["METHODS", "DEFAULT_METHOD", "Method", "MethodFactory", "MethodOptions", "TeacherOutputs",
-           "build_method"]
+           "build_method", "register_method"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -104,3 +105,20 @@ class Method(nn.Module):
 
     def predict(self, student: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return student(x)
+
+
+# Builds a method from (roster, options), and tells its `name` and `options_used` unbuilt:
+# a Method subclass, or a SumOfTerms recipe.
+MethodFactory = Callable[[Roster, MethodOptions], Method]
+
+# `--method` name → factory, in the order the method files register (the order `compare`
+# lists and runs them in). Just a dict; each method file adds itself with `register_method`.
+METHODS: dict[str, MethodFactory] = {}
+
+
+def register_method(factory: MethodFactory) -> MethodFactory:
+    """Class decorator, or a call on a recipe: a new method file edits no other file."""
+    if factory.name in METHODS:
+        raise ValueError(f"two methods are called {factory.name!r}")
+    METHODS[factory.name] = factory
+    return factory

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
-from amalgam.distill.methods.base import Method
+from amalgam.distill.methods.base import Method, register_method
 
 
+@register_method
 class CrossEntropy(Method):
     name = "ce"
     uses_teachers = False

@@ -7,9 +7,10 @@ target-class and non-target-class parts are defined for partial teachers too.
 from __future__ import annotations
 
 from amalgam.distill.losses import dkd_loss, filtered_covering_targets
-from amalgam.distill.methods.base import Method
+from amalgam.distill.methods.base import Method, register_method
 
 
+@register_method
 class DecoupledKD(Method):
     name = "dkd"
     options_used = ("temperature", "dkd_alpha", "dkd_beta", "teacher_filter")

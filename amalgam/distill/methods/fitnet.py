@@ -12,7 +12,9 @@ import torch
 import torch.nn as nn
 
 from amalgam.distill.losses import hint_loss
-from amalgam.distill.methods.base import Method
+from amalgam.distill.methods.base import Method, register_method
+from amalgam.distill.methods.ce import CrossEntropy
+from amalgam.distill.methods.sum_of_terms import SumOfTerms
 
 
 class FitNetHints(Method):
@@ -32,3 +34,7 @@ class FitNetHints(Method):
     def loss_terms(self, student_logits, student_features, teacher, labels):
         regressed = [regressor(student_features) for regressor in self.regressors]
         return {"loss_hint": self.options.hint_weight * hint_loss(regressed, teacher.features)}
+
+
+# FitNet proper: the student's own cross-entropy plus the hints
+register_method(SumOfTerms("fitnet", (CrossEntropy, FitNetHints)))

@@ -4,9 +4,10 @@ the target averages the teachers that cover the image's class."""
 from __future__ import annotations
 
 from amalgam.distill.losses import filtered_covering_targets, kd_loss
-from amalgam.distill.methods.base import Method
+from amalgam.distill.methods.base import Method, register_method
 
 
+@register_method
 class CoveringTeachersKD(Method):
     name = "kd"
     options_used = ("temperature", "alpha", "teacher_filter")

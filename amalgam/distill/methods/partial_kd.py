@@ -11,9 +11,10 @@ from __future__ import annotations
 import torch.nn.functional as F
 
 from amalgam.distill.losses import partial_kd_loss, partial_teacher_weights
-from amalgam.distill.methods.base import Method
+from amalgam.distill.methods.base import Method, register_method
 
 
+@register_method
 class PartialKD(Method):
     name = "partial-kd"
     options_used = ("temperature", "alpha", "confidence_weighting", "teacher_filter")

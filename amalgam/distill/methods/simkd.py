@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from amalgam.distill.ensemble import combined_teacher_probs
 from amalgam.distill.losses import common_size, match_spatial, simkd_loss
-from amalgam.distill.methods.base import Method
+from amalgam.distill.methods.base import Method, register_method
 
 
 def projector(c_in: int, c_out: int, ratio: int) -> nn.Sequential:
@@ -27,6 +27,7 @@ def projector(c_in: int, c_out: int, ratio: int) -> nn.Sequential:
     )
 
 
+@register_method
 class SimKD(Method):
     name = "simkd"
     options_used = ("simkd_weight", "simkd_ratio")

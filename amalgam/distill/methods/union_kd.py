@@ -15,10 +15,11 @@ from amalgam.distill.losses import (
     partial_kd_loss,
     partial_teacher_weights,
 )
-from amalgam.distill.methods.base import Method
+from amalgam.distill.methods.base import Method, register_method
 from amalgam.distill.methods.partial_kd import PartialKD
 
 
+@register_method
 class UnionKD(Method):
     name = "union-kd"
     options_used = PartialKD.options_used  # kd's options are a subset of these
