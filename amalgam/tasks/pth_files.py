@@ -9,6 +9,7 @@ the wording of the installed torch. Empty, truncated and foreign files get their
 
 from __future__ import annotations
 
+import importlib
 import io
 import pickle
 import pickletools
@@ -45,8 +46,8 @@ def numpy_safe_globals() -> list[Any]:
     released files may carry either, so both names map to the functions of the numpy we run.
     An empty array pickles its buffer as `bytes()`, so that one call is allowed too.
     """
-    core = getattr(np, "_core", None) or np.core
-    multiarray = core.multiarray
+    # numpy 2's module, which numpy 1.26 also answers (with its numpy.core.multiarray)
+    multiarray = importlib.import_module("numpy._core.multiarray")
     allowed: list[Any] = [np.ndarray, np.dtype, (_empty_bytes, "builtins.bytes"),
                           (_empty_bytes, "__builtin__.bytes")]
     for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
