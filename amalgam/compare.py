@@ -1,7 +1,9 @@
 """`python train.py compare`: every method, same student, data, epochs and augmentation, N seeds.
 
 Every figure is the test score of the checkpoint chosen on validation accuracy; the
-temperature for `ece_ts` is fitted on validation logits only.
+temperature for `ece_ts` is fitted on validation logits only. An arm is a method and whether
+its training reads labels: `ce` reads them, `amalgam-kd:none` never does (`--labels`), so
+labeled and label-free arms share one report, images and seeds.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 import torch
 
 from amalgam import PROJECT_ROOT
+from amalgam.distill.label_modes import LABEL_MODES, LABELED, check_labels_mode
 from amalgam.distill.methods import METHODS, MethodOptions
 from amalgam.distill.run import DistilSettings, distil
 from amalgam.distill.run_dirs import fresh_dir
@@ -28,6 +31,7 @@ from amalgam.harness.teacher_scores import teacher_scores
 from amalgam.models.metrics import teacher_pair_errors
 from amalgam.tasks.builtin import get_task
 from amalgam.tasks.loader import load_task_data
+from amalgam.tasks.roster_draw import describe_roster, roster_record
 from amalgam.ui import say
 
 METRICS = ("accuracy", "macro_f1", "nll", "ece", "ece_ts",
@@ -35,12 +39,30 @@ METRICS = ("accuracy", "macro_f1", "nll", "ece", "ece_ts",
 TRAINING_KEYS = ("batch_size", "lr", "weight_decay", "scheduler", "teacher_precision")  # in the report
 
 
-def parse_methods(text: str) -> list[str]:
-    names = [m.strip() for m in text.split(",") if m.strip()]
-    unknown = [m for m in names if m not in METHODS]
-    if unknown or not names:
-        raise UserError(f"--methods has unknown {unknown or 'nothing'}; choose from {sorted(METHODS)}")
-    return list(dict.fromkeys(names))
+def parse_methods(text: str, labels: str = LABELED) -> list[str]:
+    """The arms to run: `method` or `method:train|none` (training labels read or not; without a
+    suffix, `labels`), named `method` when labeled and `method:none` when label-free. A
+    label-free arm of a method that reads labels is refused here, before any training."""
+    arms = []
+    for entry in (m.strip() for m in text.split(",") if m.strip()):
+        method, _, mode = entry.partition(":")
+        mode = mode or labels
+        if method not in METHODS:
+            raise UserError(f"--methods has unknown {method!r}; choose from {sorted(METHODS)}")
+        if mode not in LABEL_MODES:
+            raise UserError(f"--methods {entry!r}: the suffix must be one of {list(LABEL_MODES)} "
+                            "(e.g. amalgam-kd:none)")
+        check_labels_mode(method, mode)
+        arms.append(method if mode == LABELED else f"{method}:{mode}")
+    if not arms:
+        raise UserError(f"--methods has nothing; choose from {sorted(METHODS)}")
+    return list(dict.fromkeys(arms))
+
+
+def split_arm(arm: str) -> tuple[str, str]:
+    """(method, labels) of an arm name from `parse_methods`."""
+    method, _, mode = arm.partition(":")
+    return method, mode or LABELED
 
 
 def score_arm(result, data, device: torch.device) -> dict:
@@ -64,6 +86,7 @@ def score_arm(result, data, device: torch.device) -> dict:
         "ece_ts": scores["ece_ts"],
         "temperature": scores["temperature"],
         "best_epoch": result.best["epoch"],
+        "val_accuracy": result.best["val_acc"],  # what defaults are chosen on; never the test score
     }
 
 
@@ -106,11 +129,13 @@ def run_compare(
     spec = get_task(task)
     out_dir = out_dir or root / "reports" / spec.dir_name
     check_report_dir(out_dir)
+    say(f"task {spec.name}: {describe_roster(spec.teachers)}", config.quiet)
     data = load_task_data(spec, data_dir, train_per_class=train_per_class)
     device = torch.device(config.device)
-    teachers = teacher_scores(load_ensemble(spec, device, root), data.test, device)
+    teachers = teacher_scores(load_ensemble(spec, device, root, (data.mean, data.std)), data.test, device)
     report = {
         "task": spec.name,
+        "roster": roster_record(spec),
         "student": student,
         "seeds": seeds,
         "epochs": config.epochs,
@@ -121,35 +146,41 @@ def run_compare(
         "train_images": len(data.train),
         "test_images": len(data.test),
         "selection": "best validation accuracy; test scored once",
+        "labels_note": "Arms with training labels `none` never read a training label (the task's "
+                       "unlabeled images, if any, join their training set); validation labels are used "
+                       "only to choose the checkpoint and to report",
         "method_options": options.to_dict(),
         "teachers_union_accuracy": teachers["union_accuracy"],
+        "teachers_uhc_accuracy": teachers["uhc_union_accuracy"],
         "teachers_own_classes_accuracy": teachers["per_teacher"],
         "methods": {},
         "failed": {},
     }
     runs_dir = fresh_dir(out_dir / "runs" / time.strftime("%Y%m%d-%H%M%S"))  # never shared
-    for method in methods:
+    for arm in methods:
+        method, labels = split_arm(arm)
+        slug = method if labels == LABELED else f"{method}-nolabels"  # a folder name on any system
         runs = []
         for seed in range(seeds):
-            say(f"[bold]{method}[/] seed {seed + 1}/{seeds}", config.quiet)
+            say(f"[bold]{arm}[/] seed {seed + 1}/{seeds}", config.quiet)
             settings = DistilSettings(
                 task=task,
                 student=student,
                 method=method,
                 method_options=options,
-                train=replace(config, seed=config.seed + seed),
+                train=replace(config, seed=config.seed + seed, labels=labels),
                 img_size=img_size,
                 train_per_class=train_per_class,
                 data_dir=data_dir,
-                run_name=f"compare_{method}_seed{seed}",
+                run_name=f"compare_{slug}_seed{seed}",
             )
             try:
-                result = distil(settings, out_dir=runs_dir / f"{method}_seed{seed}", root=root, data=data)
+                result = distil(settings, out_dir=runs_dir / f"{slug}_seed{seed}", root=root, data=data)
                 runs.append(score_arm(result, data, device))
             except TrainingInterrupted:
                 raise  # Ctrl-C stops the whole comparison, not just this arm
             except Exception as exc:  # a failed arm is reported, never hidden or fatal
-                report["failed"].setdefault(method, []).append(
+                report["failed"].setdefault(arm, []).append(
                     {
                         "seed": seed,
                         "error": f"{type(exc).__name__}: {exc}",
@@ -157,6 +188,6 @@ def run_compare(
                     }
                 )
         if runs:
-            report["methods"][method] = {**summarise(runs), "per_seed": runs}
+            report["methods"][arm] = {**summarise(runs), "labels": labels, "per_seed": runs}
     write_compare_report(report, out_dir)
     return report

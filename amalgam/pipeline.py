@@ -14,7 +14,8 @@ from amalgam.distill.teacher_loading import load_ensemble
 from amalgam.distill.teacher_training import train_all_teachers
 from amalgam.distill.trainer import STUDENT_AUGMENT, TrainConfig
 from amalgam.errors import UserError
-from amalgam.harness.evaluate import evaluate_student, load_student, score_student
+from amalgam.harness.evaluate import load_student, score_student
+from amalgam.harness.grading import report_student
 from amalgam.harness.teacher_scores import teacher_scores
 from amalgam.tasks.builtin import get_task
 from amalgam.tasks.loader import load_task_data
@@ -59,11 +60,11 @@ def run_pipeline(
         results[arm] = distil(settings, root=root, data=data)
     say("[bold]4/4[/] evaluation on the test split", quiet)
     torch_device = torch.device(device)
-    out_dir = root / "evaluation" / spec.dir_name
     distilled = load_student(results[method].run_dir / "best", spec.classes)
-    report = evaluate_student(distilled, data, out_dir, torch_device)
+    report, out_dir = report_student(distilled, data, root / "evaluation" / spec.dir_name, torch_device)
     baseline = score_student(load_student(results["ce"].run_dir / "best", spec.classes), data, torch_device)
-    teachers = teacher_scores(load_ensemble(spec, torch_device, root), data.test, torch_device)
+    ensemble = load_ensemble(spec, torch_device, root, (data.mean, data.std))
+    teachers = teacher_scores(ensemble, data.test, torch_device)
     confusion = torch.tensor(report["confusion_matrix"])  # rows: true class, columns: predicted
     own_class_acc = {}
     for teacher in spec.teachers:
@@ -75,6 +76,7 @@ def run_pipeline(
         "student": student,
         "teachers": teachers["per_teacher"],
         "teachers_union_accuracy": teachers["union_accuracy"],
+        "teachers_uhc_accuracy": teachers["uhc_union_accuracy"],
         "student_accuracy": report["overall_accuracy"] / 100,
         "student_on_teacher_classes": own_class_acc,
         "ce_accuracy": baseline["accuracy"],
@@ -107,7 +109,8 @@ def print_summary(summary: dict) -> None:
             f"{name}'s classes",
             f"{summary['student_on_teacher_classes'][name]:.2%}",
         )
-    table.add_row("teachers combined", "all classes", f"{summary['teachers_union_accuracy']:.2%}")
+    table.add_row("teachers combined (mean)", "all classes", f"{summary['teachers_union_accuracy']:.2%}")
+    table.add_row("teachers combined (UHC)", "all classes", f"{summary['teachers_uhc_accuracy']:.2%}")
     table.add_row(
         f"student, CE baseline ({summary['student']})", "all classes", f"{summary['ce_accuracy']:.2%}"
     )

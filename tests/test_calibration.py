@@ -214,7 +214,7 @@ def test_compare_scores_the_best_checkpoint_with_the_validation_temperature(spli
     student = LookupStudent(torch.zeros_like(table))  # the in-memory (last) weights predict nothing
     trainer = SimpleNamespace(student=student, student_input=model_input,
                               method=SimpleNamespace(eval=lambda: None, predict=lambda s, x: s(x)))
-    result = SimpleNamespace(trainer=trainer, run_dir=tmp_path, best={"epoch": 2})
+    result = SimpleNamespace(trainer=trainer, run_dir=tmp_path, best={"epoch": 2, "val_acc": 0.5})
     scores = score_arm(result, data, CPU)
     assert_calibrated_on_validation(scores, expected, keys=("nll", "ece", "ece_ts", "accuracy"))
     assert scores["best_epoch"] == 2

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 import amalgam.cli.train_cli as train_cli
 from amalgam.distill.methods import MethodOptions
+from amalgam.harness.report_dirs import latest_report_dir
 from tests.conftest import TINY, assert_one_line_error, run_front_end
 
 STUDENT = ["--student", "mobilenetv3_small", "--epochs", "1", "--batch-size", "16"]
@@ -26,10 +27,18 @@ def distilled(trained_home: Path) -> Path:
     )
     assert result.returncode == 0, result.stderr
     assert "best epoch 1 (chosen on validation)" in result.stdout
-    # the default method (FitNet, the comparison's winner) reads neither option, and says so
+    # the headline command means what it says: the default method reads both options
+    assert "does not use" not in result.stdout + result.stderr
+    assert json.loads((out / "config.json").read_text())["method_options"]["temperature"] == 3.0
+    return out
+
+
+def test_options_a_method_ignores_are_named(trained_home: Path, tmp_path: Path):
+    result = run_front_end("train.py", [*TINY, *STUDENT, "--method", "fitnet", "--temperature", "3",
+                                        "--alpha", "0.5", "--out", str(tmp_path / "fitnet")], trained_home)
+    assert result.returncode == 0, result.stderr
     said = " ".join((result.stdout + result.stderr).split())
     assert "method fitnet does not use --temperature, --alpha" in said
-    return out
 
 
 def test_options_a_method_reads_raise_no_warning(trained_home: Path, tmp_path: Path):
@@ -87,7 +96,8 @@ def test_evaluation_writes_reports(distilled: Path, trained_home: Path):
         trained_home,
     )
     assert result.returncode == 0, result.stderr
-    out = trained_home / "evaluation" / "fashion-mini"
+    out = latest_report_dir(trained_home / "evaluation" / "fashion-mini")  # runs/<run>/best's own folder
+    assert out.name == distilled.name
     results = json.loads((out / "results.json").read_text())
     assert {
         "task",
@@ -104,13 +114,14 @@ def test_evaluation_writes_reports(distilled: Path, trained_home: Path):
     assert sum(map(sum, results["confusion_matrix"])) == 600
     for png in ("sample_predictions.png", "confusion_matrix.png", "reliability.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
-    assert "fashion-mini" in result.stdout
+    assert "fashion-mini" in result.stdout and f"reports in {out}" in result.stdout
 
 
 def test_evaluation_defaults_to_the_newest_student(distilled: Path, trained_home: Path):
     result = run_front_end("evaluation.py", ["--task", "fashion-mini", "--quiet"], trained_home)
     assert result.returncode == 0, result.stderr
-    results = json.loads((trained_home / "evaluation" / "fashion-mini" / "results.json").read_text())
+    out = latest_report_dir(trained_home / "evaluation" / "fashion-mini")
+    results = json.loads((out / "results.json").read_text())
     assert Path(results["model_path"]).parent.parent == trained_home / "runs"
 
 
@@ -125,7 +136,7 @@ def test_existing_run_dir_is_never_overwritten(distilled: Path, trained_home: Pa
     ("args", "needle"),
     [
         (["--task", "nope"], "unknown task"),
-        (["--student", "vgg16"], "unknown student"),
+        (["--student", "vgg17"], "unknown student 'vgg17'; close matches: vgg"),  # any timm name works
         (["--alpha", "1.5"], "--alpha"),
         (["--temperature", "0"], "--temperature"),
         (["--temperature", "-2"], "--temperature"),
@@ -221,7 +232,7 @@ def test_method_flags_reach_both_commands_as_method_options(monkeypatch: pytest.
 
     def fake_compare(task, methods, seeds, student, options, *args, **kwargs):
         seen["compare"] = options
-        return {"methods": {}, "teachers_union_accuracy": 0.0, "failed": {}}
+        return {"methods": {}, "teachers_union_accuracy": 0.0, "teachers_uhc_accuracy": 0.0, "failed": {}}
 
     monkeypatch.setattr(train_cli, "distil", fake_distil)
     monkeypatch.setattr("amalgam.compare.run_compare", fake_compare)

@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import TINY, run_front_end
 
-ALL = ("ce", "kd", "partial-kd", "union-kd", "dkd", "fitnet", "simkd", "fitnet+union-kd")
+ALL = ("ce", "kd", "partial-kd", "union-kd", "dkd", "fitnet", "simkd", "fitnet+union-kd", "fitnet+uhc-kd")
 
 
 def test_compare_writes_json_markdown_and_figure(trained_home: Path, tmp_path: Path):
@@ -27,11 +27,13 @@ def test_compare_writes_json_markdown_and_figure(trained_home: Path, tmp_path: P
                        "errors_no_shared_teacher"):
             assert set(stats[metric]) == {"mean", "std", "runs"} and len(stats[metric]["runs"]) == 2
             assert stats[metric]["mean"] == pytest.approx(sum(stats[metric]["runs"]) / 2, rel=1e-12)
-    assert 0.0 <= report["teachers_union_accuracy"] <= 1.0
+    assert 0.0 <= report["teachers_union_accuracy"] <= 1.0 and 0.0 <= report["teachers_uhc_accuracy"] <= 1.0
+    assert report["roster"]["teacher_2"] == ["Dress", "Coat", "Sandal", "Shirt"]  # recorded for the reader
+    assert all(0.0 <= run["val_accuracy"] <= 1.0 for run in report["methods"]["ce"]["per_seed"])
     assert report["training"]["scheduler"] == "step" and report["method_options"]["dkd_beta"] == 4.0
     markdown = (out / "compare.md").read_text()
     assert "chosen on **validation accuracy**" in markdown and "2 seed(s)" in markdown
-    assert "| partial-kd |" in markdown and "Teachers combined" in markdown
+    assert "| partial-kd |" in markdown and "Teachers combined" in markdown and "UHC combination" in markdown
     assert "scheduler step" in markdown and "no teacher knows both" in markdown
     assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
 

@@ -147,9 +147,9 @@ def _run_rank() -> None:
     def recording_step(trainer: Trainer, index, generator, step):
         if "trainer" not in seen:
             seen["trainer"], seen["initial"] = trainer, snapshot(trainer)
-        batch_loss, batch_correct = original_step(trainer, index, generator, step)
+        batch_loss, batch_correct, *measures = original_step(trainer, index, generator, step)
         seen["steps"].append((batch_loss, batch_correct, len(index)))
-        return batch_loss, batch_correct
+        return batch_loss, batch_correct, *measures
 
     Trainer._step = recording_step
     sys.argv = [str(REPO / "train.py"), *sys.argv[1:]]

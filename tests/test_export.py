@@ -11,9 +11,12 @@ import torch
 
 from amalgam.distill.trainer import predict_logits
 from amalgam.errors import UserError
+from amalgam.harness.report_dirs import latest_report_dir
+from amalgam.models import onnx_exporters
 from amalgam.models.checkpoint import load_model
 from amalgam.models.export import export_student, load_exported, read_export_metadata
 from amalgam.models.model_input import model_input_for
+from amalgam.models.onnx_exporters import DYNAMO_EXPORTER, LEGACY_EXPORTER, OPSET
 from amalgam.tasks.builtin import get_task
 from amalgam.tasks.loader import load_task_data
 from tests.conftest import TINY, assert_one_line_error, run_front_end
@@ -83,6 +86,39 @@ def test_metadata_holds_classes_and_preprocessing(fmt, exported, run_dir: Path):
     assert "(x - mean) / std" in meta["input"]
 
 
+def test_onnx_goes_through_the_current_exporter(exported):
+    import onnx
+
+    assert read_export_metadata(exported["onnx"])["exporter"] == DYNAMO_EXPORTER
+    proto = onnx.load(str(exported["onnx"]))
+    assert {o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")} == {OPSET}
+    assert [d.dim_param for d in proto.graph.input[0].type.tensor_type.shape.dim][0] == "batch"
+
+
+@pytest.mark.parametrize("why", ["unavailable", "fails"])
+def test_onnx_falls_back_to_the_legacy_exporter_in_one_line(why, run_dir: Path, test_logits, tmp_path,
+                                                             monkeypatch, capsys):
+    """An old torch (no dynamo exporter) or a graph torch.export cannot take: the legacy exporter
+    writes the file, one line says why, and the file still predicts what PyTorch predicts."""
+    if why == "unavailable":
+        monkeypatch.setattr(onnx_exporters, "dynamo_unavailable", lambda: "torch 2.0 has no dynamo exporter")
+    else:
+        def broken(model, example):
+            raise RuntimeError("unsupported operator\nlong trace")
+        monkeypatch.setattr(onnx_exporters, "_dynamo_onnx", broken)
+    target = export_student(run_dir, "onnx", tmp_path / "legacy.onnx")
+    notes = [line for line in capsys.readouterr().out.splitlines() if "exporter" in line]
+    expected = {"unavailable": "has no dynamo exporter",
+                "fails": "failed (RuntimeError: unsupported operator)"}[why]
+    assert len(notes) == 1 and "TorchScript-based" in notes[0] and expected in notes[0]
+    assert read_export_metadata(target)["exporter"] == LEGACY_EXPORTER
+    data, reference = test_logits
+    predictor, model_input, _ = load_exported(target, data.spec.classes)
+    logits = predict_logits(predictor, model_input, data.test, CPU)
+    bound = EXPORT_TOLERANCE * max(1.0, reference.abs().max().item())
+    assert (logits - reference).abs().max().item() <= bound
+
+
 def test_export_writes_a_model_report(exported, run_dir: Path):
     report = json.loads((run_dir / "model_report.json").read_text())
     names = [row["name"] for row in report["models"]]
@@ -99,7 +135,8 @@ def test_evaluation_grades_an_onnx_file(exported, trained_home: Path, tmp_path: 
         trained_home,
     )
     assert result.returncode == 0, result.stderr
-    results = json.loads((tmp_path / "fashion-mini" / "results.json").read_text())
+    report = latest_report_dir(tmp_path / "fashion-mini")  # one folder per graded student
+    results = json.loads((report / "results.json").read_text())
     assert results["n_samples"] == 600 and results["model_path"] == str(exported["onnx"])
     assert results["params"] == read_export_metadata(exported["onnx"])["params"]
 

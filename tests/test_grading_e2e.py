@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from amalgam.harness import grading
+from amalgam.harness.report_dirs import latest_report_dir
 from amalgam.tasks.builtin import get_task
 from tests.conftest import assert_one_line_error, run_front_end
 from tests.test_assets import FileServer, sha
@@ -101,7 +102,8 @@ def test_grades_a_and_b_from_nothing(server: FileServer, tmp_path: Path):
     assert not (home / "__MACOSX").exists()
     for task, (rel, classes) in STUDENTS.items():
         assert (home / rel).is_file()
-        report = home / "evaluation" / f"Task{task}"  # the seed's folder, as before
+        report = latest_report_dir(home / "evaluation" / f"Task{task}")  # the seed's folder, per student
+        assert report.name == Path(rel).stem
         results = json.loads((report / "results.json").read_text())
         assert SEED_KEYS <= set(results) and {"macro_f1", "ece", "confusion_matrix"} <= set(results)
         assert results["task"] == task and results["model_path"] == str(home / rel)
@@ -116,7 +118,7 @@ def test_grades_a_and_b_from_nothing(server: FileServer, tmp_path: Path):
 
 
 def test_unreachable_assets_skip_both_tasks_and_fail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("COLUMNS", "500")  # keep each reason on one table line
+    monkeypatch.setenv("COLUMNS", "80")  # a narrow terminal must not cut the reasons
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -133,8 +135,14 @@ def test_unreachable_assets_skip_both_tasks_and_fail(tmp_path: Path, monkeypatch
     )
 
     assert_one_line_error(result, "no task could be graded")  # exit code 2: nothing was gradable
-    assert result.stdout.count("skipped") == 2 and result.stdout.count("evaluation on the test split") == 1
-    assert f"could not download cas771-models from {dead}/best_models.zip" in result.stdout
+    assert result.stdout.count("evaluation on the test split") == 1
+    reasons = [line for line in result.stdout.splitlines() if " skipped: " in line]
+    assert [line.split(" skipped: ")[0] for line in reasons] == ["task A", "task B"]
+    home = tmp_path / "home"
+    for line in reasons:  # each reason whole on its own line, both downloads tried, the fix named
+        assert f"could not download cas771-models from {dead}/best_models.zip" in line
+        assert f"could not download cas771-data from {dead}/data.zip" in line
+        assert f"put it at {home / '.cache' / 'downloads' / 'cas771-data.zip'}" in line
 
 
 def test_a_task_fetches_the_assets_its_spec_names_and_those_listed_for_it(

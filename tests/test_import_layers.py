@@ -6,7 +6,7 @@ Layers, lowest first; a module may import its own layer and any lower one:
     tasks    amalgam.tasks.*      task specs, datasets, the teacher architecture names a task may use
     models   amalgam.models.*     architectures (registry), checkpoints, model input, metrics
     distill  amalgam.distill.*    ensemble, methods, trainer, runs
-    harness  amalgam.harness.*, amalgam.compare, amalgam.pipeline   evaluation, reports, workflows
+    harness  amalgam.harness.*, amalgam.compare, amalgam.roster_compare, amalgam.pipeline   workflows
     cli      amalgam.cli.*        the front ends
 
 Every import counts, at module level or inside a function, `import x` and `from x import y`,
@@ -22,7 +22,8 @@ import amalgam
 
 PACKAGE = Path(amalgam.__file__).resolve().parent
 BASE = {"amalgam": -1, "amalgam.errors": -1, "amalgam.ui": -1}
-LAYERS = {"tasks": 0, "models": 1, "distill": 2, "harness": 3, "compare": 3, "pipeline": 3, "cli": 4}
+LAYERS = {"tasks": 0, "models": 1, "distill": 2, "harness": 3,
+          "compare": 3, "roster_compare": 3, "pipeline": 3, "cli": 4}
 LAYER_NAMES = {-1: "base", 0: "tasks", 1: "models", 2: "distill", 3: "harness", 4: "cli"}
 
 

@@ -193,7 +193,8 @@ def test_a_new_combination_is_data_not_a_class():
     spec, roster = roster3()
     options = MethodOptions(temperature=2.0, hint_weight=0.5)
     recipe = SumOfTerms("fitnet+dkd", (DecoupledKD, FitNetHints))
-    assert recipe.options_used == ("temperature", "dkd_alpha", "dkd_beta", "teacher_filter", "hint_weight")
+    assert recipe.options_used == ("temperature", "dkd_alpha", "dkd_beta", "dkd_warmup", "teacher_filter",
+                                   "hint_weight")
     combined, dkd = recipe(roster, options), DecoupledKD(roster, options)
     student_features, logits, out, labels = feature_inputs(4)
     combined.setup(student_features, out.features, [])
@@ -338,5 +339,6 @@ def test_a_new_method_file_registers_itself_without_other_edits(tmp_path, monkey
 
 
 def test_methods_are_listed_in_compare_order():
-    assert list(METHODS) == ["ce", "kd", "partial-kd", "union-kd", "dkd", "fitnet", "simkd",
-                             "fitnet+kd", "fitnet+partial-kd", "fitnet+union-kd"]
+    assert list(METHODS) == ["ce", "kd", "partial-kd", "union-kd", "uhc-kd", "dkd", "fitnet", "simkd",
+                             "fitnet+kd", "fitnet+partial-kd", "fitnet+union-kd", "fitnet+uhc-kd",
+                             "amalgam-kd", "fitnet+amalgam-kd", "cfl", "adaptive"]

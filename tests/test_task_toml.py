@@ -12,6 +12,7 @@ from PIL import Image
 
 from amalgam.cli.tasks_cli import class_overlaps
 from amalgam.errors import UserError
+from amalgam.harness.report_dirs import latest_report_dir
 from amalgam.models.cas771_format import Cas771TeacherCNN
 from amalgam.tasks.builtin import get_task, load_task_toml
 from amalgam.tasks.loader import load_task_data
@@ -120,7 +121,7 @@ def write_pth_task(root: Path) -> Path:
 def test_folder_task_parses_and_reads(tmp_path: Path):
     spec = get_task(str(write_folder_task(tmp_path)))
     assert spec.name == "shapes" and spec.classes == SHAPES and spec.img_size == 16
-    assert spec.student_input_size == 16  # no student_img_size: the student uses img_size
+    assert spec.student_input_size == 56  # no student_img_size: small images are upsampled to 56 px
     assert [t.checkpoint for t in spec.teachers] == [str(tmp_path / "ckpt" / n) for n in ("round", "angular")]
     raw = read_raw_splits(spec, None)
     assert raw["train"].images.shape == (3 * 7, 3, 16, 16)  # 6 colour + 1 grayscale per class
@@ -249,7 +250,7 @@ def test_every_command_runs_on_a_folder_task(tmp_path: Path):
     graded = run_front_end("evaluation.py", ["--task", str(toml), "--checkpoint", str(run_dir / "best"),
                                              "--out", str(home / "evaluation"), "--quiet"], home)
     assert graded.returncode == 0, graded.stderr
-    results = json.loads((home / "evaluation" / "shapes" / "results.json").read_text())
+    results = json.loads((latest_report_dir(home / "evaluation" / "shapes") / "results.json").read_text())
     assert results["task"] == "shapes" and set(results["per_class_accuracy"]) == set(SHAPES)
     assert results["n_samples"] == 12
     assert not (Path(__file__).resolve().parent.parent / "checkpoints" / "shapes").exists()
@@ -268,7 +269,7 @@ def test_distil_and_grade_a_pth_task_with_seed_teachers(tmp_path: Path):
     graded = run_front_end("evaluation.py", ["--task", str(toml), "--checkpoint", str(run_dir / "best"),
                                              "--out", str(home / "evaluation"), "--quiet"], home)
     assert graded.returncode == 0, graded.stderr
-    results = json.loads((home / "evaluation" / "animals" / "results.json").read_text())
+    results = json.loads((latest_report_dir(home / "evaluation" / "animals") / "results.json").read_text())
     assert results["n_samples"] == 9 and set(results["per_class_accuracy"]) == {"hyena", "zebra", "lynx"}
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import typer
@@ -14,7 +16,11 @@ from amalgam.errors import UserError
 from amalgam.tasks.builtin import released_tasks
 from amalgam.ui import console
 
+if TYPE_CHECKING:
+    from amalgam.harness.grading import GradeOutcome
+
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
+                  rich_markup_mode=None,  # Click's help: long option names never cut to "--…"
                   help="Grade distilled students and fetch released assets.")
 ManifestOpt = typer.Option(None, "--manifest",
                            help="asset manifest (default: amalgam/harness/release_manifest.toml)")
@@ -41,33 +47,44 @@ def evaluate_command(
         return
     torch_device = torch.device(resolve_device(device))
     if task is not None:
-        results = grade_task(task, checkpoint, fmt, manifest, data_dir, out, torch_device, quiet)
-        print_results([(task, results, None)])
+        outcome = grade_task(task, checkpoint, fmt, manifest, data_dir, out, torch_device, quiet)
+        print_results([replace(outcome, task=task)])
         return
     if checkpoint is not None:
         raise UserError("--checkpoint needs --task (which task is it a student of?)")
     outcomes = grade_released_tasks(released_tasks(), fmt, manifest, data_dir, out, torch_device, quiet)
-    print_results([(o.task, o.results, o.skipped) for o in outcomes])
+    print_results(outcomes)
     if all(o.results is None for o in outcomes):
         raise UserError("no task could be graded (reasons above); fetch the assets or train a student")
 
 
-def print_results(rows: list[tuple[str, dict | None, str | None]]) -> None:
+def print_results(outcomes: list[GradeOutcome]) -> None:
+    """Numbers in the table; paths and reasons below it, each on its own line, so that a narrow
+    terminal wraps them instead of cutting them to "runs/2026…"."""
     table = Table(title="evaluation on the test split")
-    for column in ("task", "accuracy", "macro-F1", "ECE (raw → scaled)", "images", "student / reason"):
-        table.add_column(column)
-    for task, results, skipped in rows:
-        if results is None:
-            table.add_row(task, "skipped", "", "", "", skipped or "")
+    for column in ("task", "accuracy", "macro-F1", "ECE (raw → scaled)", "images"):
+        table.add_column(column, no_wrap=True)
+    for o in outcomes:
+        r = o.results
+        if r is None:
+            table.add_row(o.task, "skipped", "", "", "")
             continue
-        table.add_row(task, f"{results['overall_accuracy']:.2f} %", f"{results['macro_f1']:.3f}",
-                      f"{results['ece']:.3f} → {results['ece_ts']:.3f}", str(results["n_samples"]),
-                      results["model_path"])
+        table.add_row(o.task, f"{r['overall_accuracy']:.2f} %", f"{r['macro_f1']:.3f}",
+                      f"{r['ece']:.3f} → {r['ece_ts']:.3f}", str(r["n_samples"]))
     console.print(table)
-    for task, results, _ in rows:
-        if results is not None:
-            worst = sorted(results["per_class_accuracy"].items(), key=lambda kv: kv[1])[:3]
-            console.print(f"task {task}: weakest classes " + ", ".join(f"{c} {a:.1f} %" for c, a in worst))
+    for o in outcomes:
+        if o.results is None:
+            _line(f"task {o.task} skipped: {o.skipped or 'no reason given'}")
+            continue
+        worst = sorted(o.results["per_class_accuracy"].items(), key=lambda kv: kv[1])[:3]
+        _line(f"task {o.task}: student {o.results['model_path']}")
+        _line(f"task {o.task}: weakest classes " + ", ".join(f"{c} {a:.1f} %" for c, a in worst))
+        if o.report_dir is not None:
+            _line(f"task {o.task}: reports in {o.report_dir}")
+
+
+def _line(text: str) -> None:
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command("fetch")

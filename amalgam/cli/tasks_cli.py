@@ -58,12 +58,14 @@ def print_roster(spec: TaskSpec) -> None:
                   f"{len(spec.teachers)} teachers, {_sizes(spec)} px, {spec.channels} channel(s), "
                   f"data kind {spec.data.kind}", markup=False)
     table = Table(title=f"roster of task {spec.name}")
-    for column in ("teacher", "arch", "format", "checkpoint", "classes (local order)"):
+    for column in ("teacher", "arch", "format", "classes (local order)"):
         table.add_column(column, overflow="fold")
     for teacher in spec.teachers:
-        checkpoint = resolve_checkpoint_stem(spec, teacher, amalgam.PROJECT_ROOT)
-        table.add_row(teacher.name, teacher.arch, teacher.format, str(checkpoint), ", ".join(teacher.classes))
+        table.add_row(teacher.name, teacher.arch, teacher.format, ", ".join(teacher.classes))
     console.print(table)
+    for teacher in spec.teachers:  # paths on their own lines: a narrow column would cut them
+        checkpoint = resolve_checkpoint_stem(spec, teacher, amalgam.PROJECT_ROOT)
+        console.print(f"{teacher.name} checkpoint: {checkpoint}", markup=False, highlight=False)
     overlaps = class_overlaps(spec)
     if overlaps:
         for name, teachers in overlaps.items():

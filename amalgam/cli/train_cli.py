@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from amalgam.cli.common import resolve_device
+from amalgam.cli.config_file import ConfigOpt
 from amalgam.cli.method_options import METHOD_OPTION_FLAGS, method_flag, with_method_options
 from amalgam.cli.tasks_cli import tasks_command
 from amalgam.cli.train_options import (
@@ -16,12 +17,16 @@ from amalgam.cli.train_options import (
     DataDirOpt,
     DeviceOpt,
     ImgSizeOpt,
+    LabelsOpt,
+    LogOpt,
+    OptOpt,
     PerClassOpt,
     QuietOpt,
     SchedulerOpt,
     TaskOpt,
     TeacherPrecisionOpt,
     ValFracOpt,
+    WarmupOpt,
     check_img_size,
     check_non_negative,
 )
@@ -29,18 +34,20 @@ from amalgam.cli.train_subcommands import (
     compare_command,
     export_command,
     pipeline_command,
+    push_command,
     teachers_command,
 )
 from amalgam.distill.methods import DEFAULT_METHOD, METHODS, MethodOptions
 from amalgam.distill.run import DistilSettings, distil, resume
 from amalgam.distill.run_dirs import check_run_name
 from amalgam.distill.trainer import TrainConfig
-from amalgam.models.students import DEFAULT_STUDENT, canonical_student
+from amalgam.models.students import DEFAULT_STUDENT, STUDENT_HELP, canonical_student
 from amalgam.ui import console, say
 
 app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # Click's help: long option names get their own line instead of "--…"
     help="Distil one student from several partial teachers.",
 )
 
@@ -48,33 +55,46 @@ app = typer.Typer(
 @with_method_options
 def distil_command(
     ctx: typer.Context,
+    config: Path | None = ConfigOpt,  # eager: read first, it sets the other options' defaults
     task: str = TaskOpt,
     student: str = typer.Option(
         DEFAULT_STUDENT,
         "--student",
+        "--model",
         "--student_model",
         "--student-model",
-        help="mobilenetv3, mobilenetv3_small, efficientnet, resnet18",
+        help=STUDENT_HELP,
     ),
     method: str = typer.Option(DEFAULT_METHOD, "--method", help=f"one of {sorted(METHODS)}"),
     method_options: dict = METHOD_OPTION_FLAGS,  # --temperature, --alpha, …: one per MethodOptions field
+    labels: str = LabelsOpt,
     epochs: int = typer.Option(12, "--epochs", "--num_epochs", "--num-epochs"),
-    batch_size: int = typer.Option(64, "--batch-size", "--batch_size"),
+    batch_size: int = typer.Option(64, "--batch-size", "-b", "--batch_size"),
     lr: float = typer.Option(1e-3, "--lr"),
     weight_decay: float = typer.Option(5e-4, "--weight-decay", "--weight_decay"),
+    opt: str = OptOpt,
     scheduler: str = SchedulerOpt,
-    scheduler_step: int = typer.Option(30, "--scheduler-step", "--scheduler_step"),
-    scheduler_gamma: float = typer.Option(0.5, "--scheduler-gamma", "--scheduler_gamma"),
+    warmup_epochs: int = WarmupOpt,
+    scheduler_step: int = typer.Option(
+        30, "--scheduler-step", "--scheduler_step", "--decay-epochs", help="step: epochs between decays"
+    ),
+    scheduler_gamma: float = typer.Option(
+        0.5, "--scheduler-gamma", "--scheduler_gamma", "--decay-rate", help="step: factor at each decay"
+    ),
     seed: int = typer.Option(42, "--seed"),
     run: str = typer.Option(
-        "", "--run", help="suffix for the run directory name (letters, digits, ., _, -)"
+        "", "--run-name", "--run",
+        help="suffix for the run directory name (letters, digits, ., _, -); --run is the seed's "
+        "spelling, which torchrun mistakes for its own --run-path",
     ),
     augment: str = AugmentOpt,
     img_size: int | None = ImgSizeOpt,
     val_fraction: float = ValFracOpt,
     train_per_class: int | None = PerClassOpt,
     data_dir: str | None = DataDirOpt,
-    pretrained: bool = typer.Option(False, "--pretrained", help="start from timm's ImageNet weights"),
+    pretrained: bool = typer.Option(
+        False, "--pretrained", help="start from the weights the student's name points to (as in timm)"
+    ),
     device: str = DeviceOpt,
     out: Path | None = typer.Option(
         None, "--out", help="run directory (default runs/<time>_task_<T>[_<run>])"
@@ -82,6 +102,9 @@ def distil_command(
     resume_dir: Path | None = typer.Option(None, "--resume", help="continue a stopped run directory"),
     checkpoint_every: int = typer.Option(0, "--checkpoint-every", help="also save state every N steps"),
     compile_model: bool = typer.Option(False, "--compile", help="torch.compile the student (opt-in)"),
+    amp: bool = typer.Option(True, "--amp/--no-amp", help="bf16 autocast for the student on CUDA"),
+    channels_last: bool = typer.Option(True, "--channels-last/--no-channels-last", help="on CUDA"),
+    log: str = LogOpt,
     teacher_precision: str = TeacherPrecisionOpt,
     quiet: bool = QuietOpt,
 ) -> None:
@@ -90,6 +113,7 @@ def distil_command(
         return
     if resume_dir is not None:
         result = resume(resume_dir, epochs if _given(ctx, "epochs") else None, quiet)
+        labels = result.trainer.config.labels
     else:
         settings = DistilSettings(
             task=task,
@@ -104,12 +128,17 @@ def distil_command(
                 scheduler=scheduler,
                 scheduler_step=scheduler_step,
                 scheduler_gamma=scheduler_gamma,
+                opt=opt,
+                warmup_epochs=warmup_epochs,
                 seed=seed,
                 augment=augment,
                 device=resolve_device(device),
                 quiet=quiet,
                 compile=compile_model,
+                amp=amp,
+                channels_last=channels_last,
                 teacher_precision=teacher_precision,
+                labels=labels,
             ),
             img_size=check_img_size(img_size),
             val_fraction=val_fraction,
@@ -118,6 +147,7 @@ def distil_command(
             pretrained=pretrained,
             run_name=check_run_name(run) if _given(ctx, "run") else run,  # `--run ""` too
             checkpoint_every=check_non_negative(checkpoint_every, "--checkpoint-every"),
+            log=log,
         )
         _warn_unused_options(ctx, settings.method)
         result = distil(settings, out_dir=out)
@@ -128,6 +158,9 @@ def distil_command(
         f"best epoch {best['epoch']} (chosen on validation): val acc {best['val_acc']:.2%}, "
         f"macro-F1 {best['val_macro_f1']:.3f} → {result.run_dir}"
     )
+    if labels == "none":
+        console.print("trained with --labels none: the training loss read no label; validation "
+                      "labels were used only to choose this epoch and to report it")
 
 
 def _warn_unused_options(ctx: typer.Context, method: str) -> None:
@@ -156,6 +189,7 @@ app.command("pipeline")(pipeline_command)
 app.command("tasks")(tasks_command)
 app.command("compare")(compare_command)
 app.command("export")(export_command)
+app.command("push")(push_command)
 
 
 def main() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from amalgam.distill.optim import DEFAULT_OPT, SCHEDULERS
 from amalgam.distill.trainer import STUDENT_AUGMENT
 from amalgam.errors import UserError
 from amalgam.tasks.builtin import DEFAULT_TASK
@@ -17,14 +18,29 @@ DataDirOpt = typer.Option(None, "--data-dir", help="folder holding the task's da
 ImgSizeOpt = typer.Option(None, "--img-size", help="input size (default: the task's)")
 ValFracOpt = typer.Option(0.1, "--val-fraction", help="part of train held out for validation")
 SchedulerOpt = typer.Option(
-    "cosine", "--scheduler", help="cosine, or step (the seed's StepLR: --scheduler-step/--scheduler-gamma)"
+    "cosine", "--sched", "--scheduler",
+    help=f"timm's schedule, stepped per epoch: {', '.join(SCHEDULERS)} "
+    "(step is the seed's StepLR, see --scheduler-step and --scheduler-gamma)",
+)
+OptOpt = typer.Option(DEFAULT_OPT, "--opt", help="any timm optimiser (adam, adamw, sgd, lamb, lion, …)")
+WarmupOpt = typer.Option(0, "--warmup-epochs", help="epochs of linear learning-rate warm-up (timm's)")
+LogOpt = typer.Option(  # --logger: torchrun takes `--log` for an ambiguous prefix of its --log-dir
+    "none", "--log", "--logger",
+    help="per-epoch metrics and loss terms to: none, or tensorboard (the run folder)",
 )
 AugmentOpt = typer.Option(
-    STUDENT_AUGMENT, "--augment", help="flip, crop-flip, or none (a fixed view: teachers' logits cached)"
+    STUDENT_AUGMENT, "--augment",
+    help="flip or none (teachers' outputs cached for each view), or crop-flip (teachers run online)"
 )
 TeacherPrecisionOpt = typer.Option(
     "auto", "--teacher-precision",
     help="frozen teachers: auto (bf16 where the CPU/GPU has it natively), fp32 or bf16",
+)
+LabelsOpt = typer.Option(
+    "train", "--labels",
+    help="train: methods may read the training labels; none: the training loss never reads one "
+    "(label-free methods only; the task's unlabeled images join the training set); validation "
+    "labels only choose the checkpoint and report",
 )
 PerClassOpt = typer.Option(None, "--train-per-class", help="keep at most N training images per class")
 

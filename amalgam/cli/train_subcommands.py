@@ -1,4 +1,4 @@
-"""`train.py teachers | pipeline | compare | export`: each parses its options and calls one workflow.
+"""`train.py teachers | pipeline | compare | export | push`: each parses its options and calls one workflow.
 
 The workflow modules are imported inside each command, so `train.py --help` and a plain
 distillation run do not load what only one other command needs.
@@ -10,13 +10,16 @@ from pathlib import Path
 
 import typer
 
+from amalgam import PROJECT_ROOT
 from amalgam.cli.common import resolve_device
+from amalgam.cli.config_file import ConfigOpt
 from amalgam.cli.method_options import METHOD_OPTION_FLAGS, with_method_options
 from amalgam.cli.train_options import (
     AugmentOpt,
     DataDirOpt,
     DeviceOpt,
     ImgSizeOpt,
+    LabelsOpt,
     PerClassOpt,
     QuietOpt,
     SchedulerOpt,
@@ -27,14 +30,15 @@ from amalgam.cli.train_options import (
 )
 from amalgam.distill.methods import DEFAULT_METHOD, METHODS, MethodOptions
 from amalgam.distill.trainer import TrainConfig
-from amalgam.models.students import DEFAULT_STUDENT, canonical_student
+from amalgam.models.students import DEFAULT_STUDENT, STUDENT_HELP, canonical_student
 from amalgam.ui import console, say
 
 
 def teachers_command(
+    config: Path | None = ConfigOpt,
     task: str = TaskOpt,
     epochs: int = typer.Option(15, "--epochs", "--num_epochs"),
-    batch_size: int = typer.Option(64, "--batch-size", "--batch_size"),
+    batch_size: int = typer.Option(64, "--batch-size", "-b", "--batch_size"),
     lr: float = typer.Option(2e-3, "--lr"),
     seed: int = typer.Option(42, "--seed"),
     augment: str = typer.Option("crop-flip", "--augment"),
@@ -70,8 +74,11 @@ def teachers_command(
 
 
 def pipeline_command(
+    config: Path | None = ConfigOpt,
     task: str = TaskOpt,
-    student: str = typer.Option(DEFAULT_STUDENT, "--student", "--student_model"),
+    student: str = typer.Option(
+        DEFAULT_STUDENT, "--student", "--model", "--student_model", help=STUDENT_HELP
+    ),
     method: str = typer.Option(DEFAULT_METHOD, "--method"),
     epochs: int = typer.Option(15, "--epochs", help="student epochs (CE baseline and distilled)"),
     teacher_epochs: int = typer.Option(10, "--teacher-epochs"),
@@ -104,12 +111,22 @@ def pipeline_command(
 
 @with_method_options
 def compare_command(
+    config: Path | None = ConfigOpt,
     task: str = TaskOpt,
-    methods: str = typer.Option(",".join(METHODS), "--methods", help="comma-separated"),
+    methods: str = typer.Option(
+        ",".join(METHODS), "--methods",
+        help="comma-separated; METHOD:none trains that arm without labels, METHOD:train with them "
+        "(default: --labels)"),
+    labels: str = LabelsOpt,
     seeds: int = typer.Option(3, "--seeds", help="runs per method (seeds seed, seed+1, …)"),
-    student: str = typer.Option(DEFAULT_STUDENT, "--student", "--student_model"),
+    rosters: str | None = typer.Option(
+        None, "--rosters", help="comma-separated roster seeds: compare on each drawn roster "
+        "(task fashion or fashion-mini) and pool; teachers of each must be trained first"),
+    student: str = typer.Option(
+        DEFAULT_STUDENT, "--student", "--model", "--student_model", help=STUDENT_HELP
+    ),
     epochs: int = typer.Option(12, "--epochs", "--num_epochs"),
-    batch_size: int = typer.Option(64, "--batch-size", "--batch_size"),
+    batch_size: int = typer.Option(64, "--batch-size", "-b", "--batch_size"),
     lr: float = typer.Option(1e-3, "--lr"),
     scheduler: str = SchedulerOpt,
     method_options: dict = METHOD_OPTION_FLAGS,  # --temperature, --alpha, …: one per MethodOptions field
@@ -138,24 +155,29 @@ def compare_command(
         teacher_precision=teacher_precision,
     )
     options = MethodOptions(**method_options)
-    report = run_compare(
-        task,
-        parse_methods(methods),
-        seeds,
-        canonical_student(student),
-        options,
-        config,
-        check_img_size(img_size),
-        train_per_class,
-        data_dir,
-        out_dir=out,
+    compare_args = dict(
+        methods=parse_methods(methods, labels), seeds=seeds, student=canonical_student(student),
+        options=options, config=config, img_size=check_img_size(img_size), train_per_class=train_per_class,
+        data_dir=data_dir,
     )
+    if rosters is not None:
+        from amalgam.roster_compare import parse_roster_seeds, run_roster_compare
+
+        out = out or PROJECT_ROOT / "reports" / f"{task}-rosters"
+        pooled = run_roster_compare(task, parse_roster_seeds(rosters), out, **compare_args)
+        for name, stats in pooled["methods"].items():
+            console.print(f"{name:>11}: pooled accuracy {stats['accuracy']['mean']:.2%} ± "
+                          f"{stats['accuracy']['std']:.2%} over {stats['runs']} runs")
+        say(f"pooled report: {out / 'pooled.md'}")
+        return
+    report = run_compare(task, out_dir=out, **compare_args)
     for name, stats in report["methods"].items():
         console.print(
             f"{name:>11}: accuracy {stats['accuracy']['mean']:.2%} ± {stats['accuracy']['std']:.2%}, "
             f"ECE after T-scaling {stats['ece_ts']['mean']:.3f}"
         )
-    console.print(f"teachers combined: {report['teachers_union_accuracy']:.2%}")
+    console.print(f"teachers combined: {report['teachers_union_accuracy']:.2%} (mean of probabilities), "
+                  f"{report['teachers_uhc_accuracy']:.2%} (UHC)")
     for name, failures in report["failed"].items():
         console.print(
             f"[red]{name} failed[/] on {len(failures)} seed(s): {failures[0]['error']}", markup=True
@@ -164,11 +186,34 @@ def compare_command(
 
 def export_command(
     run_dir: Path = typer.Argument(..., help="run directory (exports its best student) or a checkpoint stem"),
-    fmt: str = typer.Option("onnx", "--format", help="onnx or torchscript"),
-    out: Path | None = typer.Option(None, "--out", help="file to write (default RUN_DIR/student.<ext>)"),
+    fmt: str = typer.Option("onnx", "--format", help="onnx, torchscript or timm (a folder timm loads)"),
+    out: Path | None = typer.Option(
+        None, "--out", help="file to write (default RUN_DIR/student.<ext>); for timm a folder (RUN_DIR/timm)",
+    ),
     report: bool = typer.Option(True, "--report/--no-report", help="measure params, size and CPU latency"),
 ) -> None:
-    """Write the best student as one ONNX or TorchScript file with its classes and preprocessing inside."""
+    """Write the best student as one ONNX or TorchScript file with its classes and preprocessing
+    inside, or as a folder in timm's pretrained layout (--format timm)."""
+    if fmt == "timm":
+        from amalgam.harness.hub_push import export_timm
+
+        export_timm(run_dir, out)
+        return
     from amalgam.harness.model_report import export_and_report
 
     export_and_report(run_dir, fmt, out, report)
+
+
+def push_command(
+    run_dir: Path = typer.Argument(..., help="run directory (pushes its best student) or a checkpoint stem"),
+    repo_id: str = typer.Argument(..., help="Hugging Face Hub model repo, USER/NAME (created if missing)"),
+    out: Path | None = typer.Option(None, "--out", help="timm folder to build and upload (RUN_DIR/timm)"),
+    private: bool | None = typer.Option(None, "--private/--public", help="visibility of a new repo"),
+    message: str | None = typer.Option(None, "--message", help="commit message"),
+) -> None:
+    """Upload the student's timm folder (`export --format timm`) to the Hugging Face Hub.
+
+    Needs huggingface_hub and a token (`hf auth login` or HF_TOKEN)."""
+    from amalgam.harness.hub_push import push_to_hub
+
+    push_to_hub(run_dir, repo_id, out, private, message)

@@ -15,7 +15,10 @@ import torch
 
 from amalgam import PROJECT_ROOT
 from amalgam.distill.distributed import barrier, broadcast_from_main, cuda_device_for, init_distributed
+from amalgam.distill.label_modes import check_labels_mode, training_data
+from amalgam.distill.loss_log import epoch_line
 from amalgam.distill.methods import build_method
+from amalgam.distill.metric_log import EpochHook, check_metric_log, metric_log
 from amalgam.distill.run_dirs import (
     check_new_run,
     claim_run_dir,
@@ -41,6 +44,7 @@ from amalgam.models.model_input import ModelInput
 from amalgam.models.students import create_student
 from amalgam.tasks.builtin import get_task
 from amalgam.tasks.loader import TaskData, load_task_data
+from amalgam.tasks.roster_draw import describe_roster
 from amalgam.ui import say
 
 
@@ -77,6 +81,7 @@ def distil(
     """
     if resume_from is None:
         check_new_run(settings.run_name, out_dir)
+    check_metric_log(settings.log)
     try:
         prepared = start_up(settings, root, data)
     except KeyboardInterrupt:
@@ -95,7 +100,7 @@ def distil(
             if prepared.is_main:
                 default = default_run_dir(root / "runs", spec.dir_name, settings.run_name)
                 claim = claim_run_dir(out_dir, default)
-                write_json(claim.path / "config.json", prepared.settings.to_dict())
+                write_json(claim.path / "config.json", prepared.settings.record())
             run_dir = broadcast_from_main(claim.path if claim else None, prepared.trainer.dist)
         run_training(prepared, run_dir)
     except BaseException:
@@ -109,8 +114,11 @@ def distil(
 def start_up(settings: DistilSettings, root: Path, data: TaskData | None) -> Prepared:
     """Data, student, teachers (and their logit cache) and trainer; writes no run folder."""
     spec = get_task(settings.task)
+    say(f"task {spec.name}: {describe_roster(spec.teachers)}", settings.train.quiet)
     method = build_method(settings.method, spec.roster(), settings.method_options)
+    check_labels_mode(settings.method, settings.train.labels)  # before any data is read
     data = data or load_task_data(spec, settings.data_dir, settings.val_fraction, settings.train_per_class)
+    data = training_data(data, settings.train.labels, settings.train.quiet)
     env = init_distributed(settings.train.device)
     # config.json records what the teachers really ran in, so a resume elsewhere matches
     precision = resolve_precision(settings.train.teacher_precision, torch.device(settings.train.device))
@@ -123,10 +131,10 @@ def start_up(settings: DistilSettings, root: Path, data: TaskData | None) -> Pre
     device = torch.device(config.device)
     model_input = ModelInput(settings.img_size or spec.student_input_size, data.mean, data.std)
     torch.manual_seed(config.seed)
-    student = create_student(settings.student, spec.num_classes, settings.pretrained)
+    student = create_student(settings.student, spec.num_classes, settings.pretrained, model_input.img_size)
     teachers = None
     if method.uses_teachers:
-        ensemble = load_ensemble(spec, device, root)
+        ensemble = load_ensemble(spec, device, root, (data.mean, data.std))
         if not env.is_main:
             barrier(env)  # rank 0 builds the teacher cache first; the others then read it
         teachers = teacher_source_for(spec, data, method, config, ensemble, root)
@@ -154,9 +162,13 @@ def setup_feature_method(
 def run_training(prepared: Prepared, run_dir: Path) -> None:
     trainer, settings = prepared.trainer, prepared.settings
     try:
-        with stop_on_interrupt(settings.checkpoint_every, run_dir, prepared.is_main) as after_step:
+        with (
+            stop_on_interrupt(settings.checkpoint_every, run_dir, prepared.is_main) as after_step,
+            metric_log(settings.log, run_dir, prepared.is_main) as on_epoch,
+        ):
             train_epochs(
-                trainer, settings, prepared.data, prepared.model_input, run_dir, after_step, prepared.is_main
+                trainer, settings, prepared.data, prepared.model_input, run_dir, after_step, prepared.is_main,
+                on_epoch,
             )
     except NonFiniteLoss as exc:
         good = f"{run_dir / 'last'} (epoch {trainer.epoch})" if trainer.epoch else "none yet"
@@ -171,18 +183,16 @@ def train_epochs(
     run_dir: Path,
     after_step,
     writes: bool = True,
+    on_epoch: EpochHook | None = None,
 ) -> None:
     config = settings.train
     while trainer.epoch < config.epochs:
         row = trainer.train_epoch(after_step)
-        say(
-            f"epoch {row['epoch']}/{config.epochs}: train loss {row['train_loss']:.4f} "
-            f"acc {row['train_acc']:.2%} | val loss {row['val_loss']:.4f} acc {row['val_acc']:.2%} "
-            f"macro-F1 {row['val_macro_f1']:.3f} | {row['seconds']:.1f}s",
-            config.quiet or not writes,
-        )
+        say(epoch_line(row, config.epochs), config.quiet or not writes)
         if writes:
             save_epoch(trainer, settings, data, model_input, run_dir)
+        if on_epoch is not None:
+            on_epoch(row)  # --log tensorboard
 
 
 def resume(
@@ -197,5 +207,5 @@ def resume(
         overrides["quiet"] = quiet
     if overrides:
         settings = replace(settings, train=replace(settings.train, **overrides))
-        write_json(run_dir / "config.json", settings.to_dict())
+        write_json(run_dir / "config.json", settings.record())
     return distil(settings, root=root, resume_from=saved)

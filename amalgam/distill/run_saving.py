@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
 from amalgam.distill.curves import learning_curve
@@ -19,7 +20,7 @@ from amalgam.distill.run_state import save_state
 from amalgam.distill.trainer import Trainer
 from amalgam.models.checkpoint import ModelCard, atomic_write_bytes, save_checkpoint
 from amalgam.models.model_input import ModelInput
-from amalgam.models.students import canonical_student
+from amalgam.models.students import canonical_student, card_arch
 from amalgam.tasks.loader import TaskData
 
 BEST_METHOD_FILE = "best_method.safetensors"
@@ -34,11 +35,14 @@ def load_best(trainer: Trainer, run_dir: Path) -> None:
 
 
 def student_card(
-    settings: DistilSettings, data: TaskData, model_input: ModelInput, metrics: dict
+    settings: DistilSettings, data: TaskData, model_input: ModelInput, metrics: dict,
+    student: nn.Module | None = None,
 ) -> ModelCard:
+    name = settings.student
+    arch = card_arch(name, student) if student is not None else canonical_student(name)
     return ModelCard(
         kind="student",
-        arch=canonical_student(settings.student),
+        arch=arch,
         classes=list(data.spec.classes),
         img_size=model_input.img_size,
         mean=list(model_input.mean),
@@ -56,7 +60,7 @@ def save_epoch(
     row = trainer.history[-1]
     weights = trainer.student.state_dict()
     metrics = {k: row[k] for k in ("epoch", "val_acc", "val_loss", "val_macro_f1")}
-    card = student_card(settings, data, model_input, metrics)
+    card = student_card(settings, data, model_input, metrics, trainer.student)
     if trainer.best_epoch() is row:
         best_card = replace(card, metrics={**metrics, "selected_on": "val_acc"})
         save_checkpoint(run_dir / "best", weights, best_card)

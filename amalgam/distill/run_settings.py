@@ -10,6 +10,10 @@ from amalgam.distill.methods import MethodOptions
 from amalgam.distill.run_dirs import STATE_FILE
 from amalgam.distill.trainer import TrainConfig
 from amalgam.errors import UserError
+from amalgam.tasks.builtin import get_task
+from amalgam.tasks.roster_draw import roster_record
+
+RECORD_ONLY_KEY = "roster"  # in config.json for people to read; not a setting
 
 
 @dataclass(frozen=True)
@@ -28,13 +32,20 @@ class DistilSettings:
     pretrained: bool = False
     run_name: str = ""
     checkpoint_every: int = 0  # steps between mid-epoch state saves; 0 = at epoch ends only
+    log: str = "none"  # per-epoch metrics to an experiment tracker: none or tensorboard
 
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def record(self) -> dict:
+        """What config.json holds: the settings, plus the task's roster for the reader
+        (derived from `task`, so it is ignored when read back)."""
+        return {**self.to_dict(), RECORD_ONLY_KEY: roster_record(get_task(self.task))}
+
     @classmethod
     def from_dict(cls, data: dict) -> DistilSettings:
         data = dict(data)
+        data.pop(RECORD_ONLY_KEY, None)
         data["method_options"] = MethodOptions(**data["method_options"])
         data["train"] = TrainConfig(**data["train"])
         return cls(**data)

@@ -1,23 +1,35 @@
-"""Teacher logits computed once per (teacher checkpoints, training images, preprocessing).
+"""Teacher outputs computed once per (teacher checkpoints, training images, views, numerics).
 
-Frozen teachers on a deterministic view give the same logits every epoch, every run and
-for every logit-based method, so running them per batch is wasted work: with the cache,
-multi-teacher KD costs about what training the student alone costs. Any change to a
-teacher's weights or card, to the training images or labels, or to a teacher's input
-recipe changes the key, so a stale entry is never found, let alone used.
+Frozen teachers on a fixed view give the same outputs every epoch, every run and for every
+method, so running them per batch is wasted work: with the cache, multi-teacher distillation
+costs about what training the student alone costs. A flip shows each image in one of two
+fixed views, so `--augment flip` caches both (plain and mirrored) and the trainer picks per
+sample the view the student saw. Feature methods (FitNet, SimKD) get each teacher's last
+feature map too, in 16 bits and memory-mapped (amalgam/distill/mapped_rows.py), so RAM does
+not grow with the dataset. Random crops have too many views: their teachers run online, as
+they do when an entry would exceed its size budget (16 GiB by default, $AMALGAM_TEACHER_CACHE_GB;
+0 turns the cache off) or the free disk; a one-line note says which.
 
-Layout: `<root>/.cache/teachers/<task>/<key>.safetensors` holds `logits` float32 [N, K, L]
-(padded local logits, as `TeacherEnsemble` returns them) and `<key>.json` a small index
-(key, shapes, created) that is checked before the tensor is trusted.
+Any change to a teacher's weights or card, to the training images or labels, to a teacher's
+input recipe, to how the teachers compute, to the views or to the feature precision changes
+the key, so a stale entry is never found, let alone used.
 
-What "the same logits" promises. The cache runs the prepared teachers (`inference_ensemble`)
+Layout under `<root>/.cache/teachers/<task>/`: `<key>.logits.bin` float32 [N, V, K, L]
+(padded local logits, as `TeacherEnsemble` returns them), `<key>.features<k>.bin` [N, V, C, H, W]
+per teacher when features are cached, and `<key>.json`, the index (key, views, shapes,
+dtypes, created), written last and checked before anything is trusted.
+
+What "the same outputs" promises. The cache runs the prepared teachers (`inference_ensemble`)
 in batches of `BUILD_BATCH`; the online path runs them on each training batch. A convolution's
 result may depend on the batch it runs in and on the thread count (oneDNN and cuDNN choose
 kernels and summation orders by shape; neither promises bit-equality across them), so:
 - across batch sizes, thread counts or machines, a cached logit equals the online one to
   within 1e-4 of the largest |logit| in fp32 (only the summation order differs; about 1e-6
   is seen) and within 1e-2 of it in bf16 (the logits themselves are bf16, one unit in the last
-  place being 2**-8 of a value); tests/test_teacher_cache.py checks exactly these bounds;
+  place being 2**-8 of a value); a cached feature map within 1e-3 of the largest |feature|
+  for fp32 teachers (stored in float16: one rounding is 2**-11 of a value) and within 1e-2
+  for bf16 teachers (stored in bfloat16, their own precision: no rounding added);
+  tests/test_teacher_cache.py checks exactly these bounds, for both flip views;
 - bit-equality is promised only for the same batches on the same machine, build and thread
   count, e.g. an entry rebuilt in the same process, or a run and its resume.
 Evaluation never uses the cache: it runs the unfolded fp32 teachers.
@@ -26,32 +38,31 @@ Evaluation never uses the cache: it runs the unfolded fp32 teachers.
 from __future__ import annotations
 
 import hashlib
-import json
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
 from amalgam import PROJECT_ROOT
 from amalgam.distill.ensemble import TeacherEnsemble
+from amalgam.distill.mapped_rows import MappedRows
 from amalgam.distill.methods.base import Method, TeacherOutputs
+from amalgam.distill.teacher_store import (
+    CACHE_FORMAT,
+    CachedTeachers,
+    CacheUnavailable,
+    cache_budget_bytes,
+    load_or_build,
+)
 from amalgam.distill.trainer import TeacherSource, TrainConfig
-from amalgam.distill.views import to_unit_float
-from amalgam.models.checkpoint import SUFFIXES, atomic_write_bytes, checkpoint_files, checkpoint_stem
+from amalgam.distill.views import CACHEABLE_VIEWS
+from amalgam.models.checkpoint import SUFFIXES, checkpoint_files, checkpoint_stem
 from amalgam.models.frozen import resolve_precision
 from amalgam.models.model_input import ModelInput
 from amalgam.tasks.images import ImageSet
 from amalgam.tasks.loader import TaskData
 from amalgam.tasks.spec import TaskSpec, resolve_checkpoint_stem
-from amalgam.ui import say, track
-
-CACHE_FORMAT = "amalgam-teacher-logits/1"  # part of the key: a format change invalidates all
-# Images per teacher pass while building: on the CPU small enough that the teachers'
-# activations do not raise the run's peak memory much above training's own.
-BUILD_BATCH = {"cpu": 32, "cuda": 256}
+from amalgam.ui import say
 
 
 def default_cache_dir(task_dir_name: str, root: Path = PROJECT_ROOT) -> Path:
@@ -82,19 +93,19 @@ def _tensor_bytes(tensor: torch.Tensor) -> memoryview:
 
 def teacher_cache_key(
     checkpoints: Sequence[str | Path], images: ImageSet, inputs: Sequence[ModelInput],
-    numerics: str = "fp32",
+    numerics: str = "fp32", views: Sequence[str] = ("plain",), features: str | None = None,
 ) -> str:
-    """sha256 over everything the cached logits depend on, teacher order included.
+    """sha256 over everything the cached outputs depend on, teacher order included.
 
     Per teacher: the digest of its weights and card and its input recipe; then the training
-    images (values and shape) and labels, and how the teachers compute (`numerics`: precision,
-    folding, layout). Labels are hashed because the index order of the set is what the cache
-    is looked up by.
+    images (values and shape) and labels, how the teachers compute (`numerics`: precision,
+    folding, layout), the cached views and the feature maps' storage dtype (None: no features).
+    Labels are hashed because the index order of the set is what the cache is looked up by.
     """
     if len(checkpoints) != len(inputs):
         raise ValueError(f"{len(checkpoints)} checkpoints but {len(inputs)} input recipes")
     key = hashlib.sha256(CACHE_FORMAT.encode())
-    key.update(numerics.encode())
+    key.update(repr((numerics, tuple(views), features)).encode())
     for checkpoint, model_input in zip(checkpoints, inputs, strict=True):
         for path in teacher_weight_files(checkpoint):
             key.update(_file_digest(path).encode())
@@ -106,87 +117,40 @@ def teacher_cache_key(
     return key.hexdigest()
 
 
-def expected_shape(ensemble: TeacherEnsemble, images: ImageSet) -> tuple[int, int, int]:
-    return len(images), len(ensemble.teachers), ensemble.roster.local_mask.shape[1]
+def feature_storage(ensemble: TeacherEnsemble) -> str:
+    """bf16 teachers' feature maps are bf16 already (stored as they are); fp32 ones go to float16."""
+    return "bfloat16" if ensemble.precision == "bf16" else "float16"
 
 
-def read_cached_logits(cache_dir: Path, key: str, shape: tuple[int, int, int]) -> torch.Tensor:
-    """The cached logits, or an exception saying why the entry cannot be trusted."""
-    index = json.loads((cache_dir / f"{key}.json").read_text())
-    if index.get("format") != CACHE_FORMAT:
-        raise ValueError(f"index is in format {index.get('format')!r}, not {CACHE_FORMAT!r}")
-    if index.get("key") != key:
-        raise ValueError(f"index names key {str(index.get('key'))[:12]}…, not {key[:12]}…")
-    if tuple(index.get("shape", ())) != shape:
-        raise ValueError(f"index says shape {index.get('shape')}, expected {list(shape)}")
-    logits = load_file(str(cache_dir / f"{key}.safetensors"))["logits"]
-    if tuple(logits.shape) != shape or logits.dtype != torch.float32:
-        raise ValueError(f"stored logits are {logits.dtype} {list(logits.shape)}, "
-                         f"expected float32 {list(shape)}")
-    if not torch.isfinite(logits).all():
-        raise ValueError("stored logits hold non-finite values")
-    return logits
+def cached_teacher_source(cache: CachedTeachers, device: torch.device | str = "cpu") -> TeacherSource:
+    """Look the batch's teacher outputs up by training-set index and view instead of running
+    teachers. The logits (small: N x V x K x L floats) live on the training device, so their
+    lookup is one gather there; feature maps are read from the memory map, only the batch's rows."""
+    device = torch.device(device)
+    logits = cache.logits.flatten(0, 1).to(device)  # row = image * V + view
+    features: list[MappedRows] | None = cache.features
+    n_views = len(cache.views)
 
-
-def compute_teacher_logits(
-    ensemble: TeacherEnsemble, images: ImageSet, device: torch.device, quiet: bool,
-    batch_size: int | None = None,
-) -> torch.Tensor:
-    """All teachers on the whole set, in order, on exactly the view training would give."""
-    batch_size = batch_size or BUILD_BATCH.get(device.type, 32)
-    starts = range(0, len(images), batch_size)
-    parts = []
-    with torch.inference_mode():
-        for start in track(starts, len(starts), "teacher logits", quiet):
-            view = to_unit_float(images.images[start : start + batch_size], device)
-            parts.append(ensemble(view).float().cpu())
-    return torch.cat(parts)
-
-
-def write_cached_logits(cache_dir: Path, key: str, logits: torch.Tensor) -> None:
-    """Tensor first, index last: an index only ever points at a complete tensor file."""
-    tensors = {"logits": logits.contiguous()}
-    atomic_write_bytes(cache_dir / f"{key}.safetensors",
-                       lambda p: save_file(tensors, str(p), metadata={"key": key}))
-    index = {"format": CACHE_FORMAT, "key": key, "shape": list(logits.shape),
-             "dtype": "float32", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    text = json.dumps(index, indent=2)
-    atomic_write_bytes(cache_dir / f"{key}.json", lambda p: p.write_text(text))
-
-
-def load_or_build_teacher_logits(
-    ensemble: TeacherEnsemble, images: ImageSet, key: str, cache_dir: Path,
-    device: torch.device, quiet: bool = False,
-) -> torch.Tensor:
-    """Cached logits [N, K, L] on the CPU; computed and stored when missing or untrustworthy."""
-    shape = expected_shape(ensemble, images)
-    cache_dir = Path(cache_dir)
-    if (cache_dir / f"{key}.json").exists() or (cache_dir / f"{key}.safetensors").exists():
-        try:
-            return read_cached_logits(cache_dir, key, shape)
-        except (OSError, ValueError, KeyError, TypeError, SafetensorError) as exc:
-            # never quiet: a rebuilt cache costs time the user should know about
-            say(f"[yellow]warning:[/] teacher cache {cache_dir / key}.* is unusable ({exc}); rebuilding it")
-    say(f"computing teacher logits for {shape[0]} images (cached in {cache_dir})", quiet)
-    logits = compute_teacher_logits(ensemble, images, device, quiet)
-    write_cached_logits(cache_dir, key, logits)
-    return logits
-
-
-def cached_teacher_source(logits: torch.Tensor) -> TeacherSource:
-    """Look the batch's teacher logits up by training-set index instead of running teachers.
-
-    Pass the logits already on the training device (they are small: N x K x L floats) so a
-    lookup is one gather there, with no copy per batch."""
-    def source(index: torch.Tensor, view: torch.Tensor) -> TeacherOutputs:
-        return TeacherOutputs(logits[index.to(logits.device)].to(view.device))
+    def source(index: torch.Tensor, view: torch.Tensor,
+               mirrored: torch.Tensor | None = None) -> TeacherOutputs:
+        rows = index.cpu() * n_views
+        if mirrored is not None and bool(mirrored.any()):
+            if "mirrored" not in cache.views:
+                raise ValueError(f"the teacher cache holds views {list(cache.views)}, not mirrored ones")
+            rows = rows + mirrored.cpu().long() * cache.views.index("mirrored")
+        batch_logits = logits[rows.to(device)].to(view.device)
+        if features is None:
+            return TeacherOutputs(batch_logits)
+        maps = [store.rows(rows).to(view.device, non_blocking=True).float() for store in features]
+        return TeacherOutputs(batch_logits, maps)
 
     return source
 
 
 def online_source(ensemble: TeacherEnsemble, with_features: bool = False) -> TeacherSource:
-    """All teachers on the batch's own view, needed when the view is random or features are used."""
-    def source(index: torch.Tensor, view: torch.Tensor) -> TeacherOutputs:
+    """All teachers on the batch's own view: for random crops, or when the cache is off."""
+    def source(index: torch.Tensor, view: torch.Tensor,
+               mirrored: torch.Tensor | None = None) -> TeacherOutputs:
         if with_features:
             return TeacherOutputs(*ensemble.forward_with_features(view))
         return TeacherOutputs(ensemble(view))
@@ -205,16 +169,28 @@ def inference_ensemble(ensemble: TeacherEnsemble, config: TrainConfig) -> Teache
 
 def teacher_source_for(
     spec: TaskSpec, data: TaskData, method: Method, config: TrainConfig, ensemble: TeacherEnsemble,
-    root: Path = PROJECT_ROOT, cache_dir: Path | None = None,
+    root: Path = PROJECT_ROOT, cache_dir: Path | None = None, budget_bytes: int | None = None,
 ) -> TeacherSource:
-    """Cached logits when the training view is deterministic and the method needs only
-    logits; otherwise the teachers run on every batch."""
+    """Cached teacher outputs for every view the augmentation can show (with feature maps when
+    the method needs them); the teachers online, with a one-line note saying why, when the
+    views are random or the cache would not fit its budget."""
     device = torch.device(config.device)
     ensemble = inference_ensemble(ensemble, config)
-    if config.augment != "none" or method.needs_features:
-        return online_source(ensemble, with_features=method.needs_features)
+    with_features = method.needs_features
+    views = CACHEABLE_VIEWS[config.augment]
+    if views is None:
+        say(f"note: teachers run on every batch: --augment {config.augment} draws random crops, too many "
+            "views to cache (--augment flip or none caches the teachers' outputs)")
+        return online_source(ensemble, with_features)
+    features = feature_storage(ensemble) if with_features else None
     stems = [resolve_checkpoint_stem(spec, teacher, root) for teacher in spec.teachers]
-    key = teacher_cache_key(stems, data.train, ensemble.inputs, ensemble.numerics)
+    key = teacher_cache_key(stems, data.train, ensemble.inputs, ensemble.numerics, views, features)
     directory = cache_dir or default_cache_dir(spec.dir_name, root)
-    logits = load_or_build_teacher_logits(ensemble, data.train, key, directory, device, config.quiet)
-    return cached_teacher_source(logits.to(device))
+    budget = cache_budget_bytes() if budget_bytes is None else budget_bytes
+    try:
+        cache = load_or_build(ensemble, data.train, key, directory, views, features, budget, device,
+                              config.quiet)
+    except CacheUnavailable as exc:
+        say(f"note: teachers run on every batch: {exc}")
+        return online_source(ensemble, with_features)
+    return cached_teacher_source(cache, device)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -13,20 +14,30 @@ from amalgam.models.cas771_format import cas771_teacher_card, load_cas771_teache
 from amalgam.models.checkpoint import ModelCard, load_model
 from amalgam.models.model_input import ModelInput, model_input_for
 from amalgam.tasks.spec import CAS771_FORMAT, TaskSpec, resolve_checkpoint_stem
+from amalgam.ui import say
+
+Stats = tuple[tuple[float, ...] | list[float], tuple[float, ...] | list[float]]
 
 
 def load_teachers(
-    spec: TaskSpec, root: Path = PROJECT_ROOT
+    spec: TaskSpec, root: Path = PROJECT_ROOT, stats: Stats | None = None
 ) -> tuple[list[nn.Module], list[ModelInput], list[ModelCard]]:
-    """Each teacher's model and input recipe, checked against the roster's class lists."""
+    """Each teacher's model and input recipe, checked against the roster's class lists.
+
+    `stats` (mean, std) is the task's training split's normalisation: the reference app fed its
+    teachers images normalised with it, so its bare .pth teachers get it too (a task that pins
+    mean/std wins; with neither, ImageNet's). Our own teachers carry theirs in their cards.
+    """
     models, inputs, cards = [], [], []
+    pinned = spec.data.options
+    pins = "mean" in pinned and "std" in pinned
+    mean, std = (pinned["mean"], pinned["std"]) if pins else (stats or (None, None))
+    rank0 = os.environ.get("RANK", "0") == "0"  # under torchrun, say it once
     for teacher in spec.teachers:
         path = resolve_checkpoint_stem(spec, teacher, root)
         if teacher.format == CAS771_FORMAT:  # the reference app's bare .pth: its custom CNN, no card
-            stats = spec.data.options
-            model, model_input = load_cas771_teacher(
-                path, teacher.classes, spec.img_size, stats.get("mean"), stats.get("std")
-            )
+            say(f"{teacher.name}: the CAS771 reference teacher {path}", quiet=not rank0)
+            model, model_input = load_cas771_teacher(path, teacher.classes, spec.img_size, mean, std)
             card = cas771_teacher_card(teacher.classes, model_input, spec.name)
         else:
             model, card = load_model(path, teacher.classes)
@@ -36,6 +47,8 @@ def load_teachers(
     return models, inputs, cards
 
 
-def load_ensemble(spec: TaskSpec, device: torch.device, root: Path = PROJECT_ROOT) -> TeacherEnsemble:
-    models, inputs, _ = load_teachers(spec, root)
+def load_ensemble(
+    spec: TaskSpec, device: torch.device, root: Path = PROJECT_ROOT, stats: Stats | None = None
+) -> TeacherEnsemble:
+    models, inputs, _ = load_teachers(spec, root, stats)
     return TeacherEnsemble(models, inputs, spec.roster()).to(device)

@@ -8,10 +8,10 @@ seeded by (seed, epoch), and the global RNG (dropout) is part of the saved state
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Protocol
 
 import torch
 import torch.nn as nn
@@ -19,8 +19,11 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
 from amalgam.distill.distributed import DistEnv, average_gradients, sum_across
+from amalgam.distill.label_modes import LABEL_FREE, LABEL_MODES, check_labels_mode
+from amalgam.distill.loss_log import add_measures, batch_measures, epoch_measures
 from amalgam.distill.methods.base import Method, TeacherOutputs
-from amalgam.distill.views import AUGMENTATIONS, augment, to_unit_float
+from amalgam.distill.optim import DEFAULT_OPT, SCHEDULERS, check_opt, make_optimizer, make_scheduler
+from amalgam.distill.views import AUGMENTATIONS, augment_with_flips, to_unit_float
 from amalgam.errors import UserError
 from amalgam.models.frozen import TEACHER_PRECISIONS
 from amalgam.models.metrics import classification_scores
@@ -28,12 +31,20 @@ from amalgam.models.model_input import ModelInput
 from amalgam.tasks.images import ImageSet
 from amalgam.ui import track
 
-TeacherSource = Callable[[torch.Tensor, torch.Tensor], TeacherOutputs]  # (indices, view)
+
+class TeacherSource(Protocol):
+    """The teachers' outputs for a batch, from the cache or online: by training-set index and
+    the view the student saw; `mirrored` (bool [B], None when nothing was flipped) picks each
+    sample's cached view, so the target always comes from the image the student was shown."""
+
+    def __call__(self, index: torch.Tensor, view: torch.Tensor,
+                 mirrored: torch.Tensor | None = None) -> TeacherOutputs: ...
+
 
 # Students train on randomly flipped views by default: on `fashion` (README, "Choosing
 # defaults") flips raised both CE and FitNet, while crop-flip left CE 5 points below flips
-# after 12 epochs. Flipped views need the teachers online; `--augment none` gives a fixed
-# view, so the teachers' logits come from the cache.
+# after 12 epochs. A flip has two fixed views, so the teachers' outputs on both come from the
+# cache (amalgam/distill/teacher_cache.py); random crops need the teachers online.
 STUDENT_AUGMENT = "flip"
 
 
@@ -43,9 +54,11 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 5e-4
-    scheduler: str = "cosine"  # to ~0 over `epochs`; step: the reference app's StepLR
+    scheduler: str = "cosine"  # timm's, to 0 over `epochs`; step: the reference app's StepLR
     scheduler_step: int = 30
     scheduler_gamma: float = 0.5
+    opt: str = DEFAULT_OPT  # any timm optimiser name (amalgam/distill/optim.py)
+    warmup_epochs: int = 0
     seed: int = 42
     augment: str = STUDENT_AUGMENT
     device: str = "cpu"
@@ -56,6 +69,8 @@ class TrainConfig:
     compile: bool = False
     # frozen teachers: auto = bf16 where the hardware has native bf16 (see models/frozen.py)
     teacher_precision: str = "auto"
+    # train: the method may read training labels; none: it is handed none (label_modes.py)
+    labels: str = "train"
 
     def __post_init__(self) -> None:
         checks = [
@@ -65,10 +80,13 @@ class TrainConfig:
             (self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}"),
             (self.scheduler in SCHEDULERS, f"--scheduler must be one of {list(SCHEDULERS)}"),
             (self.scheduler_step >= 1, f"--scheduler-step must be >= 1, got {self.scheduler_step}"),
+            (check_opt(self.opt) is None, check_opt(self.opt)),
+            (self.warmup_epochs >= 0, f"--warmup-epochs must be >= 0, got {self.warmup_epochs}"),
             (0 < self.scheduler_gamma <= 1, "--scheduler-gamma must be in (0, 1]"),
             (self.augment in AUGMENTATIONS, f"--augment must be one of {list(AUGMENTATIONS)}"),
             (self.teacher_precision in TEACHER_PRECISIONS,
              f"--teacher-precision must be one of {list(TEACHER_PRECISIONS)}"),
+            (self.labels in LABEL_MODES, f"--labels must be one of {list(LABEL_MODES)}, got {self.labels!r}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -76,26 +94,6 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-SCHEDULERS = ("step", "cosine")
-
-
-def make_scheduler(
-    optimizer: torch.optim.Optimizer, config: TrainConfig
-) -> torch.optim.lr_scheduler.LRScheduler:
-    """Stepped once per epoch. Cosine decays to near zero by the last epoch, so the final
-    epochs settle instead of jumping around at full learning rate; with a resumed run given
-    more epochs, the curve is recomputed for the new length."""
-    if config.scheduler == "cosine":
-        total = config.epochs
-
-        def factor(epoch: int) -> float:
-            return 0.5 * (1.0 + math.cos(math.pi * min(epoch, total) / total))
-
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.scheduler_step,
-                                           gamma=config.scheduler_gamma)
 
 
 class NonFiniteLoss(UserError):
@@ -158,6 +156,7 @@ class Trainer:
     ):
         if method.uses_teachers and teachers is None:
             raise UserError(f"method {method.name!r} needs teachers; train them first")
+        check_labels_mode(method.name, config.labels)
         self.device = torch.device(config.device)
         self.student = student.to(self.device)
         self.method = method.to(self.device)
@@ -166,6 +165,7 @@ class Trainer:
         self.num_classes = num_classes
         self.config = config
         self.teachers = teachers
+        self.labels_hidden = config.labels == LABEL_FREE
         self.epoch = 0
         self.history: list[dict] = []
         self.progress: dict | None = None  # position inside the current epoch, for mid-epoch resumes
@@ -173,7 +173,7 @@ class Trainer:
         self._setup_speedups()  # before the optimiser, which must see the final parameters
         self._setup_ddp()
         params = list(self.student.parameters()) + list(self.method.parameters())
-        self.optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+        self.optimizer = make_optimizer(params, config.opt, config.lr, config.weight_decay)
         self.scheduler = make_scheduler(self.optimizer, config)
 
     # --- CUDA speed-ups: every branch below is skipped on CPU ----------------------------------
@@ -244,14 +244,17 @@ class Trainer:
 
     def _step(self, index: torch.Tensor, generator: torch.Generator, step: int):
         view = to_unit_float(self._batch_images(index), self.device)
-        view = augment(view, self.config.augment, generator)
-        labels = self.train_set.labels[index].to(self.device, non_blocking=True)
+        view, mirrored = augment_with_flips(view, self.config.augment, generator)
+        # --labels none: not even read, so the loss cannot depend on them (nor train acc/CE report them)
+        labels = None
+        if not self.labels_hidden:
+            labels = self.train_set.labels[index].to(self.device, non_blocking=True)
         x = self.student_input(view)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with self._autocast():
             logits, features = self._student_forward(x)
-            teacher_out = self.teachers(index, view) if self.method.uses_teachers else None
+            teacher_out = self.teachers(index, view, mirrored) if self.method.uses_teachers else None
             terms = self.method.loss_terms(logits, features, teacher_out, labels)
         loss = sum(terms.values())
         if not torch.isfinite(loss):
@@ -265,7 +268,9 @@ class Trainer:
         average_gradients(self.method.parameters(), self.dist)
         self._check_gradients(step)
         self.optimizer.step()
-        return loss.item() * len(index), int((logits.argmax(1) == labels).sum())
+        measures = batch_measures(terms, logits, labels)  # each term, and plain CE (loss_log.py)
+        correct = 0 if labels is None else int((logits.argmax(1) == labels).sum())
+        return loss.item() * len(index), correct, measures
 
     def _check_gradients(self, step: int) -> None:
         """A finite loss can still have a non-finite gradient (sqrt or log at 0, overflow in a
@@ -290,30 +295,35 @@ class Trainer:
         batches = self._epoch_order(generator)
         self.student.train()
         self.method.train()
+        self.method.start_epoch(self.epoch)
         progress = self.progress or {"step": 0, "loss_sum": 0.0, "correct": 0, "seen": 0}
         if self.progress is not None:
             generator.set_state(self.progress["generator"])
         loss_sum, correct, seen = progress["loss_sum"], progress["correct"], progress["seen"]
+        term_sums = progress.get("term_sums")  # absent in states saved before terms were logged
         description = f"epoch {self.epoch + 1}/{self.config.epochs}"
         remaining = range(int(progress["step"]), len(batches))
         for step in track(remaining, len(remaining), description, self.config.quiet):
-            batch_loss, batch_correct = self._step(batches[step], generator, step)
+            batch_loss, batch_correct, measures = self._step(batches[step], generator, step)
             loss_sum, correct, seen = (
                 loss_sum + batch_loss,
                 correct + batch_correct,
                 seen + len(batches[step]),
             )
+            term_sums = add_measures(term_sums, measures, len(batches[step]))
             self.progress = {
                 "step": step + 1,
                 "generator": generator.get_state(),
                 "loss_sum": loss_sum,
                 "correct": correct,
                 "seen": seen,
+                "term_sums": term_sums,
             }
             if after_step is not None:
                 after_step(self)
         self.progress = None
         loss_sum, correct, seen = sum_across([loss_sum, correct, seen], self.dist)
+        terms = epoch_measures(term_sums, lambda values: sum_across(values, self.dist))
         lr = self.optimizer.param_groups[0]["lr"]
         self.scheduler.step()
         val = self.validate()
@@ -321,8 +331,10 @@ class Trainer:
         row = {
             "epoch": self.epoch,
             "train_loss": loss_sum / max(seen, 1),
-            "train_acc": correct / max(seen, 1),
+            "train_acc": None if self.labels_hidden else correct / max(seen, 1),
+            **terms,  # train_terms (each loss term) and train_ce, the same quantity as val_ce
             "val_loss": val["nll"],
+            "val_ce": val["nll"],
             "val_acc": val["accuracy"],
             "val_macro_f1": val["macro_f1"],
             "lr": lr,

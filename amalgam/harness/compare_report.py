@@ -44,14 +44,16 @@ def markdown(report: dict) -> str:
         f"Every figure is the **test** score of the checkpoint chosen on **validation accuracy** "
         f"(best epoch, not last), as mean ± sample std over **{seeds} seed(s)**. "
         "ECE uses 15 equal-width bins; 'after T-scaling' divides the logits by one global "
-        "temperature fitted on the validation split by minimising NLL.",
+        "temperature fitted on the validation split by minimising NLL."
+        + (f" {report['labels_note']}." if "labels_note" in report else ""),
         "",
-        "| method | " + " | ".join(name for _, name, _, _ in COLUMNS) + " |",
-        "|---" * (len(COLUMNS) + 1) + "|",
+        "| method | training labels | " + " | ".join(name for _, name, _, _ in COLUMNS) + " |",
+        "|---" * (len(COLUMNS) + 2) + "|",
     ]
     for method, stats in report["methods"].items():
         cells = [_cell(stats[key], scale, 2 if scale == 100 else 3) for key, _, scale, _ in COLUMNS]
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        labels = stats.get("labels", "train")  # reports written before --labels: all labeled
+        lines.append(f"| {method.partition(':')[0]} | {labels} | " + " | ".join(cells) + " |")
     if all("errors_no_shared_teacher" in stats for stats in report["methods"].values()):
         lines += [
             "",
@@ -67,8 +69,10 @@ def markdown(report: dict) -> str:
                          f"{_cell(stats['errors_no_shared_teacher'], 100, 2)} |")
     lines += [
         "",
-        f"Teachers combined on the union of classes (reference line): "
-        f"**{report['teachers_union_accuracy']:.2%}** test accuracy.",
+        f"Teachers combined on the union of classes (reference lines), test accuracy: "
+        f"**{report['teachers_union_accuracy']:.2%}** as the per-class mean of their probabilities"
+        + (f", **{report['teachers_uhc_accuracy']:.2%}** as the UHC combination (`uhc-kd`'s target)."
+           if "teachers_uhc_accuracy" in report else "."),
     ]
     own = report.get("teachers_own_classes_accuracy", {})
     if own:
@@ -90,9 +94,11 @@ def figure(report: dict, path: Path) -> None:
     means = [100 * report["methods"][m]["accuracy"]["mean"] for m in methods]
     stds = [100 * report["methods"][m]["accuracy"]["std"] for m in methods]
     ax.bar(methods, means, yerr=stds, capsize=4, color="tab:blue", alpha=0.8)
-    union = 100 * report["teachers_union_accuracy"]
-    ax.axhline(union, color="tab:red", linestyle="--", label=f"teachers combined {union:.1f} %")
-    low = min(means + [union]) if means else union
+    lines = {"mean": report["teachers_union_accuracy"], "UHC": report.get("teachers_uhc_accuracy")}
+    references = {name: 100 * value for name, value in lines.items() if value is not None}
+    for (name, value), style in zip(references.items(), ("--", ":"), strict=False):
+        ax.axhline(value, color="tab:red", linestyle=style, label=f"teachers combined ({name}) {value:.1f} %")
+    low = min(means + list(references.values()))
     ax.set_ylim(max(0, low - 10), 100)
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"task {report['task']}: mean ± std over {report['seeds']} seed(s), best-on-validation")

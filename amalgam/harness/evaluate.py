@@ -1,7 +1,8 @@
 """Grade a student on a task's test split and write what a person looks at.
 
-evaluation/<task>/ gets results.json (a superset of the CAS771 reference app's schema),
-sample_predictions.png, confusion_matrix.png and reliability.png.
+The report folder (evaluation/<task>/<student>/, chosen by report_dirs.py) gets results.json
+(a superset of the CAS771 reference app's schema), sample_predictions.png,
+confusion_matrix.png and reliability.png.
 """
 
 from __future__ import annotations
@@ -133,6 +134,12 @@ def check_finite(logits: torch.Tensor, name: str, split: str) -> None:
         )
 
 
+def student_label(path: Path) -> str:
+    """Short enough for a figure title: the file and the folder it is in (`<run>/best`)."""
+    path = Path(path)
+    return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
+
+
 def evaluate_student(student: LoadedStudent, data: TaskData, out_dir: Path, device: torch.device) -> dict:
     spec = data.spec
     scores = score_student(student, data, device)
@@ -161,7 +168,9 @@ def evaluate_student(student: LoadedStudent, data: TaskData, out_dir: Path, devi
         "split": "test",
     }
     make_report_dir(out_dir)
-    prediction_grid(data.test.images, data.test.labels, preds, names, out_dir / "sample_predictions.png")
+    who = f"task {spec.name}: {student_label(student.path)}"
+    prediction_grid(data.test.images, data.test.labels, preds, names, out_dir / "sample_predictions.png",
+                    f"{who}, test accuracy {results['overall_accuracy']:.2f} % ({len(data.test)} images)")
     confusion_figure(
         scores["confusion_matrix"],
         names,
@@ -173,7 +182,9 @@ def evaluate_student(student: LoadedStudent, data: TaskData, out_dir: Path, devi
         scores["reliability_ts"],
         scores["temperature"],
         out_dir / "reliability.png",
-        f"task {spec.name}: calibration on test",
+        f"{who}: calibration on the test split ({len(data.test)} predictions)",
+        ece=scores["ece"],
+        ece_scaled=scores["ece_ts"],
     )
     text = json.dumps(results, indent=2)
     atomic_write_bytes(out_dir / "results.json", lambda p: p.write_text(text))

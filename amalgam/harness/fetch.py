@@ -288,7 +288,10 @@ def fetch_asset(
 
 
 def fetch(names: list[str] | None, manifest: Path | None, root: Path, quiet: bool = False) -> list[Path]:
-    """Fetch the named assets (all of them when names is empty), in manifest order."""
+    """Fetch the named assets (all of them when names is empty), in manifest order.
+
+    An asset that fails does not stop the rest (the data archive is still worth having when
+    the models archive cannot be had); the failures end in one error once all were tried."""
     assets = load_manifest(manifest)
     by_name = {asset.name: asset for asset in assets}
     for name in names or []:
@@ -296,4 +299,14 @@ def fetch(names: list[str] | None, manifest: Path | None, root: Path, quiet: boo
             raise UserError(f"unknown asset {name!r}; known assets: {', '.join(by_name)}")
     chosen = [by_name[name] for name in dict.fromkeys(names)] if names else assets
     console = Console(stderr=True)
-    return [fetch_asset(asset, Path(root), quiet=quiet, console=console) for asset in chosen]
+    ready: dict[str, Path] = {}
+    failures = []
+    for asset in chosen:
+        try:
+            ready[asset.name] = fetch_asset(asset, Path(root), quiet=quiet, console=console)
+        except UserError as exc:
+            failures.append(str(exc))
+    if failures:
+        done = f"; ready: {', '.join(ready)}" if ready else ""
+        raise UserError(f"{len(failures)} of {len(chosen)} assets failed: " + "; ".join(failures) + done)
+    return list(ready.values())

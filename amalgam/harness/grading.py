@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -10,9 +10,10 @@ import torch
 from amalgam import PROJECT_ROOT
 from amalgam.errors import UserError
 from amalgam.harness.assets import fetch_asset, is_present, load_manifest, released_student
-from amalgam.harness.evaluate import evaluate_student, load_any_student, newest_student
+from amalgam.harness.evaluate import LoadedStudent, evaluate_student, load_any_student, newest_student
+from amalgam.harness.report_dirs import check_latest_is_ours, claim_report_dir, point_latest
 from amalgam.tasks.builtin import get_task
-from amalgam.tasks.loader import load_task_data
+from amalgam.tasks.loader import TaskData, load_task_data
 from amalgam.tasks.spec import TaskSpec
 
 
@@ -21,15 +22,24 @@ class GradeOutcome:
     task: str
     results: dict | None
     skipped: str | None = None
+    report_dir: Path | None = None  # where this grading's reports went
 
 
-def ensure_task_assets(spec: TaskSpec, manifest: Path | None, root: Path, quiet: bool) -> None:
+def ensure_task_assets(spec: TaskSpec, manifest: Path | None, root: Path, quiet: bool) -> list[str]:
     """Fetch what this task needs and is not yet on disk: the assets its spec names, and those
-    the manifest lists for it (how a --manifest serves a task.toml)."""
+    the manifest lists for it (how a --manifest serves a task.toml).
+
+    One asset failing does not stop the others (the data can still arrive when the models
+    archive cannot); the failures are returned, for the caller to report if grading fails."""
+    failures = []
     for asset in load_manifest(manifest):
         needed = asset.name in spec.released_assets or spec.name in asset.tasks
         if needed and not is_present(asset, root):
-            fetch_asset(asset, root, quiet=quiet)
+            try:
+                fetch_asset(asset, root, quiet=quiet)
+            except UserError as exc:
+                failures.append(str(exc))
+    return failures
 
 
 def choose_student(spec: TaskSpec, checkpoint: str | None, manifest: Path | None, root: Path) -> Path:
@@ -47,13 +57,31 @@ def choose_student(spec: TaskSpec, checkpoint: str | None, manifest: Path | None
 
 def grade_task(task: str, checkpoint: str | None, fmt: str, manifest: Path | None, data_dir: str | None,
                out_root: Path, device: torch.device, quiet: bool, root: Path = PROJECT_ROOT,
-               fetch_missing: bool = False) -> dict:
+               fetch_missing: bool = False) -> GradeOutcome:
+    """Grade one student; its reports go to out_root/<task>/<student>/ (report_dirs)."""
     spec = get_task(task)
-    if fetch_missing:
-        ensure_task_assets(spec, manifest, root, quiet)
-    data = load_task_data(spec, data_dir)
-    student = load_any_student(choose_student(spec, checkpoint, manifest, root), spec.classes, fmt, data)
-    return evaluate_student(student, data, out_root / spec.dir_name, device)
+    task_root = out_root / spec.dir_name
+    check_latest_is_ours(task_root)  # before any download or scoring
+    failures = ensure_task_assets(spec, manifest, root, quiet) if fetch_missing else []
+    try:
+        data = load_task_data(spec, data_dir)
+        student = load_any_student(choose_student(spec, checkpoint, manifest, root), spec.classes, fmt, data)
+    except UserError as exc:
+        if failures:  # the download that failed is the thing to fix, not its consequence
+            raise UserError("; ".join(failures)) from exc
+        raise
+    results, report_dir = report_student(student, data, task_root, device)
+    return GradeOutcome(spec.name, results, report_dir=report_dir)
+
+
+def report_student(
+    student: LoadedStudent, data: TaskData, task_root: Path, device: torch.device
+) -> tuple[dict, Path]:
+    """Grade into the student's own folder under task_root, then point latest.json at it."""
+    report_dir = claim_report_dir(task_root, student.path)
+    results = evaluate_student(student, data, report_dir, device)
+    point_latest(task_root, report_dir, results)
+    return results, report_dir
 
 
 def grade_released_tasks(tasks: list[str], fmt: str, manifest: Path | None, data_dir: str | None,
@@ -63,9 +91,9 @@ def grade_released_tasks(tasks: list[str], fmt: str, manifest: Path | None, data
     outcomes = []
     for task in tasks:
         try:
-            results = grade_task(task, None, fmt, manifest, data_dir, out_root, device, quiet, root,
+            outcome = grade_task(task, None, fmt, manifest, data_dir, out_root, device, quiet, root,
                                  fetch_missing=True)
-            outcomes.append(GradeOutcome(task, results))
+            outcomes.append(replace(outcome, task=task))
         except UserError as exc:
             outcomes.append(GradeOutcome(task, None, str(exc)))
     return outcomes

@@ -28,6 +28,7 @@ from amalgam.models.checkpoint import ModelCard
 from amalgam.models.model_input import ModelInput
 from amalgam.models.registry import register_teacher
 from amalgam.tasks.architectures import CAS771_CNN
+from amalgam.tasks.cas771 import CAS771_MODELS_ASSET
 from amalgam.tasks.pth_files import load_pth_safely
 from amalgam.tasks.spec import CAS771_FORMAT
 
@@ -179,8 +180,8 @@ def read_cas771_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """A bare state_dict from a .pth, without unpickling anything but tensors."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"checkpoint {path} does not exist; check the path "
-                        "(or run `python evaluation.py fetch`)")
+        raise UserError(f"checkpoint {path} does not exist; check the path (or run "
+                        f"`python evaluation.py fetch {CAS771_MODELS_ASSET}` for the released students)")
     state = load_pth_safely(path, "checkpoint")
     for wrapper in ("state_dict", "model_state_dict"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):

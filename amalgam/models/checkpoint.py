@@ -121,13 +121,33 @@ def checkpoint_files(stem: str | Path) -> tuple[Path, Path]:
     return stem.with_name(f"{stem.name}.safetensors"), stem.with_name(f"{stem.name}.json")
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux allows (/proc), since setting
+    it even briefly would race with any other thread creating a file."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(target: Path, write) -> None:
-    """Write through a temporary file, fsync and rename, so a crash never leaves half a file."""
+    """Write through a temporary file, fsync and rename, so a crash never leaves half a file.
+
+    mkstemp makes the temporary file 0600 whatever the umask; it gets the mode any other file
+    the user creates would have (0666 less the umask), so reports and checkpoints are as
+    readable as the plots beside them.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~current_umask())
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, target)
@@ -177,8 +197,8 @@ def _read_weights(weights: Path) -> dict[str, torch.Tensor]:
 
 
 def build_from_card(card: ModelCard) -> nn.Module:
-    if card.kind == "student" and card.arch in STUDENTS:
-        return create_student(card.arch, len(card.classes))
+    if card.kind == "student" and teacher_builder(card.arch) is None:  # an alias or any timm model
+        return create_student(card.arch, len(card.classes), img_size=card.img_size)
     return create_teacher(card.arch, len(card.classes), card.in_chans)
 
 

@@ -1,5 +1,7 @@
 """Ship a student as one self-describing file (ONNX or TorchScript), and read such files back.
 
+(`--format timm`, a folder in timm's pretrained layout, is written by models/timm_folder.py.)
+
 A deployed model is useless without its class names and preprocessing, and a file that
 needs our checkpoint card beside it is not deployable, so both travel inside the file:
 
@@ -12,13 +14,16 @@ Input contract, the same for both formats: a float32 tensor `image` of shape
 the batch axis is dynamic. Output: `logits` [batch, len(classes)], columns in `classes`
 order. Preprocessing stays outside the graph so the exported logits match the PyTorch
 student's to float rounding, and each runtime can resize images its own way.
+
+ONNX goes through PyTorch's current exporter (`torch.onnx.export(..., dynamo=True)`, built on
+`torch.export`, which needs onnxscript). Where that exporter is missing (an old torch, no
+onnxscript) or fails on a model, the TorchScript-based one writes the file instead and one
+line says why; the metadata's `exporter` field records which one wrote it.
 """
 
 from __future__ import annotations
 
-import inspect
 import json
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
@@ -35,13 +40,13 @@ from amalgam.models.checkpoint import (
     load_model,
 )
 from amalgam.models.model_input import ModelInput
+from amalgam.models.onnx_exporters import INSTALL_HINT, onnx_proto
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
+FOLDER_FORMATS = ("timm",)  # a folder, not a file: models/timm_folder.py
 EXPORT_FORMAT = "amalgam-export/1"
 METADATA_KEY = "amalgam"  # ONNX metadata_props key
 EXTRA_FILE = "amalgam.json"  # TorchScript extra file
-OPSET = 17
-INSTALL_HINT = "pip install -e .[export]"
 
 
 def resolve_source(source: Path) -> tuple[Path, Path]:
@@ -90,7 +95,7 @@ def export_student(source: Path, fmt: str = "onnx", out: Path | None = None) -> 
     Defaults: RUN_DIR/student.onnx or RUN_DIR/student.pt; for a stem, the file beside it.
     """
     if fmt not in FORMATS:
-        raise UserError(f"--format must be one of {sorted(FORMATS)}, got {fmt!r}")
+        raise UserError(f"--format must be one of {sorted([*FORMATS, *FOLDER_FORMATS])}, got {fmt!r}")
     suffix = FORMATS[fmt]
     stem, home = resolve_source(Path(source))
     if out is None:
@@ -100,7 +105,7 @@ def export_student(source: Path, fmt: str = "onnx", out: Path | None = None) -> 
     model, card = load_model(stem)
     model = model.cpu().eval()
     params = sum(p.numel() for p in model.parameters())
-    metadata = json.dumps(export_metadata(card, params, stem), indent=2)
+    metadata = export_metadata(card, params, stem)
     # Batch of two: a batch of one lets tracing bake size-1 shapes into reshapes.
     shape = (2, card.in_chans, card.img_size, card.img_size)
     example = torch.randn(shape, generator=torch.Generator().manual_seed(0))
@@ -111,37 +116,26 @@ def export_student(source: Path, fmt: str = "onnx", out: Path | None = None) -> 
     return out
 
 
-def _write_onnx(model: nn.Module, example: torch.Tensor, metadata: str, target: Path) -> None:
+def _write_onnx(model: nn.Module, example: torch.Tensor, metadata: dict, target: Path) -> None:
     try:
-        import onnx
+        import onnx  # noqa: F401  (both exporters hand back onnx protos)
     except ImportError as exc:
         raise UserError(f"ONNX export needs the onnx package; {INSTALL_HINT}") from exc
-    with tempfile.TemporaryDirectory() as tmp:
-        raw = Path(tmp) / "model.onnx"
-        # The TorchScript-based exporter handles timm's CNNs in seconds and honours
-        # dynamic_axes; the dynamo exporter is slower and needs onnxscript.
-        legacy = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                model, (example,), str(raw), input_names=["image"], output_names=["logits"],
-                dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
-                opset_version=OPSET, **legacy,
-            )
-        proto = onnx.load(str(raw))
+    proto, exporter = onnx_proto(model, example)
     entry = proto.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, metadata
+    entry.key, entry.value = METADATA_KEY, json.dumps({**metadata, "exporter": exporter}, indent=2)
     proto.doc_string = "amalgam student; see metadata_props['amalgam'] for classes and preprocessing"
     atomic_write_bytes(target, lambda p: p.write_bytes(proto.SerializeToString()))
 
 
-def _write_torchscript(model: nn.Module, example: torch.Tensor, metadata: str, target: Path) -> None:
+def _write_torchscript(model: nn.Module, example: torch.Tensor, metadata: dict, target: Path) -> None:
     # Tracing, not scripting: timm's models are not all scriptable, and a CNN's graph has no
-    # data-dependent control flow for tracing to miss.
+    # data-dependent control flow for tracing to miss. PyTorch marks TorchScript deprecated
+    # (README, `train.py export`): kept for LibTorch users and files already shipped.
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(model, example)
-        extra = {EXTRA_FILE: metadata}
+        extra = {EXTRA_FILE: json.dumps({**metadata, "exporter": "torch.jit.trace"}, indent=2)}
         atomic_write_bytes(target, lambda p: torch.jit.save(traced, str(p), _extra_files=extra))
 
 

@@ -5,13 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from amalgam.errors import UserError
+from amalgam.tasks.cas771 import CAS771_DATA_ASSET, CAS771_MODELS_ASSET
+from amalgam.tasks.cas771_weights import with_reference_teachers
 from amalgam.tasks.fashion import FASHION_CLASSES
-from amalgam.tasks.spec import DataSpec, TaskSpec, TeacherSpec
+from amalgam.tasks.roster_draw import split_drawn_name, with_drawn_roster
+from amalgam.tasks.spec import MIN_STUDENT_SIZE, DataSpec, TaskSpec, TeacherSpec
 
 DEFAULT_TASK = "fashion-mini"
+# The tasks that take a drawn roster as `<name>-roster<seed>` (amalgam/tasks/roster_draw.py)
+DRAWABLE_TASKS = ("fashion-mini", "fashion")
 # Measured (README, "Choosing defaults"): on `fashion` the student gains at 56 px over 32 px
 # for CE and more for KD, at about the same cost per epoch; the teachers stay at 32 px.
-FASHION_STUDENT_SIZE = 56
+FASHION_STUDENT_SIZE = MIN_STUDENT_SIZE
 
 
 def _fashion_roster() -> tuple[TeacherSpec, ...]:
@@ -57,7 +62,7 @@ TASK_B_FILES = tuple(
 
 
 # The assets in amalgam/harness/release_manifest.toml that the CAS771 tasks ship with.
-CAS771_ASSETS = ("cas771-data", "cas771-models")
+CAS771_ASSETS = (CAS771_DATA_ASSET, CAS771_MODELS_ASSET)
 
 
 def _cas771(letter: str, classes, teachers, files, description: str) -> TaskSpec:
@@ -128,8 +133,11 @@ def get_task(name: str) -> TaskSpec:
     tasks = builtin_tasks()
     for spec in tasks.values():
         if name in spec.names:
-            return spec
+            return with_reference_teachers(spec)  # A and B: the reference app's weights/ files, if present
+    drawn = split_drawn_name(name)
+    if drawn and drawn[0] in DRAWABLE_TASKS:
+        return with_drawn_roster(tasks[drawn[0]], drawn[1])
     raise UserError(
         f"unknown task {name!r}; use one of {sorted(tasks)} or a path to a task.toml "
-        "(`python train.py tasks` lists them)"
+        f"(`python train.py tasks` lists them), or {'/'.join(DRAWABLE_TASKS)}-roster<seed> for a drawn roster"
     )

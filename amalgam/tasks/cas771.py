@@ -24,6 +24,11 @@ from amalgam.tasks.images import ImageSet
 from amalgam.tasks.pth_files import AGAIN, load_pth_safely
 from amalgam.tasks.spec import TaskSpec
 
+# The release-manifest assets (amalgam/harness/release_manifest.toml) of the CAS771 tasks:
+# named in advice, so a user fetches the one that is missing rather than everything.
+CAS771_DATA_ASSET = "cas771-data"
+CAS771_MODELS_ASSET = "cas771-models"
+
 
 def images_to_nchw(data: Any, path: Path) -> torch.Tensor:
     """uint8 [N, C, H, W] from an array or tensor stored as NHWC, NCHW or NHW."""
@@ -105,7 +110,9 @@ def _no_images() -> ImageSet:
 
 def read_pth_split(path: Path, spec: TaskSpec) -> ImageSet:
     """One released file as an ImageSet with labels in task space (empty if the file holds none)."""
-    fix = "download it again (`python evaluation.py fetch`)" if spec.source == "built-in" else AGAIN
+    fix = AGAIN
+    if spec.source == "built-in":
+        fix = f"download it again (`python evaluation.py fetch {CAS771_DATA_ASSET}`)"
     raw = load_pth_safely(path, "data file", fix)
     if not isinstance(raw, dict) or "data" not in raw or "labels" not in raw:
         keys = sorted(map(str, raw)) if isinstance(raw, dict) else type(raw).__name__
@@ -136,8 +143,8 @@ def _missing(spec: TaskSpec, path: Path, data_dir: str | None) -> UserError:
     if spec.source == "built-in":
         where = f"--data-dir {data_dir}" if data_dir else str(amalgam.PROJECT_ROOT)
         return UserError(
-            f"CAS771 data file {path} is missing; run `python evaluation.py fetch` (or unpack the "
-            f"data archive's data/ folder into {where})"
+            f"CAS771 data file {path} is missing; run `python evaluation.py fetch {CAS771_DATA_ASSET}` "
+            f"(or unpack the data archive's data/ folder into {where})"
         )
     return UserError(f"data file {path} of task {spec.name!r} ({spec.source}) is missing; "
                      "fix its [data] paths or pass --data-dir")

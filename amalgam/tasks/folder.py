@@ -51,13 +51,14 @@ def class_files(folder: Path, classes: tuple[str, ...], require_every_class: boo
     return pairs
 
 
-def decode(path: Path, size: int, channels: int) -> np.ndarray:
-    """One image as uint8 H x W x C at the task's size."""
+def decode(path: Path, size: int | tuple[int, int], channels: int) -> np.ndarray:
+    """One image as uint8 H x W x C at the task's size (a square side, or (H, W))."""
+    height, width = (size, size) if isinstance(size, int) else size
     try:
         with Image.open(path) as image:
             image = image.convert("RGB" if channels == 3 else "L")
-            if image.size != (size, size):
-                image = image.resize((size, size), Image.Resampling.BILINEAR)
+            if image.size != (width, height):
+                image = image.resize((width, height), Image.Resampling.BILINEAR)
             array = np.asarray(image, dtype=np.uint8)
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError,
             EOFError) as exc:
@@ -73,6 +74,24 @@ def read_image_folder(folder: Path, classes: tuple[str, ...], size: int, channel
         images[i] = decode(path, size, channels)
     labels = torch.tensor([label for _, label in pairs], dtype=torch.long)
     return ImageSet(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), labels)
+
+
+def read_flat_folder(folder: Path, size: tuple[int, int], channels: int) -> torch.Tensor:
+    """uint8 [N, C, H, W]: every image directly in `folder` (unlabeled images: no class
+    subfolders), decoded once and resized to `size` (H, W), in file-name order."""
+    subfolders = sorted(p.name for p in folder.iterdir() if p.is_dir() and _visible(p))
+    if subfolders:
+        raise UserError(f"unlabeled image folder {folder} has subfolder(s) {subfolders[:3]}; put the "
+                        "unlabeled images directly in it (no class subfolders)")
+    files = sorted(p for p in folder.iterdir()
+                   if p.is_file() and _visible(p) and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise UserError(f"unlabeled image folder {folder} holds no images "
+                        f"(looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    images = np.empty((len(files), *size, channels), dtype=np.uint8)
+    for i, path in enumerate(files):
+        images[i] = decode(path, size, channels)
+    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
 
 
 def read_folder_task(spec: TaskSpec, data_dir: str | None) -> dict[str, ImageSet]:

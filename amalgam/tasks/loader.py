@@ -10,13 +10,16 @@ from amalgam.errors import UserError
 from amalgam.tasks.images import ImageSet, check_labels, limit_per_class, stratified_split
 from amalgam.tasks.readers import read_raw_splits
 from amalgam.tasks.spec import TaskSpec, TeacherSpec
+from amalgam.tasks.unlabeled import read_unlabeled
 
 SPLIT_SEED = 0  # the validation split never moves with --seed, so runs stay comparable
+UNLABELED = -1  # the label every image of a label-free training set carries; never read
 
 
 @dataclass(frozen=True)
 class TaskData:
-    """The three splits in task space, plus the training set's per-channel statistics."""
+    """The three splits in task space, the training set's per-channel statistics, and the
+    task's unlabeled images (uint8 [N, C, H, W]; None if it names none)."""
 
     spec: TaskSpec
     train: ImageSet
@@ -24,6 +27,14 @@ class TaskData:
     test: ImageSet
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    unlabeled: torch.Tensor | None = None
+
+    def label_free_train(self) -> ImageSet:
+        """What `--labels none` trains on: the labeled training images, then the unlabeled ones,
+        every label replaced by UNLABELED, so nothing downstream can read one."""
+        extra = [] if self.unlabeled is None else [self.unlabeled]
+        images = torch.cat([self.train.images, *extra])
+        return ImageSet(images, torch.full((len(images),), UNLABELED, dtype=torch.long))
 
     def for_teacher(self, teacher: TeacherSpec, split: str) -> ImageSet:
         """The images of `split` whose class the teacher knows, labelled in its local order."""
@@ -80,4 +91,6 @@ def load_task_data(
         mean, std = tuple(given["mean"]), tuple(given["std"])
     else:
         mean, std = channel_stats(train.images, spec.channels)
-    return TaskData(spec, train, val, raw["test"], mean, std)
+    # statistics from the labeled images alone, so labeled and label-free runs see the same input
+    unlabeled = read_unlabeled(spec, tuple(train.images.shape[1:]))
+    return TaskData(spec, train, val, raw["test"], mean, std, unlabeled)

@@ -17,14 +17,22 @@ from typing import Any
 
 from amalgam.errors import UserError
 from amalgam.tasks.architectures import CAS771_CNN, COMPACT_CNNS, is_teacher_arch
-from amalgam.tasks.spec import CAS771_FORMAT, FORMAT_ALIASES, TEACHER_FORMATS, DataSpec, TaskSpec, TeacherSpec
+from amalgam.tasks.spec import (
+    CAS771_FORMAT,
+    FORMAT_ALIASES,
+    MIN_STUDENT_SIZE,
+    TEACHER_FORMATS,
+    DataSpec,
+    TaskSpec,
+    TeacherSpec,
+)
 
 TOP_KEYS = {"name", "classes", "img_size", "student_img_size", "channels", "mean", "std", "description",
             "teacher", "data"}
 TEACHER_KEYS = {"name", "classes", "arch", "checkpoint", "format"}
 DATA_KEYS = {
-    "folder": {"kind", "root", "train", "test", "val"},
-    "cas771-pth": {"kind", "root", "files", "original_labels"},
+    "folder": {"kind", "root", "train", "test", "val", "unlabeled"},
+    "cas771-pth": {"kind", "root", "files", "original_labels", "unlabeled"},
 }
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
@@ -181,6 +189,14 @@ def _data(doc: _Reader, base: Path, teachers: tuple[TeacherSpec, ...], classes: 
     return DataSpec("cas771-pth", root, options)
 
 
+def _unlabeled(doc: _Reader, base: Path) -> str | None:
+    """`[data] unlabeled`: an image folder or .pth of images without labels, relative to the
+    task file (like `root`; `--data-dir` does not move it). Read by amalgam/tasks/unlabeled.py."""
+    d = _Reader(doc.table_of("data"), doc.path, "[data] ")
+    value = d.text("unlabeled")
+    return None if value is None else _resolve(base, value, d, "unlabeled")
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
     """The parsed file; a UTF-8 byte-order mark is accepted, any other encoding named."""
     try:
@@ -223,12 +239,17 @@ def load_task_file(path: Path, reserved_names: Collection[str] = ()) -> TaskSpec
     base = path.resolve().parent
     teachers = _teachers(doc, base)
     data = _data(doc, base, teachers, classes)
+    unlabeled = _unlabeled(doc, base)
+    if unlabeled is not None:
+        data.options["unlabeled"] = unlabeled
     for key in ("mean", "std"):
         stats = doc.floats(key, channels)
         if stats is not None:
             data.options[key] = stats
     if doc.has("mean") != doc.has("std"):
         raise doc.fail("std" if doc.has("mean") else "mean", "is missing; give mean and std together")
+    if student_img_size is None:  # a small image is upsampled for the student, as on `fashion`
+        student_img_size = max(img_size, MIN_STUDENT_SIZE)
     try:
         return TaskSpec(name, classes, teachers, data, img_size=img_size, channels=channels,
                         description=doc.text("description", "") or "", source=str(path),

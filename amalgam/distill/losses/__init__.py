@@ -9,6 +9,13 @@ classes that read their options and call these.
 
 from __future__ import annotations
 
+from amalgam.distill.losses.amalgamation import (
+    CFL_SIGMAS,
+    least_ambiguous_targets,
+    least_ambiguous_teacher,
+    mmd_multi_kernel,
+    teacher_ambiguity,
+)
 from amalgam.distill.losses.features import common_size, hint_loss, match_spatial, simkd_loss
 from amalgam.distill.losses.logits import (
     dkd_loss,
@@ -22,6 +29,7 @@ from amalgam.distill.losses.targets import (
     covering_average_targets,
     filtered_covering_targets,
     partial_teacher_weights,
+    uhc_union_probs,
 )
 from amalgam.distill.losses.task_space import (
     correct_teachers,
@@ -31,8 +39,11 @@ from amalgam.distill.losses.task_space import (
 )
 
 __all__ = [
+    "CFL_SIGMAS", "least_ambiguous_targets", "least_ambiguous_teacher", "mmd_multi_kernel",
+    "teacher_ambiguity",
     "common_size", "confidence_weights", "correct_teachers", "covering_average_targets",
     "covering_teachers", "dkd_loss", "filtered_covering_targets", "hint_loss", "kd_loss",
     "masked_local_softmax", "match_spatial", "partial_kd_loss", "partial_teacher_weights",
     "place_in_task_space", "simkd_loss", "soft_cross_entropy", "student_in_teacher_spaces",
+    "uhc_union_probs",
 ]

@@ -21,14 +21,19 @@ def common_size(a: torch.Tensor, b: torch.Tensor) -> tuple[int, int]:
 
 
 def hint_loss(regressed: list[torch.Tensor], teacher_features: list[torch.Tensor]) -> torch.Tensor:
-    """FitNet hints: Σ_k MSE(r_k resized to f_t_k, f_t_k), r_k the student's map regressed
-    onto teacher k's channels.
+    """FitNet hints, normalised: Σ_k MSE(r_k resized to f_t_k, f_t_k) / mean(f_t_k²), r_k the
+    student's map regressed onto teacher k's channels.
 
-    The guess is resized to the teacher's map, so each teacher is matched at its own resolution.
+    Dividing by the teacher's mean square (a constant for the gradient) makes each term the
+    fraction of the teacher's feature energy the student misses: 1 for a regressor that
+    outputs zeros, whatever the teacher's activation scale. So one hint weight suits any
+    teacher architecture, and teachers with large activations do not drown the others. The
+    guess is resized to the teacher's map, so each teacher is matched at its own resolution.
     """
     total = regressed[0].new_zeros(())
     for guess, target in zip(regressed, teacher_features, strict=True):
-        total = total + F.mse_loss(match_spatial(guess, tuple(target.shape[-2:])), target)
+        energy = target.detach().pow(2).mean().clamp_min(1e-12)
+        total = total + F.mse_loss(match_spatial(guess, tuple(target.shape[-2:])), target) / energy
     return total
 
 

@@ -29,11 +29,14 @@ class MethodOptions:
     alpha: float = _option(0.5, "weight of the distillation term in [0, 1]; 0 = CE")
     dkd_alpha: float = _option(1.0, "DKD weight of the target-class term")
     dkd_beta: float = _option(8.0, "DKD weight of the non-target term")
-    # FitNet's hint weight, chosen by measurement on `fashion` (README, "Choosing defaults")
-    hint_weight: float = _option(10.0, "weight of FitNet's hint loss (fitnet, fitnet+*)")
+    dkd_warmup: float = _option(0.0, "epochs over which DKD's terms ramp up from 0 (mdistiller: 20)")
+    # FitNet's hint weight on the normalised hint loss: the old weight 10 on the raw MSE of the
+    # `fashion` teachers (mean square ~1.4) carried over (README, "Choosing defaults")
+    hint_weight: float = _option(15.0, "weight of FitNet's normalised hint loss (fitnet, fitnet+*)")
     simkd_weight: float = _option(1.0, "weight of SimKD's feature loss")
     simkd_ratio: int = _option(2, "SimKD projector bottleneck ratio r")
     confidence_weighting: bool = _option(False, "partial-kd: weight teachers by their confidence")
+    cfl_weight: float = _option(10.0, "cfl: weight w of its MMD + reconstruction terms (CFL: 10)")
     teacher_filter: str = _option(  # one of TEACHER_FILTERS
         "none", "none; covering: only teachers that know the label; correct: only those that are also right"
     )
@@ -43,8 +46,9 @@ class MethodOptions:
             raise UserError(f"--alpha must be in [0, 1], got {self.alpha}")
         if not self.temperature > 0.0:
             raise UserError(f"--temperature must be > 0, got {self.temperature}")
-        if min(self.dkd_alpha, self.dkd_beta, self.hint_weight, self.simkd_weight) < 0:
-            raise UserError("--dkd-alpha, --dkd-beta, --hint-weight and --simkd-weight must be >= 0")
+        if min(self.dkd_alpha, self.dkd_beta, self.dkd_warmup, self.hint_weight, self.simkd_weight) < 0:
+            raise UserError("--dkd-alpha, --dkd-beta, --dkd-warmup, --hint-weight and --simkd-weight "
+                            "must be >= 0")
         if self.simkd_ratio < 1:
             raise UserError(f"--simkd-ratio must be >= 1, got {self.simkd_ratio}")
         if self.teacher_filter not in TEACHER_FILTERS:
@@ -76,12 +80,17 @@ class Method(nn.Module):
     name = "base"
     uses_teachers = True
     needs_features = False  # teachers' and student's feature maps, not only logits
+    needs_labels = True  # reads training labels; False: may train with `--labels none`
     options_used: tuple[str, ...] = ()  # MethodOptions fields this method reads (others are ignored)
 
     def __init__(self, roster: Roster, options: MethodOptions):
         super().__init__()
         self.roster = roster
         self.options = options
+        self.epochs_done = 0  # set by the trainer before each epoch, for terms that ramp up
+
+    def start_epoch(self, epochs_done: int) -> None:
+        self.epochs_done = epochs_done
 
     def setup(self, student_features: torch.Tensor, teacher_features: list[torch.Tensor],
               teachers: list[nn.Module]) -> None:
@@ -99,7 +108,7 @@ class Method(nn.Module):
         student_logits: torch.Tensor,
         student_features: torch.Tensor | None,
         teacher: TeacherOutputs | None,
-        labels: torch.Tensor,
+        labels: torch.Tensor | None,  # None under `--labels none` (only for needs_labels = False)
     ) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 

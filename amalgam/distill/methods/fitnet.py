@@ -23,6 +23,7 @@ class FitNetHints(Method):
     name = "fitnet-hints"
     options_used = ("hint_weight",)
     needs_features = True
+    needs_labels = False  # hints compare feature maps only
 
     def setup(self, student_features: torch.Tensor, teacher_features: list[torch.Tensor],
               teachers: list[nn.Module]) -> None:

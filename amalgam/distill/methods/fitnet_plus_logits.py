@@ -12,9 +12,10 @@ from amalgam.distill.methods.fitnet import FitNetHints
 from amalgam.distill.methods.kd import CoveringTeachersKD
 from amalgam.distill.methods.partial_kd import PartialKD
 from amalgam.distill.methods.sum_of_terms import SumOfTerms
+from amalgam.distill.methods.uhc_kd import UnionClassifierKD
 from amalgam.distill.methods.union_kd import UnionKD
 
-HINTED_LOGIT_METHODS = (CoveringTeachersKD, PartialKD, UnionKD)
+HINTED_LOGIT_METHODS = (CoveringTeachersKD, PartialKD, UnionKD, UnionClassifierKD)
 
 for logits in HINTED_LOGIT_METHODS:
     register_method(SumOfTerms(f"fitnet+{logits.name}", (logits, FitNetHints)))

@@ -39,6 +39,10 @@ class SumOfTerms:
     def needs_features(self) -> bool:
         return any(part.needs_features for part in self.parts)
 
+    @property
+    def needs_labels(self) -> bool:
+        return any(part.needs_labels for part in self.parts)
+
     def __call__(self, roster: Roster, options: MethodOptions) -> SummedMethod:
         return SummedMethod(self, [part(roster, options) for part in self.parts], roster, options)
 
@@ -52,6 +56,7 @@ class SummedMethod(Method):
         self.options_used = recipe.options_used
         self.uses_teachers = recipe.uses_teachers
         self.needs_features = recipe.needs_features
+        self.needs_labels = recipe.needs_labels
         self.parts = tuple(parts)  # a tuple, so not submodules: their helpers are adopted in setup
         predictors = [part for part in parts if type(part).predict is not Method.predict]
         if len(predictors) > 1:
@@ -71,6 +76,11 @@ class SummedMethod(Method):
         # keys (`regressors.0.weight`) as the part alone, and the trainer optimises them.
         for child_name, child in helpers.items():
             self.add_module(child_name, child)
+
+    def start_epoch(self, epochs_done: int) -> None:
+        super().start_epoch(epochs_done)
+        for part in self.parts:
+            part.start_epoch(epochs_done)
 
     def loss_terms(self, student_logits, student_features, teacher, labels):
         terms: dict[str, torch.Tensor] = {}

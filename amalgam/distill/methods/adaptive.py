@@ -1,0 +1,36 @@
+"""Adaptive knowledge amalgamation (after Shen et al., ICCV 2019): per image, learn from the
+teacher whose answer is least ambiguous, plus FitNet's feature hints. No labels anywhere.
+
+Ambiguity is a teacher's entropy over its own classes divided by log(its class count), so
+teachers of different sizes compare fairly (`least_ambiguous_teacher`). The chosen teacher's
+softened distribution is placed at its own classes' global indices, zero elsewhere
+(`least_ambiguous_targets`): a confident teacher most likely knows the image's class, so it
+claims the image, and the student learns both which teacher's classes the image belongs to
+and how those classes relate. With overlapping rosters a shared class simply belongs to
+whichever of its teachers is surer on that image. Loss: T²·KL(target || student at T), plus
+`--hint-weight` × FitNet's hints from every teacher (a feature map responds to images of
+classes its teacher never saw, so every teacher hints on every image).
+"""
+
+from __future__ import annotations
+
+from amalgam.distill.losses import least_ambiguous_targets, soft_cross_entropy
+from amalgam.distill.methods.base import Method, register_method
+from amalgam.distill.methods.fitnet import FitNetHints
+from amalgam.distill.methods.sum_of_terms import SumOfTerms
+
+
+class LeastAmbiguousTeacherKD(Method):
+    """KL to the least ambiguous teacher's answer; the logit part of `adaptive`."""
+
+    name = "least-ambiguous-kd"
+    options_used = ("temperature",)
+    needs_labels = False
+
+    def loss_terms(self, student_logits, student_features, teacher, labels):
+        t = self.options.temperature
+        targets = least_ambiguous_targets(teacher.logits, self.roster, t)
+        return {"loss_kd": soft_cross_entropy(student_logits, targets, t)}
+
+
+register_method(SumOfTerms("adaptive", (LeastAmbiguousTeacherKD, FitNetHints)))

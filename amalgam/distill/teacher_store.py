@@ -1,0 +1,201 @@
+"""One teacher-cache entry on disk: built in a single pass over the images, read back checked.
+
+The build runs every teacher once per image per view (amalgam/distill/teacher_cache.py decides
+which views and whether feature maps are kept) and streams the outputs to disk, so neither
+building nor reading holds the feature maps in RAM. Before writing it checks the entry's size
+against a budget and the free disk, and says why when it will not build one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from amalgam.distill.ensemble import TeacherEnsemble
+from amalgam.distill.mapped_rows import ArrayFile, MappedRows, RowWriter
+from amalgam.distill.views import mirror, to_unit_float
+from amalgam.errors import UserError
+from amalgam.models.checkpoint import atomic_write_bytes
+from amalgam.tasks.images import ImageSet
+from amalgam.ui import say, track
+
+CACHE_FORMAT = "amalgam-teacher-outputs/2"  # part of the key: a format change invalidates all
+# Images per teacher pass while building: on the CPU small enough that the teachers'
+# activations stay under training's own peak (seed-CNN teachers at 64 px, FitNet: a build in
+# blocks of 32 peaked 15 MiB above training, in blocks of 16 about 200 MiB below it).
+BUILD_BATCH = {"cpu": 16, "cuda": 256}
+# Disk one entry may take before the teachers run online instead: the seed CNN's feature maps
+# for Task A (7,500 images, 3 teachers, 2 flip views) take 11 GiB.
+DEFAULT_BUDGET_GIB = 16.0
+BUDGET_ENV = "AMALGAM_TEACHER_CACHE_GB"
+DISK_HEADROOM = 2**30  # never fill the disk: leave this much free
+
+
+class CacheUnavailable(Exception):
+    """Why no cache entry is used this time; the teachers then run on every batch."""
+
+
+@dataclass
+class CachedTeachers:
+    """An entry read back: logits [N, V, K, L] float32 in RAM (small), feature maps memory-mapped
+    ([N, V, C, H, W] per teacher, read a batch's rows at a time) or None."""
+
+    views: tuple[str, ...]
+    logits: torch.Tensor
+    features: list[MappedRows] | None
+    nbytes: int
+
+
+def cache_budget_bytes() -> int:
+    """$AMALGAM_TEACHER_CACHE_GB GiB, else `DEFAULT_BUDGET_GIB`; 0 turns the cache off."""
+    text = os.environ.get(BUDGET_ENV, "").strip()
+    try:
+        gib = float(text) if text else DEFAULT_BUDGET_GIB
+    except ValueError:
+        gib = -1.0
+    if not gib >= 0:
+        raise UserError(f"{BUDGET_ENV} must be a number of GiB >= 0 (0 turns the teacher cache off), "
+                        f"got {text!r}")
+    return int(gib * 2**30)
+
+
+def gib(nbytes: int) -> str:
+    return f"{nbytes / 2**30:.2f} GiB"
+
+
+def teacher_batches(
+    ensemble: TeacherEnsemble, images: ImageSet, device: torch.device, views: Sequence[str],
+    with_features: bool, quiet: bool, batch_size: int | None = None,
+) -> Iterator[tuple[torch.Tensor, list[torch.Tensor] | None]]:
+    """All teachers on the whole set in index order, once per image per view: per block of
+    images, logits [B, V, K, L] and (with features) each teacher's maps [B, V, C, H, W]."""
+    batch_size = batch_size or BUILD_BATCH.get(device.type, 32)
+    starts = range(0, len(images), batch_size)
+    label = f"teacher outputs, {len(views)} view{'s' if len(views) > 1 else ''}"
+    for start in track(starts, len(starts), label, quiet):
+        plain = to_unit_float(images.images[start : start + batch_size], device)
+        outputs = []
+        for name in views:
+            view = mirror(plain) if name == "mirrored" else plain
+            outputs.append(ensemble.forward_with_features(view) if with_features else (ensemble(view), None))
+        logits = torch.stack([out[0].float().cpu() for out in outputs], dim=1)
+        features = None
+        if with_features:
+            features = [torch.stack([out[1][k] for out in outputs], dim=1)
+                        for k in range(len(ensemble.teachers))]
+        yield logits, features
+
+
+def compute_teacher_logits(
+    ensemble: TeacherEnsemble, images: ImageSet, device: torch.device, quiet: bool,
+    batch_size: int | None = None,
+) -> torch.Tensor:
+    """All teachers' logits [N, K, L] on the plain view, exactly as the cache computes them."""
+    blocks = teacher_batches(ensemble, images, device, ("plain",), False, quiet, batch_size)
+    return torch.cat([logits[:, 0] for logits, _ in blocks])
+
+
+def read_entry(cache_dir: Path, key: str, n: int, views: Sequence[str], logit_shape: tuple[int, int],
+               features: str | None) -> CachedTeachers:
+    """The entry `key`, or an exception saying why it cannot be trusted."""
+    index = json.loads((cache_dir / f"{key}.json").read_text())
+    if index.get("format") != CACHE_FORMAT:
+        raise ValueError(f"index is in format {index.get('format')!r}, not {CACHE_FORMAT!r}")
+    if index.get("key") != key:
+        raise ValueError(f"index names key {str(index.get('key'))[:12]}…, not {key[:12]}…")
+    if tuple(index.get("views", ())) != tuple(views):
+        raise ValueError(f"index holds views {index.get('views')}, expected {list(views)}")
+    logit_file = ArrayFile.from_dict(index["logits"])
+    expected = (n, len(views), *logit_shape)
+    if logit_file.shape != expected or logit_file.dtype != "float32":
+        raise ValueError(f"index says logits {logit_file.dtype} {list(logit_file.shape)}, "
+                         f"expected float32 {list(expected)}")
+    logits = MappedRows(cache_dir, logit_file).rows(torch.arange(n))
+    if not torch.isfinite(logits).all():
+        raise ValueError("stored logits hold non-finite values")
+    stores = None
+    if features is not None:
+        files = [ArrayFile.from_dict(entry) for entry in index.get("features") or []]
+        if len(files) != logit_shape[0] or any(f.dtype != features or f.shape[:2] != (n, len(views))
+                                               for f in files):
+            listed = [(f.dtype, list(f.shape)) for f in files]
+            raise ValueError(f"index lists feature maps {listed}, expected {logit_shape[0]} "
+                             f"in {features} with {n} x {len(views)} rows")
+        # read as [N * V, C, H, W]: row = image * V + view, as the logits are looked up
+        stores = [MappedRows(cache_dir, replace(f, shape=(n * len(views), *f.shape[2:]))) for f in files]
+    nbytes = logit_file.nbytes + sum(s.spec.nbytes for s in stores or [])
+    return CachedTeachers(tuple(views), logits, stores, nbytes)
+
+
+def _check_size(nbytes: int, budget: int, cache_dir: Path) -> None:
+    if nbytes > budget:
+        raise CacheUnavailable(f"their cache would take {gib(nbytes)}, over the {gib(budget)} budget "
+                               f"(set {BUDGET_ENV} to raise it)")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(cache_dir).free
+    if nbytes > free - DISK_HEADROOM:
+        raise CacheUnavailable(f"their cache would take {gib(nbytes)} but {cache_dir} has {gib(free)} free")
+
+
+def build_entry(
+    ensemble: TeacherEnsemble, images: ImageSet, key: str, cache_dir: Path, views: Sequence[str],
+    features: str | None, budget: int, device: torch.device, quiet: bool,
+) -> CachedTeachers:
+    """Run the teachers once per image per view and stream their outputs to disk; tensor
+    files first, the index last, so an index only ever points at complete files."""
+    k, width = len(ensemble.teachers), ensemble.roster.local_mask.shape[1]
+    logit_bytes = len(images) * len(views) * k * width * 4
+    _check_size(logit_bytes, budget, cache_dir)  # before any teacher runs, when even logits do not fit
+    writers: list[RowWriter] = []
+    try:
+        for logits, maps in teacher_batches(ensemble, images, device, views, features is not None, quiet):
+            if not writers:  # the first block tells the feature maps' size
+                per_image = sum(m[0].numel() for m in maps or []) * (4 if features == "float32" else 2)
+                _check_size(logit_bytes + len(images) * per_image, budget, cache_dir)
+                writers = [RowWriter(cache_dir / f"{key}.logits.bin", "float32")]
+                writers += [RowWriter(cache_dir / f"{key}.features{i}.bin", features)
+                            for i in range(len(maps or []))]
+            writers[0].append(logits)
+            for writer, feature_map in zip(writers[1:], maps or [], strict=True):
+                stored = feature_map.to(torch.float16) if features == "float16" else feature_map
+                if not torch.isfinite(stored).all():
+                    raise CacheUnavailable(f"a teacher's feature map does not fit in {features}")
+                writer.append(stored)
+        files = [writer.commit() for writer in writers]
+    except BaseException:
+        for writer in writers:
+            writer.discard()
+        raise
+    index = {"format": CACHE_FORMAT, "key": key, "views": list(views), "images": len(images),
+             "logits": files[0].to_dict(), "features": [f.to_dict() for f in files[1:]],
+             "bytes": sum(f.nbytes for f in files), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    text = json.dumps(index, indent=2)
+    atomic_write_bytes(cache_dir / f"{key}.json", lambda p: p.write_text(text))
+    return read_entry(cache_dir, key, len(images), views, (k, width), features)
+
+
+def load_or_build(
+    ensemble: TeacherEnsemble, images: ImageSet, key: str, cache_dir: Path, views: Sequence[str],
+    features: str | None, budget: int, device: torch.device, quiet: bool = False,
+) -> CachedTeachers:
+    """The entry `key`; built (and stored) when missing or untrustworthy. Raises CacheUnavailable
+    when it may not be built (over the budget, too little disk, features out of range)."""
+    cache_dir = Path(cache_dir)
+    logit_shape = (len(ensemble.teachers), ensemble.roster.local_mask.shape[1])
+    if any(cache_dir.glob(f"{key}.*")):
+        try:
+            return read_entry(cache_dir, key, len(images), views, logit_shape, features)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            # never quiet: a rebuilt cache costs time the user should know about
+            say(f"[yellow]warning:[/] teacher cache {cache_dir / key}.* is unusable ({exc}); rebuilding it")
+    what = " and feature maps" if features else ""
+    say(f"computing teacher logits{what} for {len(images)} images x {len(views)} view(s) "
+        f"(cached in {cache_dir})", quiet)
+    return build_entry(ensemble, images, key, cache_dir, views, features, budget, device, quiet)

@@ -1,0 +1,100 @@
+"""`python train.py compare --rosters 200,201,202`: the same comparison on several drawn rosters.
+
+A recipe tuned on one roster can fail on the next, so a claim about a method is made per
+roster and pooled: every roster gets its own full comparison (its own folder, compare.json
+with the roster in it), and `pooled.json` / `pooled.md` put them side by side.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from amalgam.compare import METRICS, check_report_dir, run_compare
+from amalgam.errors import UserError
+from amalgam.models.checkpoint import atomic_write_bytes
+from amalgam.tasks.builtin import DRAWABLE_TASKS, get_task
+
+
+def parse_roster_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UserError(f"--rosters takes comma-separated integers (roster seeds), got {text!r}") from None
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise UserError(f"--rosters needs distinct non-negative roster seeds, got {text!r}")
+    return seeds
+
+
+def run_roster_compare(task: str, roster_seeds: list[int], out_dir: Path, **compare_args) -> dict:
+    """One `run_compare` per roster into out_dir/<task>-roster<seed>/, then the pooled report."""
+    if get_task(task).name not in DRAWABLE_TASKS:
+        raise UserError(f"--rosters draws rosters for {list(DRAWABLE_TASKS)} only, not {task!r}")
+    check_report_dir(out_dir)
+    reports = {}
+    for seed in roster_seeds:
+        name = f"{get_task(task).name}-roster{seed}"
+        reports[name] = run_compare(name, out_dir=out_dir / name, **compare_args)
+    pooled = pool(reports)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(pooled, indent=2)
+    atomic_write_bytes(out_dir / "pooled.json", lambda p: p.write_text(text))
+    md = pooled_markdown(pooled)
+    atomic_write_bytes(out_dir / "pooled.md", lambda p: p.write_text(md))
+    return pooled
+
+
+def pool(reports: dict[str, dict]) -> dict:
+    """Per method: every metric over all rosters' runs together, and the mean per roster."""
+    methods = list(dict.fromkeys(m for report in reports.values() for m in report["methods"]))
+    pooled: dict = {"rosters": {}, "methods": {}}
+    for name, report in reports.items():
+        pooled["rosters"][name] = {
+            "roster": report["roster"],
+            "teachers_union_accuracy": report["teachers_union_accuracy"],
+            "teachers_uhc_accuracy": report["teachers_uhc_accuracy"],
+            "accuracy": {m: s["accuracy"]["mean"] for m, s in report["methods"].items()},
+            "accuracy_std": {m: s["accuracy"]["std"] for m, s in report["methods"].items()},
+            "failed": report["failed"],
+        }
+    for method in methods:
+        runs = [run for report in reports.values() if method in report["methods"]
+                for run in report["methods"][method]["per_seed"]]
+        stats = {}
+        for metric in METRICS:
+            values = torch.tensor([r[metric] for r in runs], dtype=torch.float64)
+            stats[metric] = {"mean": float(values.mean()),
+                             "std": float(values.std(unbiased=True)) if len(values) > 1 else 0.0}
+        pooled["methods"][method] = {**stats, "runs": len(runs)}
+    return pooled
+
+
+def pooled_markdown(pooled: dict) -> str:
+    rosters = list(pooled["rosters"])
+    lines = [
+        "# Comparison over drawn rosters",
+        "",
+        "Test accuracy (%) of the checkpoint chosen on validation; per roster the mean (± std) "
+        "over its seeds, pooled over every roster and seed. Each roster's own report is in its folder.",
+        "",
+        "| method | " + " | ".join(rosters) + " | pooled | pooled ECE after T-scaling |",
+        "|---" * (len(rosters) + 3) + "|",
+    ]
+    for method, stats in pooled["methods"].items():
+        cells = []
+        for roster in rosters:
+            acc, std = (pooled["rosters"][roster][key] for key in ("accuracy", "accuracy_std"))
+            cells.append(f"{100 * acc[method]:.2f} ± {100 * std[method]:.2f}" if method in acc else "failed")
+        lines.append(f"| {method} | " + " | ".join(cells) + f" | {100 * stats['accuracy']['mean']:.2f} ± "
+                     f"{100 * stats['accuracy']['std']:.2f} | {stats['ece_ts']['mean']:.3f} |")
+    for key, label in (("teachers_union_accuracy", "teachers combined (mean of probabilities)"),
+                       ("teachers_uhc_accuracy", "teachers combined (UHC)")):
+        cells = [f"{100 * pooled['rosters'][r][key]:.2f}" for r in rosters]
+        lines.append(f"| {label} | " + " | ".join(cells) + " | | |")
+    lines += ["", "Rosters:", ""]
+    for roster, info in pooled["rosters"].items():
+        teachers = "; ".join(f"{t} = {{{', '.join(c)}}}" for t, c in info["roster"].items())
+        lines.append(f"- {roster}: {teachers}")
+    return "\n".join(lines) + "\n"
