@@ -37,6 +37,25 @@ def run_roster_compare(task: str, roster_seeds: list[int], out_dir: Path, **comp
     for seed in roster_seeds:
         name = f"{get_task(task).name}-roster{seed}"
         reports[name] = run_compare(name, out_dir=out_dir / name, **compare_args)
+    return write_pooled(reports, out_dir)
+
+
+def pool_finished(out_dir: Path) -> dict:
+    """Pool the comparisons already in out_dir's subfolders (e.g. rosters run on separate
+    machines or side by side, each with its own `compare --task fashion-roster<seed> --out
+    out_dir/fashion-roster<seed>`) into pooled.json / pooled.md."""
+    reports = {}
+    for path in sorted(out_dir.glob("*/compare.json")):
+        try:
+            reports[path.parent.name] = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise UserError(f"{path} cannot be read ({exc}); re-run that roster's comparison") from exc
+    if not reports:
+        raise UserError(f"{out_dir} holds no <roster>/compare.json to pool; run the comparisons first")
+    return write_pooled(reports, out_dir)
+
+
+def write_pooled(reports: dict[str, dict], out_dir: Path) -> dict:
     pooled = pool(reports)
     out_dir.mkdir(parents=True, exist_ok=True)
     text = json.dumps(pooled, indent=2)
@@ -77,7 +96,8 @@ def pooled_markdown(pooled: dict) -> str:
         "# Comparison over drawn rosters",
         "",
         "Test accuracy (%) of the checkpoint chosen on validation; per roster the mean (± std) "
-        "over its seeds, pooled over every roster and seed. Each roster's own report is in its folder.",
+        "over its seeds, pooled over every roster and seed. Each roster's own report is in its folder. "
+        "A method that reads no teacher (`ce`) trains the same way on every roster.",
         "",
         "| method | " + " | ".join(rosters) + " | pooled | pooled ECE after T-scaling |",
         "|---" * (len(rosters) + 3) + "|",
@@ -86,7 +106,9 @@ def pooled_markdown(pooled: dict) -> str:
         cells = []
         for roster in rosters:
             acc, std = (pooled["rosters"][roster][key] for key in ("accuracy", "accuracy_std"))
-            cells.append(f"{100 * acc[method]:.2f} ± {100 * std[method]:.2f}" if method in acc else "failed")
+            failed = method in pooled["rosters"][roster]["failed"]
+            cells.append(f"{100 * acc[method]:.2f} ± {100 * std[method]:.2f}" if method in acc
+                         else "failed" if failed else "not run")
         lines.append(f"| {method} | " + " | ".join(cells) + f" | {100 * stats['accuracy']['mean']:.2f} ± "
                      f"{100 * stats['accuracy']['std']:.2f} | {stats['ece_ts']['mean']:.3f} |")
     for key, label in (("teachers_union_accuracy", "teachers combined (mean of probabilities)"),

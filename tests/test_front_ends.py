@@ -63,8 +63,11 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 
 def test_sigint_while_the_real_script_imports_torch(tmp_path):
     env = {**os.environ, "AMALGAM_HOME": str(tmp_path), "PYTHONWARNINGS": "ignore"}
+    # A shell's background job (`cmd &`, nohup) starts with SIGINT ignored, and Python then never
+    # turns it into KeyboardInterrupt; a user's terminal has the default, so the child gets it too.
     proc = subprocess.Popen([sys.executable, "-c", HELD_IMPORT, str(REPO / "train.py")], cwd=REPO,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert proc.stdout.readline().strip() == "importing torch"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)

@@ -179,3 +179,19 @@ def test_pooled_report_is_per_roster_and_over_every_run():
     text = pooled_markdown(pooled)
     assert "| ce | 75.00 ± 7.07 | 90.00 ± 0.00 | 80.00 ± 10.00 |" in text
     assert "teachers combined (UHC) | 60.00 | 60.00" in text
+
+
+def test_finished_roster_comparisons_are_pooled_from_disk(tmp_path):
+    import json
+
+    from amalgam.roster_compare import pool_finished
+
+    with pytest.raises(UserError, match="no <roster>/compare.json"):
+        pool_finished(tmp_path)
+    for name, values in (("fashion-roster1", [0.7, 0.8]), ("fashion-roster2", [0.9])):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "compare.json").write_text(json.dumps(fake_report(name, {"ce": values})))
+    pooled = pool_finished(tmp_path)
+    assert list(pooled["rosters"]) == ["fashion-roster1", "fashion-roster2"]
+    assert pooled["methods"]["ce"]["accuracy"]["mean"] == pytest.approx(0.8)
+    assert "| ce | 75.00 ± 7.07 | 90.00 ± 0.00 |" in (tmp_path / "pooled.md").read_text()

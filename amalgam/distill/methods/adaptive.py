@@ -14,23 +14,20 @@ classes its teacher never saw, so every teacher hints on every image).
 
 from __future__ import annotations
 
-from amalgam.distill.losses import least_ambiguous_targets, soft_cross_entropy
-from amalgam.distill.methods.base import Method, register_method
+from amalgam.distill.losses import least_ambiguous_targets
+from amalgam.distill.methods.amalgam_kd import AmalgamKD
+from amalgam.distill.methods.base import register_method
 from amalgam.distill.methods.fitnet import FitNetHints
 from amalgam.distill.methods.sum_of_terms import SumOfTerms
 
 
-class LeastAmbiguousTeacherKD(Method):
+class LeastAmbiguousTeacherKD(AmalgamKD):
     """KL to the least ambiguous teacher's answer; the logit part of `adaptive`."""
 
     name = "least-ambiguous-kd"
-    options_used = ("temperature",)
-    needs_labels = False
 
-    def loss_terms(self, student_logits, student_features, teacher, labels):
-        t = self.options.temperature
-        targets = least_ambiguous_targets(teacher.logits, self.roster, t)
-        return {"loss_kd": soft_cross_entropy(student_logits, targets, t)}
+    def targets(self, teacher_logits, temperature: float):
+        return least_ambiguous_targets(teacher_logits, self.roster, temperature)
 
 
 register_method(SumOfTerms("adaptive", (LeastAmbiguousTeacherKD, FitNetHints)))

@@ -20,10 +20,13 @@ class AmalgamKD(Method):
     options_used = ("temperature",)
     needs_labels = False
 
+    def targets(self, teacher_logits, temperature: float):
+        """The distribution over the union the student is pulled to; label-free methods differ here."""
+        return uhc_union_probs(teacher_logits, self.roster, temperature)
+
     def loss_terms(self, student_logits, student_features, teacher, labels):
         t = self.options.temperature
-        targets = uhc_union_probs(teacher.logits, self.roster, t)
-        return {"loss_kd": soft_cross_entropy(student_logits, targets, t)}
+        return {"loss_kd": soft_cross_entropy(student_logits, self.targets(teacher.logits, t), t)}
 
 
 register_method(SumOfTerms("fitnet+amalgam-kd", (AmalgamKD, FitNetHints)))

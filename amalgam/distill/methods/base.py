@@ -29,7 +29,8 @@ class MethodOptions:
     alpha: float = _option(0.5, "weight of the distillation term in [0, 1]; 0 = CE")
     dkd_alpha: float = _option(1.0, "DKD weight of the target-class term")
     dkd_beta: float = _option(8.0, "DKD weight of the non-target term")
-    dkd_warmup: float = _option(0.0, "epochs over which DKD's terms ramp up from 0 (mdistiller: 20)")
+    # On validation roster fashion-roster100 a 5-epoch ramp lifted DKD from 73.7 to 76.8 % (README)
+    dkd_warmup: float = _option(5.0, "epochs over which DKD's terms ramp up from 0 (mdistiller: 20 of 240)")
     # FitNet's hint weight on the normalised hint loss: the old weight 10 on the raw MSE of the
     # `fashion` teachers (mean square ~1.4) carried over (README, "Choosing defaults")
     hint_weight: float = _option(15.0, "weight of FitNet's normalised hint loss (fitnet, fitnet+*)")
