@@ -26,7 +26,9 @@ from amalgam.errors import UserError
 
 SECTIONS = ("train", "method_options")  # config.json's nested tables (DistilSettings)
 RENAMED = {"run_name": "run", "compile": "compile_model"}  # config.json fields → parameter names
-_CLICK_TYPES = {"integer": int, "float": float, "boolean": bool, "text": str, "path": str}
+# Click's type names; older Click releases (Typer 0.27) call them int / bool, newer integer / boolean
+_CLICK_TYPES = {"integer": int, "int": int, "float": float, "boolean": bool, "bool": bool,
+                "text": str, "str": str, "path": str}
 
 
 def read_config_file(path: Path) -> dict:
