@@ -156,18 +156,21 @@ def run_amalgam_arm(arm: str, workdir: Path, steps: int, warmup: int, precision:
     extra, source = {"method": method.name}, None
     if arm != "ce":
         ensemble = load_ensemble(spec, torch.device("cpu"), workdir)
+        map_size = None
+        if method.needs_features:  # the regressors/projectors, sized on one dry batch as a run does
+            map_size = setup_feature_method(method, student, model_input, ensemble, data, torch.device("cpu"))
         if arm == "default":
             counts = count_teacher_images(ensemble)
             started = time.perf_counter()
-            source = teacher_source_for(spec, data, method, config, ensemble, workdir, workdir / "cache")
+            source = teacher_source_for(spec, data, method, config, ensemble, workdir, workdir / "cache",
+                                        student_map_size=map_size)
             n_views = len(CACHEABLE_VIEWS[config.augment] or ())
             extra.update(cache_build_s=round(time.perf_counter() - started, 2), cache_views=n_views,
                          teacher_passes_per_image_view=max(counts) / (len(train) * max(n_views, 1)),
                          cache_mb=sum(f.stat().st_size for f in (workdir / "cache").glob("*")) / 2**20)
         else:
-            source = online_source(inference_ensemble(ensemble, config), method.needs_features)
-        if method.needs_features:  # the regressors/projectors, sized on one dry batch as a run does
-            setup_feature_method(method, student, model_input, ensemble, data, torch.device("cpu"))
+            hint_size = map_size if method.hint_features_only else None
+            source = online_source(inference_ensemble(ensemble, config), method.needs_features, hint_size)
         del ensemble
     trainer = Trainer(student, method, model_input, data.train, data.val, spec.num_classes, config, source)
     trainer.student.train()

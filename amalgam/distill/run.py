@@ -135,13 +135,14 @@ def start_up(settings: DistilSettings, root: Path, data: TaskData | None) -> Pre
     teachers = None
     if method.uses_teachers:
         ensemble = load_ensemble(spec, device, root, (data.mean, data.std))
+        map_size = None
+        if method.needs_features:
+            map_size = setup_feature_method(method, student.to(device), model_input, ensemble, data, device)
         if not env.is_main:
             barrier(env)  # rank 0 builds the teacher cache first; the others then read it
-        teachers = teacher_source_for(spec, data, method, config, ensemble, root)
+        teachers = teacher_source_for(spec, data, method, config, ensemble, root, student_map_size=map_size)
         if env.is_main:
             barrier(env)
-        if method.needs_features:
-            setup_feature_method(method, student.to(device), model_input, ensemble, data, device)
     trainer = Trainer(
         student, method, model_input, data.train, data.val, spec.num_classes, config, teachers, env
     )
@@ -150,13 +151,18 @@ def start_up(settings: DistilSettings, root: Path, data: TaskData | None) -> Pre
 
 def setup_feature_method(
     method, student, model_input: ModelInput, ensemble, data: TaskData, device: torch.device
-) -> None:
-    """Let a feature method size its regressors/projectors from one dry batch."""
+) -> tuple[int, int] | None:
+    """Let a feature method size its regressors/projectors from one dry batch; the student's
+    feature map size (what hint reductions of the teachers' maps are made for), None when its
+    features are not a map (a ViT's tokens)."""
     view = to_unit_float(data.train.images[:2], device)
     with torch.no_grad():
         student_features = student.eval().forward_features(model_input(view))
     _, teacher_features = ensemble.forward_with_features(view)
     method.setup(student_features, teacher_features, list(ensemble.teachers))
+    if student_features.dim() != 4:
+        return None
+    return int(student_features.shape[-2]), int(student_features.shape[-1])
 
 
 def run_training(prepared: Prepared, run_dir: Path) -> None:

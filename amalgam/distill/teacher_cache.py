@@ -4,11 +4,14 @@ Frozen teachers on a fixed view give the same outputs every epoch, every run and
 method, so running them per batch is wasted work: with the cache, multi-teacher distillation
 costs about what training the student alone costs. A flip shows each image in one of two
 fixed views, so `--augment flip` caches both (plain and mirrored) and the trainer picks per
-sample the view the student saw. Feature methods (FitNet, SimKD) get each teacher's last
+sample the view the student saw. Feature methods (SimKD, cfl) get each teacher's last
 feature map too, in 16 bits and memory-mapped (amalgam/distill/mapped_rows.py), so RAM does
-not grow with the dataset. Random crops have too many views: their teachers run online, as
-they do when an entry would exceed its size budget (16 GiB by default, $AMALGAM_TEACHER_CACHE_GB;
-0 turns the cache off) or the free disk; a one-line note says which.
+not grow with the dataset. Methods that read maps only through FitNet's hint loss (`fitnet`,
+`fitnet+*`, `adaptive`) get each map's hint reduction at the student's map size instead
+(`HintTarget`: the same loss, float32, 64x smaller under a 2x2 student and 16x16 teachers).
+Random crops have too many views: their teachers run online, as they do when an entry
+would exceed its size budget (16 GiB by default, $AMALGAM_TEACHER_CACHE_GB; 0 turns the cache
+off) or the free disk; a one-line note says which.
 
 Any change to a teacher's weights or card, to the training images or labels, to a teacher's
 input recipe, to how the teachers compute, to the views or to the feature precision changes
@@ -16,8 +19,9 @@ the key, so a stale entry is never found, let alone used.
 
 Layout under `<root>/.cache/teachers/<task>/`: `<key>.logits.bin` float32 [N, V, K, L]
 (padded local logits, as `TeacherEnsemble` returns them), `<key>.features<k>.bin` [N, V, C, H, W]
-per teacher when features are cached, and `<key>.json`, the index (key, views, shapes,
-dtypes, created), written last and checked before anything is trusted.
+per teacher when features are cached ([N, V, C, h, w] hint reductions, with `<key>.hint_energy.bin`
+[N, V, K]), and `<key>.json`, the index (key, views, shapes, dtypes, created), written last and
+checked before anything is trusted.
 
 What "the same outputs" promises. The cache runs the prepared teachers (`inference_ensemble`)
 in batches of `BUILD_BATCH`; the online path runs them on each training batch. A convolution's
@@ -28,7 +32,8 @@ kernels and summation orders by shape; neither promises bit-equality across them
   is seen) and within 1e-2 of it in bf16 (the logits themselves are bf16, one unit in the last
   place being 2**-8 of a value); a cached feature map within 1e-3 of the largest |feature|
   for fp32 teachers (stored in float16: one rounding is 2**-11 of a value) and within 1e-2
-  for bf16 teachers (stored in bfloat16, their own precision: no rounding added);
+  for bf16 teachers (stored in bfloat16, their own precision: no rounding added); a hint
+  reduction is stored in float32 (no rounding added beyond the summation order);
   tests/test_teacher_cache.py checks exactly these bounds, for both flip views;
 - bit-equality is promised only for the same batches on the same machine, build and thread
   count, e.g. an entry rebuilt in the same process, or a run and its resume.
@@ -45,6 +50,7 @@ import torch
 
 from amalgam import PROJECT_ROOT
 from amalgam.distill.ensemble import TeacherEnsemble
+from amalgam.distill.losses.features import HintTarget, reduce_for_hint
 from amalgam.distill.mapped_rows import MappedRows
 from amalgam.distill.methods.base import Method, TeacherOutputs
 from amalgam.distill.teacher_store import (
@@ -94,18 +100,20 @@ def _tensor_bytes(tensor: torch.Tensor) -> memoryview:
 def teacher_cache_key(
     checkpoints: Sequence[str | Path], images: ImageSet, inputs: Sequence[ModelInput],
     numerics: str = "fp32", views: Sequence[str] = ("plain",), features: str | None = None,
+    hint_size: tuple[int, int] | None = None,
 ) -> str:
     """sha256 over everything the cached outputs depend on, teacher order included.
 
     Per teacher: the digest of its weights and card and its input recipe; then the training
     images (values and shape) and labels, how the teachers compute (`numerics`: precision,
-    folding, layout), the cached views and the feature maps' storage dtype (None: no features).
+    folding, layout), the cached views, the feature maps' storage dtype (None: no features)
+    and the student map size they are reduced to for hints (None: whole maps).
     Labels are hashed because the index order of the set is what the cache is looked up by.
     """
     if len(checkpoints) != len(inputs):
         raise ValueError(f"{len(checkpoints)} checkpoints but {len(inputs)} input recipes")
     key = hashlib.sha256(CACHE_FORMAT.encode())
-    key.update(repr((numerics, tuple(views), features)).encode())
+    key.update(repr((numerics, tuple(views), features, hint_size and tuple(hint_size))).encode())
     for checkpoint, model_input in zip(checkpoints, inputs, strict=True):
         for path in teacher_weight_files(checkpoint):
             key.update(_file_digest(path).encode())
@@ -117,8 +125,11 @@ def teacher_cache_key(
     return key.hexdigest()
 
 
-def feature_storage(ensemble: TeacherEnsemble) -> str:
-    """bf16 teachers' feature maps are bf16 already (stored as they are); fp32 ones go to float16."""
+def feature_storage(ensemble: TeacherEnsemble, hints: bool = False) -> str:
+    """bf16 teachers' feature maps are bf16 already (stored as they are); fp32 ones go to float16;
+    hint reductions (small, sums of many values) stay float32."""
+    if hints:
+        return "float32"
     return "bfloat16" if ensemble.precision == "bf16" else "float16"
 
 
@@ -129,6 +140,8 @@ def cached_teacher_source(cache: CachedTeachers, device: torch.device | str = "c
     device = torch.device(device)
     logits = cache.logits.flatten(0, 1).to(device)  # row = image * V + view
     features: list[MappedRows] | None = cache.features
+    hints = cache.hints
+    energy = hints.energy.flatten(0, 1).to(device) if hints else None  # [N * V, K]
     n_views = len(cache.views)
 
     def source(index: torch.Tensor, view: torch.Tensor,
@@ -142,18 +155,29 @@ def cached_teacher_source(cache: CachedTeachers, device: torch.device | str = "c
         if features is None:
             return TeacherOutputs(batch_logits)
         maps = [store.rows(rows).to(view.device, non_blocking=True).float() for store in features]
-        return TeacherOutputs(batch_logits, maps)
+        if hints is None:
+            return TeacherOutputs(batch_logits, maps)
+        batch_energy = energy[rows.to(device)].to(view.device)
+        return TeacherOutputs(batch_logits, [
+            HintTarget(reduced, batch_energy[:, k], size)
+            for k, (reduced, size) in enumerate(zip(maps, hints.teacher_sizes, strict=True))
+        ])
 
     return source
 
 
-def online_source(ensemble: TeacherEnsemble, with_features: bool = False) -> TeacherSource:
-    """All teachers on the batch's own view: for random crops, or when the cache is off."""
+def online_source(ensemble: TeacherEnsemble, with_features: bool = False,
+                  hint_size: tuple[int, int] | None = None) -> TeacherSource:
+    """All teachers on the batch's own view: for random crops, or when the cache is off. With
+    `hint_size`, feature maps are handed over as their hint reductions, as the cache does."""
     def source(index: torch.Tensor, view: torch.Tensor,
                mirrored: torch.Tensor | None = None) -> TeacherOutputs:
-        if with_features:
-            return TeacherOutputs(*ensemble.forward_with_features(view))
-        return TeacherOutputs(ensemble(view))
+        if not with_features:
+            return TeacherOutputs(ensemble(view))
+        logits, maps = ensemble.forward_with_features(view)
+        if hint_size is not None:
+            maps = [reduce_for_hint(feature_map, hint_size) for feature_map in maps]
+        return TeacherOutputs(logits, maps)
 
     return source
 
@@ -170,27 +194,30 @@ def inference_ensemble(ensemble: TeacherEnsemble, config: TrainConfig) -> Teache
 def teacher_source_for(
     spec: TaskSpec, data: TaskData, method: Method, config: TrainConfig, ensemble: TeacherEnsemble,
     root: Path = PROJECT_ROOT, cache_dir: Path | None = None, budget_bytes: int | None = None,
+    student_map_size: tuple[int, int] | None = None,
 ) -> TeacherSource:
     """Cached teacher outputs for every view the augmentation can show (with feature maps when
-    the method needs them); the teachers online, with a one-line note saying why, when the
-    views are random or the cache would not fit its budget."""
+    the method needs them, as hint reductions to `student_map_size` when it reads them only
+    through hints); the teachers online, with a one-line note saying why, when the views are
+    random or the cache would not fit its budget."""
     device = torch.device(config.device)
     ensemble = inference_ensemble(ensemble, config)
     with_features = method.needs_features
+    hint_size = student_map_size if with_features and method.hint_features_only else None
     views = CACHEABLE_VIEWS[config.augment]
     if views is None:
         say(f"note: teachers run on every batch: --augment {config.augment} draws random crops, too many "
             "views to cache (--augment flip or none caches the teachers' outputs)")
-        return online_source(ensemble, with_features)
-    features = feature_storage(ensemble) if with_features else None
+        return online_source(ensemble, with_features, hint_size)
+    features = feature_storage(ensemble, hint_size is not None) if with_features else None
     stems = [resolve_checkpoint_stem(spec, teacher, root) for teacher in spec.teachers]
-    key = teacher_cache_key(stems, data.train, ensemble.inputs, ensemble.numerics, views, features)
+    key = teacher_cache_key(stems, data.train, ensemble.inputs, ensemble.numerics, views, features, hint_size)
     directory = cache_dir or default_cache_dir(spec.dir_name, root)
     budget = cache_budget_bytes() if budget_bytes is None else budget_bytes
     try:
         cache = load_or_build(ensemble, data.train, key, directory, views, features, budget, device,
-                              config.quiet)
+                              config.quiet, hint_size)
     except CacheUnavailable as exc:
         say(f"note: teachers run on every batch: {exc}")
-        return online_source(ensemble, with_features)
+        return online_source(ensemble, with_features, hint_size)
     return cached_teacher_source(cache, device)

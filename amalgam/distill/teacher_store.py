@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from amalgam.distill.ensemble import TeacherEnsemble
+from amalgam.distill.losses.features import reduce_for_hint
 from amalgam.distill.mapped_rows import ArrayFile, MappedRows, RowWriter
 from amalgam.distill.views import mirror, to_unit_float
 from amalgam.errors import UserError
@@ -26,7 +27,7 @@ from amalgam.models.checkpoint import atomic_write_bytes
 from amalgam.tasks.images import ImageSet
 from amalgam.ui import say, track
 
-CACHE_FORMAT = "amalgam-teacher-outputs/2"  # part of the key: a format change invalidates all
+CACHE_FORMAT = "amalgam-teacher-outputs/3"  # part of the key: a format change invalidates all
 # Images per teacher pass while building: on the CPU small enough that the teachers'
 # activations stay under training's own peak (seed-CNN teachers at 64 px, FitNet: a build in
 # blocks of 32 peaked 15 MiB above training, in blocks of 16 about 200 MiB below it).
@@ -51,6 +52,16 @@ class CachedTeachers:
     logits: torch.Tensor
     features: list[MappedRows] | None
     nbytes: int
+    hints: HintIndex | None = None  # set when `features` hold hint reductions, not whole maps
+
+
+@dataclass
+class HintIndex:
+    """What turns stored hint reductions back into `HintTarget`s: each image's map energy
+    |f|^2 ([N, V, K] float32, small, in RAM) and each teacher's map size."""
+
+    energy: torch.Tensor
+    teacher_sizes: list[tuple[int, int]]
 
 
 def cache_budget_bytes() -> int:
@@ -103,7 +114,7 @@ def compute_teacher_logits(
 
 
 def read_entry(cache_dir: Path, key: str, n: int, views: Sequence[str], logit_shape: tuple[int, int],
-               features: str | None) -> CachedTeachers:
+               features: str | None, hint_size: tuple[int, int] | None = None) -> CachedTeachers:
     """The entry `key`, or an exception saying why it cannot be trusted."""
     index = json.loads((cache_dir / f"{key}.json").read_text())
     if index.get("format") != CACHE_FORMAT:
@@ -130,8 +141,33 @@ def read_entry(cache_dir: Path, key: str, n: int, views: Sequence[str], logit_sh
                              f"in {features} with {n} x {len(views)} rows")
         # read as [N * V, C, H, W]: row = image * V + view, as the logits are looked up
         stores = [MappedRows(cache_dir, replace(f, shape=(n * len(views), *f.shape[2:]))) for f in files]
+    hints = _read_hints(cache_dir, index, n, views, logit_shape[0], files, hint_size) if stores else None
     nbytes = logit_file.nbytes + sum(s.spec.nbytes for s in stores or [])
-    return CachedTeachers(tuple(views), logits, stores, nbytes)
+    nbytes += hints.energy.numel() * 4 if hints else 0
+    return CachedTeachers(tuple(views), logits, stores, nbytes, hints)
+
+
+def _read_hints(cache_dir: Path, index: dict, n: int, views: Sequence[str], k: int, files: list[ArrayFile],
+                hint_size: tuple[int, int] | None) -> HintIndex | None:
+    """The entry's hint index when it should have one (and it matches), else None."""
+    stored = index.get("hint")
+    if hint_size is None:
+        if stored:
+            raise ValueError("index holds hint reductions, expected whole feature maps")
+        return None
+    if not stored or tuple(stored.get("student_size", ())) != tuple(hint_size):
+        raise ValueError(f"index holds no hint reductions for a {hint_size} student map")
+    sizes = [tuple(int(x) for x in size) for size in stored["teacher_sizes"]]
+    if len(sizes) != k or any(f.shape[-2:] != tuple(hint_size) for f in files):
+        raise ValueError(f"index's hint reductions do not match {k} teachers at {hint_size}")
+    energy_file = ArrayFile.from_dict(stored["energy"])
+    if energy_file.shape != (n, len(views), k) or energy_file.dtype != "float32":
+        raise ValueError(f"index says hint energies {energy_file.dtype} {list(energy_file.shape)}, "
+                         f"expected float32 {[n, len(views), k]}")
+    energy = MappedRows(cache_dir, energy_file).rows(torch.arange(n))
+    if not torch.isfinite(energy).all() or bool((energy < 0).any()):
+        raise ValueError("stored hint energies hold negative or non-finite values")
+    return HintIndex(energy, sizes)
 
 
 def _check_size(nbytes: int, budget: int, cache_dir: Path) -> None:
@@ -144,46 +180,77 @@ def _check_size(nbytes: int, budget: int, cache_dir: Path) -> None:
         raise CacheUnavailable(f"their cache would take {gib(nbytes)} but {cache_dir} has {gib(free)} free")
 
 
+def _as_hints(maps: list[torch.Tensor],
+              hint_size: tuple[int, int]) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Each teacher's maps [B, V, C, H, W] as hint reductions [B, V, C, h, w], plus the
+    energies [B, V, K] (amalgam/distill/losses/features.py, `HintTarget`)."""
+    reduced, energies = [], []
+    for feature_map in maps:
+        target = reduce_for_hint(feature_map.flatten(0, 1), hint_size)
+        reduced.append(target.reduced.unflatten(0, feature_map.shape[:2]))
+        energies.append(target.energy.unflatten(0, feature_map.shape[:2]))
+    return reduced, torch.stack(energies, dim=-1)
+
+
 def build_entry(
     ensemble: TeacherEnsemble, images: ImageSet, key: str, cache_dir: Path, views: Sequence[str],
     features: str | None, budget: int, device: torch.device, quiet: bool,
+    hint_size: tuple[int, int] | None = None,
 ) -> CachedTeachers:
     """Run the teachers once per image per view and stream their outputs to disk; tensor
-    files first, the index last, so an index only ever points at complete files."""
+    files first, the index last, so an index only ever points at complete files. With
+    `hint_size` the feature maps are stored as their hint reductions for a student map of
+    that size (float32, plus one energy per image, view and teacher)."""
     k, width = len(ensemble.teachers), ensemble.roster.local_mask.shape[1]
     logit_bytes = len(images) * len(views) * k * width * 4
     _check_size(logit_bytes, budget, cache_dir)  # before any teacher runs, when even logits do not fit
     writers: list[RowWriter] = []
+    teacher_sizes: list[list[int]] = []
     try:
         for logits, maps in teacher_batches(ensemble, images, device, views, features is not None, quiet):
+            energy = None
+            if maps is not None and hint_size is not None:
+                teacher_sizes = [list(m.shape[-2:]) for m in maps]
+                maps, energy = _as_hints(maps, hint_size)
             if not writers:  # the first block tells the feature maps' size
                 per_image = sum(m[0].numel() for m in maps or []) * (4 if features == "float32" else 2)
+                per_image += 0 if energy is None else energy[0].numel() * 4
                 _check_size(logit_bytes + len(images) * per_image, budget, cache_dir)
                 writers = [RowWriter(cache_dir / f"{key}.logits.bin", "float32")]
                 writers += [RowWriter(cache_dir / f"{key}.features{i}.bin", features)
                             for i in range(len(maps or []))]
+                if energy is not None:
+                    writers.append(RowWriter(cache_dir / f"{key}.hint_energy.bin", "float32"))
             writers[0].append(logits)
-            for writer, feature_map in zip(writers[1:], maps or [], strict=True):
+            for writer, feature_map in zip(writers[1 : 1 + len(maps or [])], maps or [], strict=True):
                 stored = feature_map.to(torch.float16) if features == "float16" else feature_map
                 if not torch.isfinite(stored).all():
                     raise CacheUnavailable(f"a teacher's feature map does not fit in {features}")
                 writer.append(stored)
+            if energy is not None:
+                writers[-1].append(energy)
         files = [writer.commit() for writer in writers]
     except BaseException:
         for writer in writers:
             writer.discard()
         raise
+    hinted = hint_size is not None and features is not None  # the last file holds the energies
+    map_files = files[1 : len(files) - hinted]
     index = {"format": CACHE_FORMAT, "key": key, "views": list(views), "images": len(images),
-             "logits": files[0].to_dict(), "features": [f.to_dict() for f in files[1:]],
+             "logits": files[0].to_dict(), "features": [f.to_dict() for f in map_files],
              "bytes": sum(f.nbytes for f in files), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    if hinted:
+        index["hint"] = {"student_size": list(hint_size), "teacher_sizes": teacher_sizes,
+                         "energy": files[-1].to_dict()}
     text = json.dumps(index, indent=2)
     atomic_write_bytes(cache_dir / f"{key}.json", lambda p: p.write_text(text))
-    return read_entry(cache_dir, key, len(images), views, (k, width), features)
+    return read_entry(cache_dir, key, len(images), views, (k, width), features, hint_size)
 
 
 def load_or_build(
     ensemble: TeacherEnsemble, images: ImageSet, key: str, cache_dir: Path, views: Sequence[str],
     features: str | None, budget: int, device: torch.device, quiet: bool = False,
+    hint_size: tuple[int, int] | None = None,
 ) -> CachedTeachers:
     """The entry `key`; built (and stored) when missing or untrustworthy. Raises CacheUnavailable
     when it may not be built (over the budget, too little disk, features out of range)."""
@@ -191,11 +258,11 @@ def load_or_build(
     logit_shape = (len(ensemble.teachers), ensemble.roster.local_mask.shape[1])
     if any(cache_dir.glob(f"{key}.*")):
         try:
-            return read_entry(cache_dir, key, len(images), views, logit_shape, features)
+            return read_entry(cache_dir, key, len(images), views, logit_shape, features, hint_size)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             # never quiet: a rebuilt cache costs time the user should know about
             say(f"[yellow]warning:[/] teacher cache {cache_dir / key}.* is unusable ({exc}); rebuilding it")
-    what = " and feature maps" if features else ""
+    what = (" and feature hints" if hint_size else " and feature maps") if features else ""
     say(f"computing teacher logits{what} for {len(images)} images x {len(views)} view(s) "
         f"(cached in {cache_dir})", quiet)
-    return build_entry(ensemble, images, key, cache_dir, views, features, budget, device, quiet)
+    return build_entry(ensemble, images, key, cache_dir, views, features, budget, device, quiet, hint_size)

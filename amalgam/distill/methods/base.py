@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn as nn
 
+from amalgam.distill.losses.features import HintTarget
 from amalgam.errors import UserError
 from amalgam.tasks.spec import Roster
 
@@ -65,10 +66,11 @@ TEACHER_FILTERS = ("none", "covering", "correct")
 
 @dataclass
 class TeacherOutputs:
-    """Teachers' padded local logits [B, K, L], and feature maps when a method asks for them."""
+    """Teachers' padded local logits [B, K, L], and feature maps when a method asks for them
+    (their `HintTarget`s for a method with `hint_features_only`)."""
 
     logits: torch.Tensor
-    features: list[torch.Tensor] | None = None
+    features: list[torch.Tensor] | list[HintTarget] | None = None
 
 
 class Method(nn.Module):
@@ -81,6 +83,9 @@ class Method(nn.Module):
     name = "base"
     uses_teachers = True
     needs_features = False  # teachers' and student's feature maps, not only logits
+    # the teachers' maps are read only through `hint_loss`, so `HintTarget`s (maps reduced to the
+    # student's size: smaller to cache, cheaper to train on) may stand in for them
+    hint_features_only = False
     needs_labels = True  # reads training labels; False: may train with `--labels none`
     options_used: tuple[str, ...] = ()  # MethodOptions fields this method reads (others are ignored)
 

@@ -23,6 +23,7 @@ class FitNetHints(Method):
     name = "fitnet-hints"
     options_used = ("hint_weight",)
     needs_features = True
+    hint_features_only = True  # the maps only enter hint_loss
     needs_labels = False  # hints compare feature maps only
 
     def setup(self, student_features: torch.Tensor, teacher_features: list[torch.Tensor],

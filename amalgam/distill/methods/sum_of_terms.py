@@ -40,6 +40,11 @@ class SumOfTerms:
         return any(part.needs_features for part in self.parts)
 
     @property
+    def hint_features_only(self) -> bool:
+        readers = [part for part in self.parts if part.needs_features]
+        return bool(readers) and all(part.hint_features_only for part in readers)
+
+    @property
     def needs_labels(self) -> bool:
         return any(part.needs_labels for part in self.parts)
 
@@ -57,6 +62,7 @@ class SummedMethod(Method):
         self.uses_teachers = recipe.uses_teachers
         self.needs_features = recipe.needs_features
         self.needs_labels = recipe.needs_labels
+        self.hint_features_only = recipe.hint_features_only
         self.parts = tuple(parts)  # a tuple, so not submodules: their helpers are adopted in setup
         predictors = [part for part in parts if type(part).predict is not Method.predict]
         if len(predictors) > 1:
