@@ -123,7 +123,11 @@ def run_compare(
     data_dir: str | None,
     root: Path = PROJECT_ROOT,
     out_dir: Path | None = None,
+    shared: dict[str, dict] | None = None,
 ) -> dict:
+    """Every arm over `seeds` seeds into out_dir's compare.json / .md / .png. Arms in `shared`
+    are not trained: their results are taken as given (another drawn roster's, for a method
+    that reads no teacher, which trains the same on every roster: see roster_compare.py)."""
     if seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {seeds}")
     spec = get_task(task)
@@ -159,6 +163,11 @@ def run_compare(
     runs_dir = fresh_dir(out_dir / "runs" / time.strftime("%Y%m%d-%H%M%S"))  # never shared
     for arm in methods:
         method, labels = split_arm(arm)
+        if shared and arm in shared:
+            say(f"[bold]{arm}[/]: reads no teacher, so its runs are {shared[arm]['shared_from']}'s "
+                "(same images, seeds and settings)", config.quiet)
+            report["methods"][arm] = shared[arm]
+            continue
         slug = method if labels == LABELED else f"{method}-nolabels"  # a folder name on any system
         runs = []
         for seed in range(seeds):

@@ -2,7 +2,10 @@
 
 A recipe tuned on one roster can fail on the next, so a claim about a method is made per
 roster and pooled: every roster gets its own full comparison (its own folder, compare.json
-with the roster in it), and `pooled.json` / `pooled.md` put them side by side.
+with the roster in it), and `pooled.json` / `pooled.md` put them side by side. An arm whose
+method reads no teacher (`ce`) trains the same on every roster (same images, validation
+split, seeds and settings), so it runs once, on the first roster; the others' reports carry
+those runs with `shared_from` naming that roster, and pooling counts them once.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ from pathlib import Path
 
 import torch
 
-from amalgam.compare import METRICS, check_report_dir, run_compare
+from amalgam.compare import METRICS, check_report_dir, run_compare, split_arm
+from amalgam.distill.methods import METHODS
 from amalgam.errors import UserError
 from amalgam.models.checkpoint import atomic_write_bytes
 from amalgam.tasks.builtin import DRAWABLE_TASKS, get_task
@@ -33,11 +37,20 @@ def run_roster_compare(task: str, roster_seeds: list[int], out_dir: Path, **comp
     if get_task(task).name not in DRAWABLE_TASKS:
         raise UserError(f"--rosters draws rosters for {list(DRAWABLE_TASKS)} only, not {task!r}")
     check_report_dir(out_dir)
-    reports = {}
+    reports: dict[str, dict] = {}
+    shared: dict[str, dict] = {}
     for seed in roster_seeds:
         name = f"{get_task(task).name}-roster{seed}"
-        reports[name] = run_compare(name, out_dir=out_dir / name, **compare_args)
+        reports[name] = run_compare(name, out_dir=out_dir / name, shared=shared, **compare_args)
+        if not shared:
+            shared = {arm: {**stats, "shared_from": name} for arm, stats in reports[name]["methods"].items()
+                      if not _reads_teachers(arm)}
     return write_pooled(reports, out_dir)
+
+
+def _reads_teachers(arm: str) -> bool:
+    method = METHODS.get(split_arm(arm)[0])
+    return method is None or method.uses_teachers
 
 
 def pool_finished(out_dir: Path) -> dict:
@@ -80,6 +93,7 @@ def pool(reports: dict[str, dict]) -> dict:
         }
     for method in methods:
         runs = [run for report in reports.values() if method in report["methods"]
+                and "shared_from" not in report["methods"][method]  # another roster's runs: counted there
                 for run in report["methods"][method]["per_seed"]]
         stats = {}
         for metric in METRICS:

@@ -195,3 +195,51 @@ def test_finished_roster_comparisons_are_pooled_from_disk(tmp_path):
     assert list(pooled["rosters"]) == ["fashion-roster1", "fashion-roster2"]
     assert pooled["methods"]["ce"]["accuracy"]["mean"] == pytest.approx(0.8)
     assert "| ce | 75.00 ± 7.07 | 90.00 ± 0.00 |" in (tmp_path / "pooled.md").read_text()
+
+
+def test_an_arm_that_reads_no_teacher_runs_once_over_several_rosters(tmp_path, monkeypatch):
+    """`compare --rosters`: `ce` trains on the first roster only; the other rosters' reports carry
+    those runs, say where from, and pooling counts them once. Teacher arms run on every roster."""
+    import amalgam.roster_compare as roster_compare
+
+    trained = []
+
+    def fake_run_compare(task, methods, out_dir, shared=None, **_):
+        report = fake_report(task, {})
+        for arm in methods:
+            if shared and arm in shared:
+                report["methods"][arm] = shared[arm]
+            else:
+                trained.append((task, arm))
+                report["methods"][arm] = fake_report(task, {arm: [0.7, 0.8]})["methods"][arm]
+        return report
+
+    monkeypatch.setattr(roster_compare, "run_compare", fake_run_compare)
+    pooled = roster_compare.run_roster_compare("fashion", [5, 6], tmp_path / "out", methods=["ce", "kd"])
+    assert trained == [("fashion-roster5", "ce"), ("fashion-roster5", "kd"), ("fashion-roster6", "kd")]
+    assert pooled["methods"]["ce"]["runs"] == 2 and pooled["methods"]["kd"]["runs"] == 4
+    assert pooled["rosters"]["fashion-roster6"]["accuracy"]["ce"] == pytest.approx(0.75)
+
+
+def test_a_shared_arm_is_not_trained_and_the_report_says_whose_runs_it_holds(tmp_path):
+    """run_compare itself: an arm in `shared` trains no student and compare.md names the roster
+    its runs come from."""
+    from amalgam.compare import run_compare, summarise
+    from amalgam.distill.methods import MethodOptions
+    from amalgam.distill.teacher_training import train_all_teachers
+    from amalgam.distill.trainer import TrainConfig
+    from amalgam.tasks.builtin import get_task
+    from amalgam.tasks.loader import load_task_data
+
+    task = "fashion-mini-roster6"
+    config = TrainConfig(epochs=1, batch_size=16, quiet=True, device="cpu")
+    train_all_teachers(load_task_data(get_task(task), train_per_class=8), config, 32, root=tmp_path)
+    runs = fake_report("r", {"ce": [0.7]})["methods"]["ce"]["per_seed"]
+    source = "fashion-mini-roster5"
+    shared = {"ce": {**summarise(runs), "labels": "train", "per_seed": runs, "shared_from": source}}
+    report = run_compare(task, ["ce"], 1, "mobilenetv3_small", MethodOptions(), config, 32, 8, None,
+                         root=tmp_path, out_dir=tmp_path / "out", shared=shared)
+    assert report["methods"]["ce"] is shared["ce"]
+    assert not any((tmp_path / "out" / "runs").glob("*/*"))  # no run folder: nothing trained
+    text = (tmp_path / "out" / "compare.md").read_text()
+    assert "`ce` reads no teacher, so its runs are fashion-mini-roster5's" in text

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import typer
 
-from amalgam.cli.common import resolve_device
 from amalgam.cli.config_file import ConfigOpt
 from amalgam.cli.method_options import METHOD_OPTION_FLAGS, method_flag, with_method_options
 from amalgam.cli.tasks_cli import tasks_command
@@ -29,6 +28,7 @@ from amalgam.cli.train_options import (
     WarmupOpt,
     check_img_size,
     check_non_negative,
+    train_config,
 )
 from amalgam.cli.train_subcommands import (
     compare_command,
@@ -40,7 +40,6 @@ from amalgam.cli.train_subcommands import (
 from amalgam.distill.methods import DEFAULT_METHOD, METHODS, MethodOptions
 from amalgam.distill.run import DistilSettings, distil, resume
 from amalgam.distill.run_dirs import check_run_name
-from amalgam.distill.trainer import TrainConfig
 from amalgam.models.students import DEFAULT_STUDENT, STUDENT_HELP, canonical_student
 from amalgam.ui import console, say
 
@@ -120,26 +119,7 @@ def distil_command(
             student=canonical_student(student),
             method="ce" if method_options["alpha"] == 0 else method,
             method_options=MethodOptions(**method_options),
-            train=TrainConfig(
-                epochs=epochs,
-                batch_size=batch_size,
-                lr=lr,
-                weight_decay=weight_decay,
-                scheduler=scheduler,
-                scheduler_step=scheduler_step,
-                scheduler_gamma=scheduler_gamma,
-                opt=opt,
-                warmup_epochs=warmup_epochs,
-                seed=seed,
-                augment=augment,
-                device=resolve_device(device),
-                quiet=quiet,
-                compile=compile_model,
-                amp=amp,
-                channels_last=channels_last,
-                teacher_precision=teacher_precision,
-                labels=labels,
-            ),
+            train=train_config(ctx.params, compile=compile_model),
             img_size=check_img_size(img_size),
             val_fraction=val_fraction,
             train_per_class=train_per_class,

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import fields
+
 import typer
 
+from amalgam.cli.common import resolve_device
 from amalgam.distill.optim import DEFAULT_OPT, SCHEDULERS
-from amalgam.distill.trainer import STUDENT_AUGMENT
+from amalgam.distill.trainer import STUDENT_AUGMENT, TrainConfig
 from amalgam.errors import UserError
 from amalgam.tasks.builtin import DEFAULT_TASK
 
@@ -43,6 +47,19 @@ LabelsOpt = typer.Option(
     "labels only choose the checkpoint and report",
 )
 PerClassOpt = typer.Option(None, "--train-per-class", help="keep at most N training images per class")
+
+
+def train_config(params: Mapping[str, object], **values: object) -> TrainConfig:
+    """The TrainConfig a command's flags ask for: each of its parameters named after a
+    TrainConfig field (`ctx.params`), then `values` (fields whose flag has another name), with
+    the device resolved. Fields the command has no flag for keep TrainConfig's defaults, so a
+    new field needs only a flag of the same name."""
+    names = {f.name for f in fields(TrainConfig)}
+    given = {name: value for name, value in params.items() if name in names}
+    given.update(values)
+    if "device" in given:
+        given["device"] = resolve_device(str(given["device"]))
+    return TrainConfig(**given)
 
 
 def check_non_negative(value: int, flag: str) -> int:

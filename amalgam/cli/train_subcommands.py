@@ -27,14 +27,15 @@ from amalgam.cli.train_options import (
     TeacherPrecisionOpt,
     ValFracOpt,
     check_img_size,
+    train_config,
 )
 from amalgam.distill.methods import DEFAULT_METHOD, METHODS, MethodOptions
-from amalgam.distill.trainer import TrainConfig
 from amalgam.models.students import DEFAULT_STUDENT, STUDENT_HELP, canonical_student
 from amalgam.ui import console, say
 
 
 def teachers_command(
+    ctx: typer.Context,
     config: Path | None = ConfigOpt,
     task: str = TaskOpt,
     epochs: int = typer.Option(15, "--epochs", "--num_epochs"),
@@ -52,17 +53,8 @@ def teachers_command(
     """Train each teacher on its own classes; saves checkpoints/<task>/teacher_<k>."""
     from amalgam.distill.teacher_training import train_task_teachers
 
-    config = TrainConfig(
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        seed=seed,
-        augment=augment,
-        device=resolve_device(device),
-        quiet=quiet,
-    )
     reports = train_task_teachers(
-        task, data_dir, val_fraction, train_per_class, config, check_img_size(img_size)
+        task, data_dir, val_fraction, train_per_class, train_config(ctx.params), check_img_size(img_size)
     )
     if not reports:
         console.print("nothing to train: every teacher of the task has a checkpoint of its own")
@@ -111,6 +103,7 @@ def pipeline_command(
 
 @with_method_options
 def compare_command(
+    ctx: typer.Context,
     config: Path | None = ConfigOpt,
     task: str = TaskOpt,
     methods: str = typer.Option(
@@ -143,17 +136,7 @@ def compare_command(
     """Train every method with the same budget over several seeds; write reports/<task>/compare.*."""
     from amalgam.compare import parse_methods, run_compare
 
-    config = TrainConfig(
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        scheduler=scheduler,
-        seed=seed,
-        augment=augment,
-        device=resolve_device(device),
-        quiet=quiet,
-        teacher_precision=teacher_precision,
-    )
+    config = train_config(ctx.params)  # `--labels` is only the default of each arm's (`--methods`)
     options = MethodOptions(**method_options)
     compare_args = dict(
         methods=parse_methods(methods, labels), seeds=seeds, student=canonical_student(student),

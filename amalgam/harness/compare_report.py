@@ -54,6 +54,12 @@ def markdown(report: dict) -> str:
         cells = [_cell(stats[key], scale, 2 if scale == 100 else 3) for key, _, scale, _ in COLUMNS]
         labels = stats.get("labels", "train")  # reports written before --labels: all labeled
         lines.append(f"| {method.partition(':')[0]} | {labels} | " + " | ".join(cells) + " |")
+    shared = {method: stats["shared_from"] for method, stats in report["methods"].items()
+              if "shared_from" in stats}
+    if shared:
+        lines += ["", "Not trained here: " + "; ".join(
+            f"`{method}` reads no teacher, so its runs are {source}'s (same images, seeds and settings)"
+            for method, source in shared.items()) + "."]
     if all("errors_no_shared_teacher" in stats for stats in report["methods"].values()):
         lines += [
             "",
