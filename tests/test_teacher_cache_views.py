@@ -171,6 +171,26 @@ def test_over_budget_falls_back_to_online_teachers_and_says_why(tiny, capsys):
     assert calls[0] == before and "budget" in capsys.readouterr().out
 
 
+def test_a_zero_budget_reads_no_entry_already_on_disk(tiny, capsys, monkeypatch):
+    """`AMALGAM_TEACHER_CACHE_GB=0` means off: a run beside one that built the entry still runs
+    its teachers on every batch, and says so in one line."""
+    spec, data, root = tiny
+    ensemble = load_ensemble(spec, CPU, root)
+    calls = count_forwards(ensemble)
+    method = build_method("kd", spec.roster(), MethodOptions())
+    config = TrainConfig(augment="flip", quiet=True)
+    teacher_source_for(spec, data, method, config, ensemble, root, cache_dir=root / "cache")
+    assert any((root / "cache").glob("*.json"))
+    capsys.readouterr()
+    monkeypatch.setenv(BUDGET_ENV, "0")
+    source = teacher_source_for(spec, data, method, config, ensemble, root, cache_dir=root / "cache")
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "cache is off" in out and BUDGET_ENV in out
+    before = calls[0]
+    source(torch.arange(4), to_unit_float(data.train.images[:4], CPU), torch.tensor([True, False] * 2))
+    assert calls[0] > before  # the teachers ran: nothing came from the entry on disk
+
+
 BUILD_PROBE = BUILD_BATCH["cpu"]  # images in the build's first block
 
 

@@ -54,6 +54,7 @@ from amalgam.distill.losses.features import HintTarget, reduce_for_hint
 from amalgam.distill.mapped_rows import MappedRows
 from amalgam.distill.methods.base import Method, TeacherOutputs
 from amalgam.distill.teacher_store import (
+    BUDGET_ENV,
     CACHE_FORMAT,
     CachedTeachers,
     CacheUnavailable,
@@ -209,11 +210,14 @@ def teacher_source_for(
         say(f"note: teachers run on every batch: --augment {config.augment} draws random crops, too many "
             "views to cache (--augment flip or none caches the teachers' outputs)")
         return online_source(ensemble, with_features, hint_size)
+    budget = cache_budget_bytes() if budget_bytes is None else budget_bytes
+    if budget == 0:  # off: an entry already on disk is not read either
+        say(f"note: teachers run on every batch: the teacher cache is off (its budget {BUDGET_ENV} is 0)")
+        return online_source(ensemble, with_features, hint_size)
     features = feature_storage(ensemble, hint_size is not None) if with_features else None
     stems = [resolve_checkpoint_stem(spec, teacher, root) for teacher in spec.teachers]
     key = teacher_cache_key(stems, data.train, ensemble.inputs, ensemble.numerics, views, features, hint_size)
     directory = cache_dir or default_cache_dir(spec.dir_name, root)
-    budget = cache_budget_bytes() if budget_bytes is None else budget_bytes
     try:
         cache = load_or_build(ensemble, data.train, key, directory, views, features, budget, device,
                               config.quiet, hint_size)

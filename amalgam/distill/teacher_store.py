@@ -78,7 +78,8 @@ def cache_budget_bytes() -> int:
 
 
 def gib(nbytes: int) -> str:
-    return f"{nbytes / 2**30:.2f} GiB"
+    """A size for a message: GiB, or MiB below one GiB (so a small entry does not read as 0)."""
+    return f"{nbytes / 2**30:.2f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
 
 
 def teacher_batches(
