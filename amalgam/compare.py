@@ -136,7 +136,8 @@ def run_compare(
     say(f"task {spec.name}: {describe_roster(spec.teachers)}", config.quiet)
     data = load_task_data(spec, data_dir, train_per_class=train_per_class)
     device = torch.device(config.device)
-    teachers = teacher_scores(load_ensemble(spec, device, root, (data.mean, data.std)), data.test, device)
+    ensemble = load_ensemble(spec, device, root, (data.mean, data.std))
+    teachers = teacher_scores(ensemble, data.test, device, balance_on=data.train)
     report = {
         "task": spec.name,
         "roster": roster_record(spec),
@@ -156,6 +157,7 @@ def run_compare(
         "method_options": options.to_dict(),
         "teachers_union_accuracy": teachers["union_accuracy"],
         "teachers_uhc_accuracy": teachers["uhc_union_accuracy"],
+        "teachers_uhc_balanced_accuracy": teachers["uhc_balanced_accuracy"],
         "teachers_own_classes_accuracy": teachers["per_teacher"],
         "methods": {},
         "failed": {},

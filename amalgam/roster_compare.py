@@ -87,6 +87,7 @@ def pool(reports: dict[str, dict]) -> dict:
             "roster": report["roster"],
             "teachers_union_accuracy": report["teachers_union_accuracy"],
             "teachers_uhc_accuracy": report["teachers_uhc_accuracy"],
+            "teachers_uhc_balanced_accuracy": report.get("teachers_uhc_balanced_accuracy"),
             "accuracy": {m: s["accuracy"]["mean"] for m, s in report["methods"].items()},
             "accuracy_std": {m: s["accuracy"]["std"] for m, s in report["methods"].items()},
             "failed": report["failed"],
@@ -126,8 +127,12 @@ def pooled_markdown(pooled: dict) -> str:
         lines.append(f"| {method} | " + " | ".join(cells) + f" | {100 * stats['accuracy']['mean']:.2f} ± "
                      f"{100 * stats['accuracy']['std']:.2f} | {stats['ece_ts']['mean']:.3f} |")
     for key, label in (("teachers_union_accuracy", "teachers combined (mean of probabilities)"),
-                       ("teachers_uhc_accuracy", "teachers combined (UHC)")):
-        cells = [f"{100 * pooled['rosters'][r][key]:.2f}" for r in rosters]
+                       ("teachers_uhc_accuracy", "teachers combined (UHC)"),
+                       ("teachers_uhc_balanced_accuracy", "teachers combined (UHC, balanced)")):
+        values = [pooled["rosters"][r].get(key) for r in rosters]
+        if any(value is None for value in values):  # a report from before this line existed
+            continue
+        cells = [f"{100 * value:.2f}" for value in values]
         lines.append(f"| {label} | " + " | ".join(cells) + " | | |")
     lines += ["", "Rosters:", ""]
     for roster, info in pooled["rosters"].items():

@@ -233,7 +233,8 @@ def test_method_flags_reach_both_commands_as_method_options(monkeypatch: pytest.
 
     def fake_compare(task, methods, seeds, student, options, *args, **kwargs):
         seen["compare"] = options
-        return {"methods": {}, "teachers_union_accuracy": 0.0, "teachers_uhc_accuracy": 0.0, "failed": {}}
+        return {"methods": {}, "teachers_union_accuracy": 0.0, "teachers_uhc_accuracy": 0.0,
+                "teachers_uhc_balanced_accuracy": 0.0, "failed": {}}
 
     monkeypatch.setattr(train_cli, "distil", fake_distil)
     monkeypatch.setattr("amalgam.compare.run_compare", fake_compare)

@@ -28,6 +28,7 @@ def test_compare_writes_json_markdown_and_figure(trained_home: Path, tmp_path: P
             assert set(stats[metric]) == {"mean", "std", "runs"} and len(stats[metric]["runs"]) == 2
             assert stats[metric]["mean"] == pytest.approx(sum(stats[metric]["runs"]) / 2, rel=1e-12)
     assert 0.0 <= report["teachers_union_accuracy"] <= 1.0 and 0.0 <= report["teachers_uhc_accuracy"] <= 1.0
+    assert 0.0 <= report["teachers_uhc_balanced_accuracy"] <= 1.0
     assert report["roster"]["teacher_2"] == ["Dress", "Coat", "Sandal", "Shirt"]  # recorded for the reader
     assert all(0.0 <= run["val_accuracy"] <= 1.0 for run in report["methods"]["ce"]["per_seed"])
     assert report["training"]["scheduler"] == "step" and report["method_options"]["dkd_beta"] == 4.0
@@ -35,6 +36,7 @@ def test_compare_writes_json_markdown_and_figure(trained_home: Path, tmp_path: P
     assert "chosen on **validation accuracy**" in markdown and "2 seed(s)" in markdown
     assert "| partial-kd |" in markdown and "Teachers combined" in markdown and "UHC combination" in markdown
     assert "scheduler step" in markdown and "no teacher knows both" in markdown
+    assert "balanced over the training images" in markdown
     assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
 
 

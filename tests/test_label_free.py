@@ -186,11 +186,12 @@ def tiny(tmp_path_factory):
     return home, data
 
 
-def tiny_run(home: Path, data, method: str, labels: str, name: str) -> dict[str, torch.Tensor]:
+def tiny_run(home: Path, data, method: str, labels: str, name: str,
+             options: MethodOptions | None = None) -> dict[str, torch.Tensor]:
     settings = DistilSettings(task="fashion-mini", student="mobilenetv3_small", method=method,
                               train=TrainConfig(epochs=1, batch_size=16, quiet=True, device="cpu",
                                                 labels=labels),
-                              img_size=32, train_per_class=12)
+                              img_size=32, train_per_class=12, method_options=options or MethodOptions())
     run_dir = distil(settings, out_dir=home / "runs" / name, root=home, data=data).run_dir
     return load_file(str(run_dir / "last.safetensors"))
 
@@ -215,6 +216,22 @@ def test_garbage_training_labels_change_nothing_with_labels_none(tiny):
                           for d, n in ((data, "a"), (spoiled, "b")))
     assert any(not torch.equal(ce_true[k], ce_fooled[k]) for k in ce_true if ce_true[k].is_floating_point())
     assert any(not torch.equal(honest[k], ce_true[k]) for k in honest if honest[k].is_floating_point())
+
+
+def test_a_uniform_class_prior_is_fitted_without_reading_a_label(tiny):
+    """`--class-prior uniform` fits its weights on the whole training set at start-up: garbage
+    training labels still change nothing, and the weights do change the training."""
+    home, data = tiny
+    garbage = torch.randint(0, 10, (len(data.train),), generator=torch.Generator().manual_seed(4))
+    spoiled = replace(data, train=ImageSet(data.train.images, garbage))
+    uniform = MethodOptions(class_prior="uniform")
+    honest = tiny_run(home, data, "fitnet+amalgam-kd", "none", "prior_true", uniform)
+    fooled = tiny_run(home, spoiled, "fitnet+amalgam-kd", "none", "prior_garbage", uniform)
+    assert honest.keys() == fooled.keys() and all(torch.equal(honest[k], fooled[k]) for k in honest)
+    as_is = tiny_run(home, data, "fitnet+amalgam-kd", "none", "prior_none")
+    assert any(not torch.equal(honest[k], as_is[k]) for k in honest if honest[k].is_floating_point())
+    config = json.loads((home / "runs" / "prior_true" / "config.json").read_text())
+    assert config["method_options"]["class_prior"] == "uniform"
 
 
 def test_compare_puts_labeled_and_label_free_arms_in_one_report(tiny, tmp_path: Path):
@@ -322,6 +339,9 @@ def test_cli_refuses_a_labeled_method_without_labels_and_a_missing_unlabeled_pat
     assert isinstance(refused.exception, UserError) and not (tmp_path / "run").exists()
     for needle in ("fitnet", "--labels none", "amalgam-kd", "cfl", "adaptive"):
         assert needle in str(refused.exception)
+    bad_prior = run_front_end("train.py", ["--task", "fashion-mini", "--method", "amalgam-kd", "--labels",
+                                           "none", "--class-prior", "zipf", "--quiet"], tmp_path / "home")
+    assert_one_line_error(bad_prior, "--class-prior", "uniform", "zipf")
     toml = with_unlabeled(write_folder_task(tmp_path / "task"), "nowhere")
     missing = run_front_end("train.py", ["--task", str(toml), "--method", "amalgam-kd", "--labels", "none",
                                          "--quiet"], tmp_path / "home")

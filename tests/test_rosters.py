@@ -179,6 +179,10 @@ def test_pooled_report_is_per_roster_and_over_every_run():
     text = pooled_markdown(pooled)
     assert "| ce | 75.00 ± 7.07 | 90.00 ± 0.00 | 80.00 ± 10.00 |" in text
     assert "teachers combined (UHC) | 60.00 | 60.00" in text
+    assert "balanced" not in text  # reports from before the balanced line have no row for it
+    balanced = {name: {**fake_report(name, {"ce": [0.7]}), "teachers_uhc_balanced_accuracy": 0.65}
+                for name in ("r1", "r2")}
+    assert "teachers combined (UHC, balanced) | 65.00 | 65.00" in pooled_markdown(pool(balanced))
 
 
 def test_finished_roster_comparisons_are_pooled_from_disk(tmp_path):

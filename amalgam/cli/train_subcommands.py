@@ -160,7 +160,8 @@ def compare_command(
             f"ECE after T-scaling {stats['ece_ts']['mean']:.3f}"
         )
     console.print(f"teachers combined: {report['teachers_union_accuracy']:.2%} (mean of probabilities), "
-                  f"{report['teachers_uhc_accuracy']:.2%} (UHC)")
+                  f"{report['teachers_uhc_accuracy']:.2%} (UHC), "
+                  f"{report['teachers_uhc_balanced_accuracy']:.2%} (UHC balanced over the training images)")
     for name, failures in report["failed"].items():
         console.print(
             f"[red]{name} failed[/] on {len(failures)} seed(s): {failures[0]['error']}", markup=True

@@ -35,8 +35,9 @@ from amalgam.distill.run_state import (
     restore_state,
     stop_on_interrupt,
 )
-from amalgam.distill.teacher_cache import teacher_source_for
+from amalgam.distill.teacher_cache import inference_ensemble, teacher_source_for
 from amalgam.distill.teacher_loading import load_ensemble
+from amalgam.distill.teacher_store import compute_teacher_logits
 from amalgam.distill.trainer import NonFiniteLoss, Trainer
 from amalgam.distill.views import to_unit_float
 from amalgam.models.frozen import resolve_precision
@@ -143,6 +144,7 @@ def start_up(settings: DistilSettings, root: Path, data: TaskData | None) -> Pre
         teachers = teacher_source_for(spec, data, method, config, ensemble, root, student_map_size=map_size)
         if env.is_main:
             barrier(env)
+        fit_to_training_set(method, ensemble, data, config)
     trainer = Trainer(
         student, method, model_input, data.train, data.val, spec.num_classes, config, teachers, env
     )
@@ -163,6 +165,18 @@ def setup_feature_method(
     if student_features.dim() != 4:
         return None
     return int(student_features.shape[-2]), int(student_features.shape[-1])
+
+
+def fit_to_training_set(method, ensemble, data: TaskData, config) -> None:
+    """Hand a method that needs it (`--class-prior uniform`) every teacher's logits on the whole
+    training set, computed as the cache computes them; every rank computes the same."""
+    if not method.fits_training_set:
+        return
+    device = torch.device(config.device)
+    logits = compute_teacher_logits(inference_ensemble(ensemble, config), data.train, device, config.quiet)
+    fitted = method.fit_to_training_set(logits)
+    if fitted:
+        say(fitted, config.quiet)
 
 
 def run_training(prepared: Prepared, run_dir: Path) -> None:

@@ -77,8 +77,11 @@ def markdown(report: dict) -> str:
         "",
         f"Teachers combined on the union of classes (reference lines), test accuracy: "
         f"**{report['teachers_union_accuracy']:.2%}** as the per-class mean of their probabilities"
-        + (f", **{report['teachers_uhc_accuracy']:.2%}** as the UHC combination (`uhc-kd`'s target)."
-           if "teachers_uhc_accuracy" in report else "."),
+        + (f", **{report['teachers_uhc_accuracy']:.2%}** as the UHC combination (`uhc-kd`'s target)"
+           if "teachers_uhc_accuracy" in report else "")
+        + (f", **{report['teachers_uhc_balanced_accuracy']:.2%}** as the UHC combination balanced over the "
+           "training images (`--class-prior uniform`'s target at T = 1)"
+           if "teachers_uhc_balanced_accuracy" in report else "") + ".",
     ]
     own = report.get("teachers_own_classes_accuracy", {})
     if own:
@@ -100,9 +103,10 @@ def figure(report: dict, path: Path) -> None:
     means = [100 * report["methods"][m]["accuracy"]["mean"] for m in methods]
     stds = [100 * report["methods"][m]["accuracy"]["std"] for m in methods]
     ax.bar(methods, means, yerr=stds, capsize=4, color="tab:blue", alpha=0.8)
-    lines = {"mean": report["teachers_union_accuracy"], "UHC": report.get("teachers_uhc_accuracy")}
+    lines = {"mean": report["teachers_union_accuracy"], "UHC": report.get("teachers_uhc_accuracy"),
+             "UHC balanced": report.get("teachers_uhc_balanced_accuracy")}
     references = {name: 100 * value for name, value in lines.items() if value is not None}
-    for (name, value), style in zip(references.items(), ("--", ":"), strict=False):
+    for (name, value), style in zip(references.items(), ("--", ":", "-."), strict=False):
         ax.axhline(value, color="tab:red", linestyle=style, label=f"teachers combined ({name}) {value:.1f} %")
     low = min(means + list(references.values()))
     ax.set_ylim(max(0, low - 10), 100)

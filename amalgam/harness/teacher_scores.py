@@ -5,14 +5,18 @@ from __future__ import annotations
 import torch
 
 from amalgam.distill.ensemble import TeacherEnsemble, combined_teacher_probs
-from amalgam.distill.losses import uhc_union_probs
+from amalgam.distill.losses import apply_class_weights, balancing_log_weights, uhc_union_probs
 from amalgam.distill.teacher_store import compute_teacher_logits
 from amalgam.tasks.images import ImageSet
 
 
-def teacher_scores(ensemble: TeacherEnsemble, images: ImageSet, device: torch.device) -> dict:
-    """Per teacher: accuracy on the images of its own classes; plus two union accuracies, the
-    per-class mean of probabilities (`union_accuracy`) and the UHC combination (`uhc_union_accuracy`)."""
+def teacher_scores(
+    ensemble: TeacherEnsemble, images: ImageSet, device: torch.device, balance_on: ImageSet | None = None
+) -> dict:
+    """Per teacher: accuracy on the images of its own classes; plus the union accuracies of the
+    per-class mean of probabilities (`union_accuracy`), the UHC combination (`uhc_union_accuracy`)
+    and, given `balance_on` (the training images; their labels are not read), the UHC combination
+    balanced over them as `--class-prior uniform` balances it (`uhc_balanced_accuracy`)."""
     roster = ensemble.roster
     logits = compute_teacher_logits(ensemble, images, device, quiet=True)
     labels = images.labels
@@ -23,9 +27,15 @@ def teacher_scores(ensemble: TeacherEnsemble, images: ImageSet, device: torch.de
         predicted_global = roster.local_to_global[k, logits[own, k, :width].argmax(1)]
         per_teacher[name] = float((predicted_global == labels[own]).float().mean()) if own.any() else 0.0
     mean_pred = combined_teacher_probs(logits, roster).argmax(1)
-    uhc_pred = uhc_union_probs(logits, roster).argmax(1)
-    return {
+    uhc = uhc_union_probs(logits, roster)
+    scores = {
         "per_teacher": per_teacher,
         "union_accuracy": float((mean_pred == labels).float().mean()),
-        "uhc_union_accuracy": float((uhc_pred == labels).float().mean()),
+        "uhc_union_accuracy": float((uhc.argmax(1) == labels).float().mean()),
     }
+    if balance_on is not None:
+        fit_logits = compute_teacher_logits(ensemble, balance_on, device, quiet=True)
+        log_weights = balancing_log_weights(uhc_union_probs(fit_logits, roster))
+        balanced_pred = apply_class_weights(uhc, log_weights).argmax(1)
+        scores["uhc_balanced_accuracy"] = float((balanced_pred == labels).float().mean())
+    return scores

@@ -16,6 +16,7 @@ from amalgam.distill.losses.amalgamation import (
     mmd_multi_kernel,
     teacher_ambiguity,
 )
+from amalgam.distill.losses.class_balance import apply_class_weights, balancing_log_weights
 from amalgam.distill.losses.features import common_size, hint_loss, match_spatial, simkd_loss
 from amalgam.distill.losses.logits import (
     dkd_loss,
@@ -40,7 +41,7 @@ from amalgam.distill.losses.task_space import (
 
 __all__ = [
     "CFL_SIGMAS", "least_ambiguous_targets", "least_ambiguous_teacher", "mmd_multi_kernel",
-    "teacher_ambiguity",
+    "teacher_ambiguity", "apply_class_weights", "balancing_log_weights",
     "common_size", "confidence_weights", "correct_teachers", "covering_average_targets",
     "covering_teachers", "dkd_loss", "filtered_covering_targets", "hint_loss", "kd_loss",
     "masked_local_softmax", "match_spatial", "partial_kd_loss", "partial_teacher_weights",

@@ -26,7 +26,7 @@ class LeastAmbiguousTeacherKD(AmalgamKD):
 
     name = "least-ambiguous-kd"
 
-    def targets(self, teacher_logits, temperature: float):
+    def combined(self, teacher_logits, temperature: float):
         return least_ambiguous_targets(teacher_logits, self.roster, temperature)
 
 

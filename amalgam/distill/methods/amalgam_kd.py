@@ -3,26 +3,63 @@
 The target is the "Unifying Heterogeneous Classifiers" combination of every teacher
 (`uhc_union_probs`), softened at `--temperature`; there is no cross-entropy term, so the
 loss reads no label and the method trains on unlabeled images and with `--labels none`.
-`fitnet+amalgam-kd` adds FitNet's hints, which need no labels either.
+`fitnet+amalgam-kd` adds FitNet's hints, which need no labels either. With
+`--class-prior uniform` the combination is first balanced over the training set
+(losses/class_balance.py): one weight per class, fitted at start-up on the whole set.
 """
 
 from __future__ import annotations
 
-from amalgam.distill.losses import soft_cross_entropy, uhc_union_probs
+import torch
+
+from amalgam.distill.losses import (
+    apply_class_weights,
+    balancing_log_weights,
+    soft_cross_entropy,
+    uhc_union_probs,
+)
 from amalgam.distill.methods.base import Method, register_method
 from amalgam.distill.methods.fitnet import FitNetHints
 from amalgam.distill.methods.sum_of_terms import SumOfTerms
+
+FIT_BATCH = 4096  # images per call of `combined` while fitting (bounds UHC's [B, C, C] Newton memory)
 
 
 @register_method
 class AmalgamKD(Method):
     name = "amalgam-kd"
-    options_used = ("temperature",)
+    options_used = ("temperature", "class_prior")
     needs_labels = False
 
-    def targets(self, teacher_logits, temperature: float):
-        """The distribution over the union the student is pulled to; label-free methods differ here."""
+    def __init__(self, roster, options):
+        super().__init__(roster, options)
+        self.class_log_weights: torch.Tensor | None = None  # set by fit_to_training_set
+
+    def combined(self, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+        """The teachers' answers as one distribution over the union; label-free methods differ here."""
         return uhc_union_probs(teacher_logits, self.roster, temperature)
+
+    @property
+    def fits_training_set(self) -> bool:
+        return self.options.class_prior == "uniform"
+
+    def fit_to_training_set(self, teacher_logits: torch.Tensor) -> str | None:
+        if not self.fits_training_set:
+            return None
+        probs = torch.cat([self.combined(block, 1.0) for block in teacher_logits.split(FIT_BATCH)])
+        self.class_log_weights = balancing_log_weights(probs)
+        weights = self.class_log_weights.exp()
+        return (f"class prior uniform: the teachers' combined answers on {len(probs)} training images "
+                f"reweighed per class by {float(weights.min()):.2f} to {float(weights.max()):.2f}")
+
+    def targets(self, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+        """The distribution over the union the student is pulled to."""
+        probs = self.combined(teacher_logits, temperature)
+        if not self.fits_training_set:
+            return probs
+        if self.class_log_weights is None:
+            raise RuntimeError(f"{self.name}: --class-prior uniform is fitted at start-up, before training")
+        return apply_class_weights(probs, self.class_log_weights, temperature)
 
     def loss_terms(self, student_logits, student_features, teacher, labels):
         t = self.options.temperature

@@ -42,6 +42,10 @@ class MethodOptions:
     teacher_filter: str = _option(  # one of TEACHER_FILTERS
         "none", "none; covering: only teachers that know the label; correct: only those that are also right"
     )
+    class_prior: str = _option(  # one of CLASS_PRIORS
+        "none", "label-free targets (amalgam-kd, cfl, adaptive): uniform reweighs the classes so the "
+        "teachers' combined target spreads the training images evenly (for balanced data); none: as is"
+    )
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:
@@ -56,12 +60,15 @@ class MethodOptions:
         if self.teacher_filter not in TEACHER_FILTERS:
             raise UserError(f"--teacher-filter must be one of {list(TEACHER_FILTERS)}, "
                             f"got {self.teacher_filter!r}")
+        if self.class_prior not in CLASS_PRIORS:
+            raise UserError(f"--class-prior must be one of {list(CLASS_PRIORS)}, got {self.class_prior!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 TEACHER_FILTERS = ("none", "covering", "correct")
+CLASS_PRIORS = ("none", "uniform")
 
 
 @dataclass
@@ -102,6 +109,17 @@ class Method(nn.Module):
               teachers: list[nn.Module]) -> None:
         """Build trainable helpers once shapes are known: the student's and each teacher's
         feature maps on one dry batch, and the frozen teachers themselves (for their heads)."""
+
+    @property
+    def fits_training_set(self) -> bool:
+        """Whether start-up must hand `fit_to_training_set` the teachers' training-set logits."""
+        return False
+
+    def fit_to_training_set(self, teacher_logits: torch.Tensor) -> str | None:
+        """Fit what depends on the whole training set, from every teacher's logits [N, K, L] on
+        its plain images (run once at start-up, and again on resume: it is a pure function of
+        the teachers and the images). Returns a line for the log saying what was fitted."""
+        return None
 
     def student_forward(self, student: nn.Module, x: torch.Tensor):
         if self.needs_features:

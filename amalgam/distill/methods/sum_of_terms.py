@@ -83,6 +83,14 @@ class SummedMethod(Method):
         for child_name, child in helpers.items():
             self.add_module(child_name, child)
 
+    @property
+    def fits_training_set(self) -> bool:
+        return any(part.fits_training_set for part in self.parts)
+
+    def fit_to_training_set(self, teacher_logits: torch.Tensor) -> str | None:
+        lines = [part.fit_to_training_set(teacher_logits) for part in self.parts]
+        return "; ".join(line for line in lines if line) or None
+
     def start_epoch(self, epochs_done: int) -> None:
         super().start_epoch(epochs_done)
         for part in self.parts:

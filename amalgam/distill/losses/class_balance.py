@@ -1,0 +1,58 @@
+"""Class balancing of a label-free target over the training set (`--class-prior uniform`).
+
+Partial teachers are confident on images of classes they never saw, and one teacher's
+overconfidence is not another's, so the teachers combined over the union give some classes
+far more than their share of the training images (on drawn Fashion roster 300 one class got
+16 % of the mass, another 3 %, of a set that is 10 % each). Without labels nothing in one
+image says so, but the whole training set does: if the classes are known to be balanced, the
+target's mean over the set must be uniform. One weight per class fixes that, found as in
+self-labelling's equipartition (Asano et al., ICLR 2020; SwAV) or ReMixMatch's distribution
+alignment: q'(c | x) ∝ q(c | x) · w_c with Σ_x q'(c | x) = N / C for every class c.
+
+The weights are fitted once on the T = 1 combination (the classifier the teachers make), then
+applied to the softened target at T as w_c^(1/T): for one classifier that is exactly "shift
+its logits by log w, then soften", so the balanced argmax does not depend on T.
+"""
+
+from __future__ import annotations
+
+import torch
+
+BALANCE_TOLERANCE = 1e-6  # largest relative deviation of a class's mass from N / C at the end
+BALANCE_MAX_STEPS = 10_000
+# Where no balance exists (a target that is zero outside one teacher's classes, as adaptive's,
+# can make it impossible), the weights would run off to infinity; they stop at e^±LOG_WEIGHT_LIMIT.
+LOG_WEIGHT_LIMIT = 10.0
+
+
+def balancing_log_weights(probs: torch.Tensor, tolerance: float = BALANCE_TOLERANCE,
+                          max_steps: int = BALANCE_MAX_STEPS) -> torch.Tensor:
+    """[C] log w, mean 0, such that rows of probs·w renormalised average to uniform.
+
+    probs [N, C] are per-image distributions. Alternate scaling (Sinkhorn–Knopp with the row
+    sums fixed at 1): each step divides every class's weight by its share of the current mass
+    times C. The fixed point is unique up to a common factor, which the mean-0 log removes.
+    Where no balance exists the log-weights are clipped at ±`LOG_WEIGHT_LIMIT` and the fit ends
+    after `max_steps`, as near as it got. A class no row gives any mass raises ValueError.
+    """
+    if not bool((probs.sum(dim=0) > 0).all()):
+        raise ValueError("a class has no mass in any row; it cannot be balanced")
+    c = probs.shape[1]
+    p = probs.double()
+    log_w = p.new_zeros(c)
+    for _ in range(max_steps):
+        weighted = p * log_w.exp()
+        share = (weighted / weighted.sum(dim=1, keepdim=True)).mean(dim=0) * c  # 1 when balanced
+        if float((share - 1).abs().max()) < tolerance:
+            break
+        log_w = log_w - share.log()
+        log_w = (log_w - log_w.mean()).clamp(-LOG_WEIGHT_LIMIT, LOG_WEIGHT_LIMIT)
+    return log_w.to(probs.dtype)
+
+
+def apply_class_weights(
+    probs: torch.Tensor, log_weights: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """[B, C] probs (softened at `temperature`) times w^(1/T), renormalised."""
+    weighted = probs * (log_weights.to(probs) / temperature).exp()
+    return weighted / weighted.sum(dim=1, keepdim=True).clamp_min(1e-30)

@@ -1,0 +1,102 @@
+"""`--class-prior uniform`: the label-free target reweighed per class so that, over the training
+set, it spreads the images evenly; the weights by hand, their meaning at any temperature, and
+the methods that fit them."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from amalgam.distill.losses import apply_class_weights, balancing_log_weights, uhc_union_probs
+from amalgam.distill.losses.class_balance import BALANCE_TOLERANCE, LOG_WEIGHT_LIMIT
+from amalgam.distill.methods import MethodOptions, TeacherOutputs, build_method
+from amalgam.errors import UserError
+from tests.test_label_free import padded, roster_of
+
+
+def test_identical_rows_are_balanced_by_hand():
+    """Every row is [0.8, 0.2]: the rows must become [0.5, 0.5], so w0 / w1 = 0.2 / 0.8."""
+    log_w = balancing_log_weights(torch.tensor([[0.8, 0.2]] * 4, dtype=torch.float64))
+    expected = 0.5 * math.log(0.2 / 0.8)
+    torch.testing.assert_close(log_w, torch.tensor([expected, -expected], dtype=torch.float64))
+
+
+def test_reweighed_rows_average_to_uniform():
+    torch.manual_seed(0)
+    skew = torch.tensor([3.0, 0.0, -1.0, 0.5, 2.0])  # some classes far more likely than others
+    probs = torch.softmax(torch.randn(200, 5) * 2 + skew, dim=1)
+    assert (probs.mean(0) * 5 - 1).abs().max() > 0.5
+    log_w = balancing_log_weights(probs)
+    assert abs(float(log_w.mean())) < 1e-6
+    balanced = apply_class_weights(probs, log_w)
+    torch.testing.assert_close(balanced.sum(1), torch.ones(200))
+    assert float((balanced.mean(0) * 5 - 1).abs().max()) < 2 * BALANCE_TOLERANCE
+
+
+def test_weights_at_temperature_t_are_shifted_logits_softened():
+    """One classifier: softmax(z/T)·w^(1/T), renormalised, is softmax((z + log w)/T)."""
+    z = torch.tensor([[1.0, -0.5, 2.0], [0.3, 0.2, -1.0]])
+    log_w = torch.tensor([0.4, -1.2, 0.8])
+    for t in (1.0, 2.5, 4.0):
+        torch.testing.assert_close(apply_class_weights(torch.softmax(z / t, 1), log_w, t),
+                                   torch.softmax((z + log_w) / t, 1))
+
+
+def test_a_class_no_row_gives_mass_is_refused():
+    with pytest.raises(ValueError, match="no mass"):
+        balancing_log_weights(torch.tensor([[1.0, 0.0], [0.7, 0.0]]))
+
+
+def teacher_logits(n: int = 60) -> torch.Tensor:
+    """Two overlapping teachers on classes abc / bcd that favour b and c: an unbalanced union."""
+    torch.manual_seed(1)
+    first = torch.randn(n, 3) + torch.tensor([0.0, 2.0, 1.0])
+    second = torch.randn(n, 3) + torch.tensor([1.5, 1.0, 0.0])
+    return torch.stack([first, second], dim=1)  # [n, 2, 3]
+
+
+def test_amalgam_kd_fits_uniform_weights_and_its_targets_average_to_uniform():
+    roster = roster_of(("a", "b", "c"), ("b", "c", "d"), classes="abcd")
+    logits = teacher_logits()
+    plain = build_method("fitnet+amalgam-kd", roster, MethodOptions(temperature=2.0))
+    assert not plain.fits_training_set and plain.fit_to_training_set(logits) is None
+    uniform = MethodOptions(temperature=2.0, class_prior="uniform")
+    balanced = build_method("fitnet+amalgam-kd", roster, uniform)
+    assert balanced.fits_training_set
+    amalgam = balanced.parts[0]
+    with pytest.raises(RuntimeError, match="fitted at start-up"):
+        amalgam.targets(logits, 2.0)
+    line = balanced.fit_to_training_set(logits)
+    assert line.startswith("class prior uniform") and "60 training images" in line
+    at_one = amalgam.targets(logits, 1.0)
+    assert float((at_one.mean(0) * 4 - 1).abs().max()) < 1e-5
+    unbalanced = uhc_union_probs(logits, roster, 1.0)
+    assert float((unbalanced.mean(0) * 4 - 1).abs().max()) > 0.1
+    # at T the target is the balanced classifier softened: the weights enter as w^(1/T)
+    expected = apply_class_weights(uhc_union_probs(logits, roster, 2.0), amalgam.class_log_weights, 2.0)
+    torch.testing.assert_close(amalgam.targets(logits, 2.0), expected)
+    student = torch.zeros(60, 4, requires_grad=True)
+    loss = balanced.parts[0].loss_terms(student, None, TeacherOutputs(logits), None)["loss_kd"]
+    loss.backward()
+    assert torch.isfinite(student.grad).all() and student.grad.abs().sum() > 0
+
+
+def test_adaptive_keeps_the_unchosen_teachers_classes_at_zero():
+    roster = roster_of(("a", "b"), ("c", "d"), classes="abcd")
+    logits = padded([3.0, 0.0], [0.0, 0.1], width=2)[None].repeat(5, 1, 1)
+    logits[3:] = padded([0.0, 0.1], [0.0, 4.0], width=2)  # two images go to the second teacher
+    method = build_method("adaptive", roster, MethodOptions(class_prior="uniform"))
+    method.fit_to_training_set(logits)
+    targets = method.parts[0].targets(logits, 1.0)
+    assert torch.equal(targets[:3, 2:], torch.zeros(3, 2)) and torch.equal(targets[3:, :2], torch.zeros(2, 2))
+    torch.testing.assert_close(targets.sum(1), torch.ones(5))
+    # three images of four classes cannot be split evenly within {a, b}: no balance exists, and
+    # the weights stop at the limit instead of overflowing
+    assert method.parts[0].class_log_weights.abs().max() <= LOG_WEIGHT_LIMIT
+
+
+def test_an_unknown_class_prior_is_refused():
+    with pytest.raises(UserError, match=r"--class-prior must be one of \['none', 'uniform'\], got 'zipf'"):
+        MethodOptions(class_prior="zipf")
