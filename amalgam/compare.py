@@ -23,7 +23,7 @@ from amalgam.distill.run_dirs import fresh_dir
 from amalgam.distill.run_saving import load_best
 from amalgam.distill.run_state import TrainingInterrupted
 from amalgam.distill.teacher_loading import load_ensemble
-from amalgam.distill.trainer import TrainConfig
+from amalgam.distill.train_config import TrainConfig
 from amalgam.errors import UserError
 from amalgam.harness.compare_report import write_compare_report
 from amalgam.harness.evaluate import calibrated_test_scores

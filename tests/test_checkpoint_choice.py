@@ -24,7 +24,8 @@ from amalgam.distill import run_saving
 from amalgam.distill.methods import METHODS, MethodOptions
 from amalgam.distill.run import DistilSettings, distil
 from amalgam.distill.run_saving import load_best
-from amalgam.distill.trainer import NonFiniteLoss, TrainConfig, Trainer
+from amalgam.distill.train_config import TrainConfig
+from amalgam.distill.trainer import NonFiniteLoss, Trainer
 
 
 def settings() -> DistilSettings:

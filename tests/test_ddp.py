@@ -48,8 +48,8 @@ def ddp_run(trained_home: Path, tmp_path_factory) -> tuple[Path, Path, subproces
 
 
 def test_torchrun_two_processes_on_cpu(ddp_run):
+    from amalgam.distill.batching import predict_logits
     from amalgam.distill.methods import DEFAULT_METHOD
-    from amalgam.distill.trainer import predict_logits
     from amalgam.harness.evaluate import load_student
     from amalgam.tasks.builtin import get_task
     from amalgam.tasks.loader import load_task_data

@@ -12,7 +12,7 @@ from amalgam.distill.ensemble import TeacherEnsemble
 from amalgam.distill.methods import MethodOptions, build_method
 from amalgam.distill.teacher_cache import inference_ensemble, online_source, teacher_source_for
 from amalgam.distill.teacher_loading import load_ensemble
-from amalgam.distill.trainer import TrainConfig
+from amalgam.distill.train_config import TrainConfig
 from amalgam.distill.views import to_unit_float
 from amalgam.errors import UserError
 from amalgam.models.frozen import fold_batchnorm, resolve_precision

@@ -24,7 +24,7 @@ from amalgam.distill.run import DistilSettings, distil
 from amalgam.distill.teacher_cache import inference_ensemble, online_source, teacher_source_for
 from amalgam.distill.teacher_loading import load_ensemble
 from amalgam.distill.teacher_training import train_all_teachers
-from amalgam.distill.trainer import TrainConfig
+from amalgam.distill.train_config import TrainConfig
 from amalgam.distill.views import augment_with_flips, to_unit_float
 from amalgam.tasks.builtin import get_task
 from amalgam.tasks.loader import load_task_data

@@ -30,7 +30,7 @@ from amalgam.distill.losses import (
 from amalgam.distill.methods import METHODS, MethodOptions, TeacherOutputs, build_method
 from amalgam.distill.run import DistilSettings, distil
 from amalgam.distill.teacher_training import train_all_teachers
-from amalgam.distill.trainer import TrainConfig
+from amalgam.distill.train_config import TrainConfig
 from amalgam.errors import UserError
 from amalgam.harness.compare_report import markdown
 from amalgam.tasks.builtin import get_task

@@ -269,7 +269,8 @@ def test_impossible_method_options(kwargs):
 
 def test_non_finite_loss_stops_with_step_and_terms():
     from amalgam.distill.methods.base import Method
-    from amalgam.distill.trainer import NonFiniteLoss, TrainConfig, Trainer
+    from amalgam.distill.train_config import TrainConfig
+    from amalgam.distill.trainer import NonFiniteLoss, Trainer
     from amalgam.models.model_input import ModelInput
     from amalgam.tasks.images import ImageSet
 

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from amalgam.distill.methods import MethodOptions
 from amalgam.distill.methods.base import Method
 from amalgam.distill.optim import make_optimizer, make_scheduler
-from amalgam.distill.trainer import TrainConfig, Trainer
+from amalgam.distill.train_config import TrainConfig
+from amalgam.distill.trainer import Trainer
 from amalgam.errors import UserError
 from amalgam.models.model_input import ModelInput
 from amalgam.tasks.images import ImageSet

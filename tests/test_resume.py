@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from amalgam.distill.methods import MethodOptions
 from amalgam.distill.run import DistilSettings, distil, resume
-from amalgam.distill.trainer import TrainConfig
+from amalgam.distill.train_config import TrainConfig
 
 
 def settings(epochs: int) -> DistilSettings:

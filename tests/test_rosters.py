@@ -231,7 +231,7 @@ def test_a_shared_arm_is_not_trained_and_the_report_says_whose_runs_it_holds(tmp
     from amalgam.compare import run_compare, summarise
     from amalgam.distill.methods import MethodOptions
     from amalgam.distill.teacher_training import train_all_teachers
-    from amalgam.distill.trainer import TrainConfig
+    from amalgam.distill.train_config import TrainConfig
     from amalgam.tasks.builtin import get_task
     from amalgam.tasks.loader import load_task_data
 

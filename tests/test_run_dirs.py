@@ -13,7 +13,7 @@ from amalgam.distill import run_dirs
 from amalgam.distill.run import DistilSettings, distil
 from amalgam.distill.run_dirs import check_run_name, claim_run_dir, default_run_dir
 from amalgam.distill.run_state import TrainingInterrupted
-from amalgam.distill.trainer import TrainConfig
+from amalgam.distill.train_config import TrainConfig
 from amalgam.errors import UserError
 from tests.conftest import assert_one_line_error, run_front_end
 

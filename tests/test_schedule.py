@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from amalgam.distill.trainer import TrainConfig, make_scheduler
+from amalgam.distill.optim import make_scheduler
+from amalgam.distill.train_config import TrainConfig
 from amalgam.errors import UserError
 
 

@@ -33,7 +33,8 @@ from amalgam.distill.teacher_store import (
     compute_teacher_logits,
     load_or_build,
 )
-from amalgam.distill.trainer import TrainConfig, Trainer
+from amalgam.distill.train_config import TrainConfig
+from amalgam.distill.trainer import Trainer
 from amalgam.distill.views import to_unit_float
 from amalgam.models.checkpoint import ModelCard, save_checkpoint
 from amalgam.models.model_input import ModelInput

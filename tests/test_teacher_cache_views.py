@@ -17,7 +17,8 @@ from amalgam.distill.methods import MethodOptions, build_method
 from amalgam.distill.teacher_cache import inference_ensemble, online_source, teacher_source_for
 from amalgam.distill.teacher_loading import load_ensemble
 from amalgam.distill.teacher_store import BUDGET_ENV, BUILD_BATCH, cache_budget_bytes
-from amalgam.distill.trainer import TrainConfig, Trainer
+from amalgam.distill.train_config import TrainConfig
+from amalgam.distill.trainer import Trainer
 from amalgam.distill.views import augment_with_flips, mirror, to_unit_float
 from amalgam.errors import UserError
 from amalgam.models.checkpoint import ModelCard, save_checkpoint

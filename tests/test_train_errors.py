@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 
 from amalgam.distill.run import DistilSettings, distil, resume
 from amalgam.distill.teacher_training import train_all_teachers
-from amalgam.distill.trainer import TrainConfig
+from amalgam.distill.train_config import TrainConfig
 from amalgam.errors import UserError
 from amalgam.harness.evaluate import calibrated_test_scores
 from amalgam.models.metrics import NonFiniteLogits, fit_temperature

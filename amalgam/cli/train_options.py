@@ -9,7 +9,7 @@ import typer
 
 from amalgam.cli.common import resolve_device
 from amalgam.distill.optim import DEFAULT_OPT, SCHEDULERS
-from amalgam.distill.trainer import STUDENT_AUGMENT, TrainConfig
+from amalgam.distill.train_config import STUDENT_AUGMENT, TrainConfig
 from amalgam.errors import UserError
 from amalgam.tasks.builtin import DEFAULT_TASK
 

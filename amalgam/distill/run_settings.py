@@ -8,7 +8,7 @@ from pathlib import Path
 
 from amalgam.distill.methods import MethodOptions
 from amalgam.distill.run_dirs import STATE_FILE
-from amalgam.distill.trainer import TrainConfig
+from amalgam.distill.train_config import TrainConfig
 from amalgam.errors import UserError
 from amalgam.tasks.builtin import get_task
 from amalgam.tasks.roster_draw import roster_record

@@ -61,7 +61,8 @@ from amalgam.distill.teacher_store import (
     cache_budget_bytes,
     load_or_build,
 )
-from amalgam.distill.trainer import TeacherSource, TrainConfig
+from amalgam.distill.train_config import TrainConfig
+from amalgam.distill.trainer import TeacherSource
 from amalgam.distill.views import CACHEABLE_VIEWS
 from amalgam.models.checkpoint import SUFFIXES, checkpoint_files, checkpoint_stem
 from amalgam.models.frozen import resolve_precision
