@@ -36,7 +36,8 @@ from amalgam.ui import say
 
 METRICS = ("accuracy", "macro_f1", "nll", "ece", "ece_ts",
            "errors_shared_teacher", "errors_no_shared_teacher")
-TRAINING_KEYS = ("batch_size", "lr", "weight_decay", "scheduler", "teacher_precision")  # in the report
+TRAINING_KEYS = ("batch_size", "lr", "weight_decay", "opt", "scheduler", "warmup_epochs",
+                 "teacher_precision")  # in the report
 
 
 def parse_methods(text: str, labels: str = LABELED) -> list[str]:

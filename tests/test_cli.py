@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 import amalgam.cli.train_cli as train_cli
 from amalgam.distill.methods import MethodOptions
+from amalgam.errors import UserError
 from amalgam.harness.report_dirs import latest_report_dir
 from tests.conftest import TINY, assert_one_line_error, run_front_end
 
@@ -250,3 +251,23 @@ def test_method_flags_reach_both_commands_as_method_options(monkeypatch: pytest.
     assert seen["compare"] == expected
     assert runner.invoke(train_cli.app, ["--alpha", "0", "--device", "cpu"]).exit_code == 0
     assert seen["distil"].method == "ce" and seen["distil"].method_options.alpha == 0.0
+
+
+def test_compare_takes_the_optimiser_flags_train_takes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    seen = {}
+
+    def fake_compare(task, methods, seeds, student, options, config, *args, **kwargs):
+        seen["config"] = config
+        return {"methods": {}, "teachers_union_accuracy": 0.0, "teachers_uhc_accuracy": 0.0,
+                "teachers_uhc_balanced_accuracy": 0.0, "failed": {}}
+
+    monkeypatch.setattr("amalgam.compare.run_compare", fake_compare)
+    flags = ["compare", "--opt", "sgd", "--warmup-epochs", "2", "--weight-decay", "0.01", "--device", "cpu",
+             "--out", str(tmp_path / "out")]
+    result = CliRunner().invoke(train_cli.app, flags)
+    assert result.exit_code == 0, result.output
+    config = seen["config"]
+    assert (config.opt, config.warmup_epochs, config.weight_decay) == ("sgd", 2, 0.01)
+    refused = CliRunner().invoke(train_cli.app, ["compare", "--opt", "telepathy", "--device", "cpu"])
+    assert refused.exit_code != 0 and isinstance(refused.exception, UserError)
+    assert "telepathy" in str(refused.exception)

@@ -27,6 +27,7 @@ SchedulerOpt = typer.Option(
     "(step is the seed's StepLR, see --scheduler-step and --scheduler-gamma)",
 )
 OptOpt = typer.Option(DEFAULT_OPT, "--opt", help="any timm optimiser (adam, adamw, sgd, lamb, lion, …)")
+WeightDecayOpt = typer.Option(5e-4, "--weight-decay", "--weight_decay", help="L2 weight decay")
 WarmupOpt = typer.Option(0, "--warmup-epochs", help="epochs of linear learning-rate warm-up (timm's)")
 LogOpt = typer.Option(  # --logger: torchrun takes `--log` for an ambiguous prefix of its --log-dir
     "none", "--log", "--logger",
