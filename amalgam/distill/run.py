@@ -15,9 +15,10 @@ import torch
 
 from amalgam import PROJECT_ROOT
 from amalgam.distill.distributed import barrier, broadcast_from_main, cuda_device_for, init_distributed
+from amalgam.distill.ensemble import TeacherEnsemble
 from amalgam.distill.label_modes import check_labels_mode, training_data
 from amalgam.distill.loss_log import epoch_line
-from amalgam.distill.methods import build_method
+from amalgam.distill.methods import Method, build_method
 from amalgam.distill.metric_log import EpochHook, check_metric_log, metric_log
 from amalgam.distill.run_dirs import (
     check_new_run,
@@ -38,6 +39,7 @@ from amalgam.distill.run_state import (
 from amalgam.distill.teacher_cache import inference_ensemble, teacher_source_for
 from amalgam.distill.teacher_loading import load_ensemble
 from amalgam.distill.teacher_store import compute_teacher_logits
+from amalgam.distill.train_config import TrainConfig
 from amalgam.distill.trainer import NonFiniteLoss, Trainer
 from amalgam.distill.views import to_unit_float
 from amalgam.models.frozen import resolve_precision
@@ -167,7 +169,9 @@ def setup_feature_method(
     return int(student_features.shape[-2]), int(student_features.shape[-1])
 
 
-def fit_to_training_set(method, ensemble, data: TaskData, config) -> None:
+def fit_to_training_set(
+    method: Method, ensemble: TeacherEnsemble, data: TaskData, config: TrainConfig
+) -> None:
     """Hand a method that needs it (`--class-prior uniform`) every teacher's logits on the whole
     training set, computed as the cache computes them; every rank computes the same."""
     if not method.fits_training_set:

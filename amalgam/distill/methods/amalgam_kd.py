@@ -22,7 +22,9 @@ from amalgam.distill.methods.base import Method, register_method
 from amalgam.distill.methods.fitnet import FitNetHints
 from amalgam.distill.methods.sum_of_terms import SumOfTerms
 
-FIT_BATCH = 4096  # images per call of `combined` while fitting (bounds UHC's [B, C, C] Newton memory)
+# Fitting combines the whole training set in blocks of about this many Hessian entries: UHC's
+# Newton steps hold a float64 [B, C, C] Hessian (2^25 entries = 256 MiB).
+FIT_HESSIAN_ENTRIES = 2**25
 
 
 @register_method
@@ -46,7 +48,8 @@ class AmalgamKD(Method):
     def fit_to_training_set(self, teacher_logits: torch.Tensor) -> str | None:
         if not self.fits_training_set:
             return None
-        probs = torch.cat([self.combined(block, 1.0) for block in teacher_logits.split(FIT_BATCH)])
+        block = max(1, FIT_HESSIAN_ENTRIES // self.roster.num_classes**2)
+        probs = torch.cat([self.combined(part, 1.0) for part in teacher_logits.split(block)])
         self.class_log_weights = balancing_log_weights(probs)
         weights = self.class_log_weights.exp()
         return (f"class prior uniform: the teachers' combined answers on {len(probs)} training images "
