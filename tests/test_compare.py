@@ -35,6 +35,7 @@ def test_compare_writes_json_markdown_and_figure(trained_home: Path, tmp_path: P
     markdown = (out / "compare.md").read_text()
     assert "chosen on **validation accuracy**" in markdown and "2 seed(s)" in markdown
     assert "| partial-kd |" in markdown and "Teachers combined" in markdown and "UHC combination" in markdown
+    assert "±" in next(line for line in markdown.splitlines() if line.startswith("| partial-kd |"))
     assert "scheduler step" in markdown and "no teacher knows both" in markdown
     assert "balanced over the training images" in markdown
     assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"

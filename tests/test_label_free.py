@@ -249,6 +249,8 @@ def test_compare_puts_labeled_and_label_free_arms_in_one_report(tiny, tmp_path: 
     assert [s["labels"] for s in report["methods"].values()] == ["train", "none"]
     text = (tmp_path / "report" / "compare.md").read_text()
     assert "| amalgam-kd | none |" in text and "| ce | train |" in text
+    row = next(line for line in text.splitlines() if line.startswith("| amalgam-kd | none |"))
+    assert "±" not in row  # one seed: the mean alone, no spread of 0.000 to show
     assert "validation labels are used only to choose the checkpoint" in text
     runs = sorted(p.name for p in next((tmp_path / "report" / "runs").iterdir()).iterdir())
     assert runs == ["amalgam-kd-nolabels_seed0", "ce_seed0"]

@@ -22,7 +22,11 @@ COLUMNS = (
 
 
 def _cell(stats: dict, scale: float, digits: int = 3) -> str:
-    return f"{stats['mean'] * scale:.{digits}f} ± {stats['std'] * scale:.{digits}f}"
+    """mean ± sample std; the mean alone from one run, which has no spread to show."""
+    mean = f"{stats['mean'] * scale:.{digits}f}"
+    if len(stats.get("runs", ())) == 1:
+        return mean
+    return f"{mean} ± {stats['std'] * scale:.{digits}f}"
 
 
 def markdown(report: dict) -> str:
