@@ -90,6 +90,7 @@ def pool(reports: dict[str, dict]) -> dict:
             "teachers_uhc_balanced_accuracy": report.get("teachers_uhc_balanced_accuracy"),
             "accuracy": {m: s["accuracy"]["mean"] for m, s in report["methods"].items()},
             "accuracy_std": {m: s["accuracy"]["std"] for m, s in report["methods"].items()},
+            "seeds": {m: len(s["per_seed"]) for m, s in report["methods"].items()},
             "failed": report["failed"],
         }
     for method in methods:
@@ -120,10 +121,14 @@ def pooled_markdown(pooled: dict) -> str:
     for method, stats in pooled["methods"].items():
         cells = []
         for roster in rosters:
-            acc, std = (pooled["rosters"][roster][key] for key in ("accuracy", "accuracy_std"))
-            failed = method in pooled["rosters"][roster]["failed"]
-            cells.append(f"{100 * acc[method]:.2f} ± {100 * std[method]:.2f}" if method in acc
-                         else "failed" if failed else "not run")
+            info = pooled["rosters"][roster]
+            if method not in info["accuracy"]:
+                cells.append("failed" if method in info["failed"] else "not run")
+                continue
+            cell = f"{100 * info['accuracy'][method]:.2f}"
+            if info.get("seeds", {}).get(method) != 1:  # one seed has no spread to show
+                cell += f" ± {100 * info['accuracy_std'][method]:.2f}"
+            cells.append(cell)
         lines.append(f"| {method} | " + " | ".join(cells) + f" | {100 * stats['accuracy']['mean']:.2f} ± "
                      f"{100 * stats['accuracy']['std']:.2f} | {stats['ece_ts']['mean']:.3f} |")
     for key, label in (("teachers_union_accuracy", "teachers combined (mean of probabilities)"),
