@@ -53,7 +53,7 @@ class AmalgamKD(Method):
         self.class_log_weights = balancing_log_weights(probs)
         weights = self.class_log_weights.exp()
         return (f"class prior uniform: the teachers' combined answers on {len(probs)} training images "
-                f"reweighed per class by {float(weights.min()):.2f} to {float(weights.max()):.2f}")
+                f"reweighed per class by {float(weights.min()):.3g} to {float(weights.max()):.3g}")
 
     def targets(self, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
         """The distribution over the union the student is pulled to."""
