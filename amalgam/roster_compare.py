@@ -126,7 +126,7 @@ def pooled_markdown(pooled: dict) -> str:
                 cells.append("failed" if method in info["failed"] else "not run")
                 continue
             cell = f"{100 * info['accuracy'][method]:.2f}"
-            if info.get("seeds", {}).get(method) != 1:  # one seed has no spread to show
+            if info["seeds"][method] != 1:  # one seed has no spread to show
                 cell += f" ± {100 * info['accuracy_std'][method]:.2f}"
             cells.append(cell)
         lines.append(f"| {method} | " + " | ".join(cells) + f" | {100 * stats['accuracy']['mean']:.2f} ± "

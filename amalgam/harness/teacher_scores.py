@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from amalgam.distill.ensemble import TeacherEnsemble, combined_teacher_probs
-from amalgam.distill.losses import apply_class_weights, balancing_log_weights, uhc_union_probs
+from amalgam.distill.losses import uhc_union_probs
+from amalgam.distill.methods import MethodOptions, build_method
 from amalgam.distill.teacher_store import compute_teacher_logits
 from amalgam.tasks.images import ImageSet
 
@@ -34,8 +35,8 @@ def teacher_scores(
         "uhc_union_accuracy": float((uhc.argmax(1) == labels).float().mean()),
     }
     if balance_on is not None:
-        fit_logits = compute_teacher_logits(ensemble, balance_on, device, quiet=True)
-        log_weights = balancing_log_weights(uhc_union_probs(fit_logits, roster))
-        balanced_pred = apply_class_weights(uhc, log_weights).argmax(1)
+        balanced = build_method("amalgam-kd", roster, MethodOptions(class_prior="uniform"))
+        balanced.fit_to_training_set(compute_teacher_logits(ensemble, balance_on, device, quiet=True))
+        balanced_pred = balanced.targets(logits, 1.0).argmax(1)
         scores["uhc_balanced_accuracy"] = float((balanced_pred == labels).float().mean())
     return scores
