@@ -5,6 +5,7 @@ the methods that fit them."""
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -12,6 +13,10 @@ import torch
 from amalgam.distill.losses import apply_class_weights, balancing_log_weights, uhc_union_probs
 from amalgam.distill.losses.class_balance import BALANCE_TOLERANCE, LOG_WEIGHT_LIMIT
 from amalgam.distill.methods import MethodOptions, TeacherOutputs, build_method
+from amalgam.distill.run import fit_to_training_set
+from amalgam.distill.teacher_cache import cached_teacher_source
+from amalgam.distill.teacher_store import CachedTeachers
+from amalgam.distill.train_config import TrainConfig
 from amalgam.errors import UserError
 from tests.test_label_free import padded, roster_of
 
@@ -81,6 +86,31 @@ def test_amalgam_kd_fits_uniform_weights_and_its_targets_average_to_uniform():
     loss = balanced.parts[0].loss_terms(student, None, TeacherOutputs(logits), None)["loss_kd"]
     loss.backward()
     assert torch.isfinite(student.grad).all() and student.grad.abs().sum() > 0
+
+
+def test_start_up_fits_on_the_plain_view_from_the_training_source():
+    """With a teacher cache, start-up reads the fit's logits from it (no teacher runs again):
+    every training image once, in order, on the plain view, never the mirrored one."""
+    logits = teacher_logits()
+    mirrored = torch.randn_like(logits) * 5  # what a wrong view would hand the fit
+    both_views = torch.stack([logits, mirrored], dim=1)
+    cached = cached_teacher_source(CachedTeachers(("plain", "mirrored"), both_views, None, 0))
+    asked = []
+
+    def source(index, view, flipped=None):
+        assert flipped is None and view.shape[0] == len(index)
+        asked.append(index)
+        return cached(index, view, flipped)
+
+    roster = roster_of(("a", "b", "c"), ("b", "c", "d"), classes="abcd")
+    uniform = MethodOptions(class_prior="uniform")
+    started = build_method("amalgam-kd", roster, uniform)
+    train = SimpleNamespace(images=torch.zeros(60, 1, 4, 4, dtype=torch.uint8))
+    fit_to_training_set(started, source, SimpleNamespace(train=train), TrainConfig(quiet=True), batch_size=25)
+    assert torch.equal(torch.cat(asked), torch.arange(60)) and [len(i) for i in asked] == [25, 25, 10]
+    by_hand = build_method("amalgam-kd", roster, uniform)
+    by_hand.fit_to_training_set(logits)
+    torch.testing.assert_close(started.class_log_weights, by_hand.class_log_weights)
 
 
 def test_adaptive_keeps_the_unchosen_teachers_classes_at_zero():

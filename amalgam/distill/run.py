@@ -15,7 +15,6 @@ import torch
 
 from amalgam import PROJECT_ROOT
 from amalgam.distill.distributed import barrier, broadcast_from_main, cuda_device_for, init_distributed
-from amalgam.distill.ensemble import TeacherEnsemble
 from amalgam.distill.label_modes import check_labels_mode, training_data
 from amalgam.distill.loss_log import epoch_line
 from amalgam.distill.methods import Method, build_method
@@ -36,11 +35,10 @@ from amalgam.distill.run_state import (
     restore_state,
     stop_on_interrupt,
 )
-from amalgam.distill.teacher_cache import inference_ensemble, teacher_source_for
+from amalgam.distill.teacher_cache import teacher_source_for
 from amalgam.distill.teacher_loading import load_ensemble
-from amalgam.distill.teacher_store import compute_teacher_logits
 from amalgam.distill.train_config import TrainConfig
-from amalgam.distill.trainer import NonFiniteLoss, Trainer
+from amalgam.distill.trainer import NonFiniteLoss, TeacherSource, Trainer
 from amalgam.distill.views import to_unit_float
 from amalgam.models.frozen import resolve_precision
 from amalgam.models.model_input import ModelInput
@@ -146,7 +144,7 @@ def start_up(settings: DistilSettings, root: Path, data: TaskData | None) -> Pre
         teachers = teacher_source_for(spec, data, method, config, ensemble, root, student_map_size=map_size)
         if env.is_main:
             barrier(env)
-        fit_to_training_set(method, ensemble, data, config)
+        fit_to_training_set(method, teachers, data, config)
     trainer = Trainer(
         student, method, model_input, data.train, data.val, spec.num_classes, config, teachers, env
     )
@@ -170,15 +168,21 @@ def setup_feature_method(
 
 
 def fit_to_training_set(
-    method: Method, ensemble: TeacherEnsemble, data: TaskData, config: TrainConfig
+    method: Method, teachers: TeacherSource, data: TaskData, config: TrainConfig, batch_size: int = 256
 ) -> None:
     """Hand a method that needs it (`--class-prior uniform`) every teacher's logits on the whole
-    training set, computed as the cache computes them; every rank computes the same."""
+    training set, plain view, from the source training reads: the cache's entry when there is
+    one (no teacher runs again), else the teachers online. Every rank computes the same."""
     if not method.fits_training_set:
         return
     device = torch.device(config.device)
-    logits = compute_teacher_logits(inference_ensemble(ensemble, config), data.train, device, config.quiet)
-    fitted = method.fit_to_training_set(logits)
+    images = data.train.images
+    blocks = []
+    for start in range(0, len(images), batch_size):
+        index = torch.arange(start, min(start + batch_size, len(images)))
+        with torch.no_grad():
+            blocks.append(teachers(index, to_unit_float(images[index], device)).logits.float().cpu())
+    fitted = method.fit_to_training_set(torch.cat(blocks))
     if fitted:
         say(fitted, config.quiet)
 
