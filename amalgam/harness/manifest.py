@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from amalgam.errors import UserError
-from amalgam.harness.unpack import OWN_PREFIX, path_parts, path_problem, source_problem
+from amalgam.harness.asset_paths import OWN_PREFIX, path_parts, path_problem, source_problem
 
 DEFAULT_MANIFEST = Path(__file__).with_name("release_manifest.toml")  # package data
 ARCHIVES = ("zip", "none")
