@@ -18,6 +18,7 @@ import torch
 from amalgam.compare import METRICS, check_report_dir, run_compare, split_arm
 from amalgam.distill.methods import METHODS
 from amalgam.errors import UserError
+from amalgam.harness.compare_report import spread_cell
 from amalgam.models.checkpoint import atomic_write_bytes
 from amalgam.tasks.builtin import DRAWABLE_TASKS, get_task
 
@@ -125,10 +126,8 @@ def pooled_markdown(pooled: dict) -> str:
             if method not in info["accuracy"]:
                 cells.append("failed" if method in info["failed"] else "not run")
                 continue
-            cell = f"{100 * info['accuracy'][method]:.2f}"
-            if info["seeds"][method] != 1:  # one seed has no spread to show
-                cell += f" ± {100 * info['accuracy_std'][method]:.2f}"
-            cells.append(cell)
+            cells.append(spread_cell(info["accuracy"][method], info["accuracy_std"][method],
+                                     info["seeds"][method], 100, 2))
         lines.append(f"| {method} | " + " | ".join(cells) + f" | {100 * stats['accuracy']['mean']:.2f} ± "
                      f"{100 * stats['accuracy']['std']:.2f} | {stats['ece_ts']['mean']:.3f} |")
     for key, label in (("teachers_union_accuracy", "teachers combined (mean of probabilities)"),

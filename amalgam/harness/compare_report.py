@@ -21,12 +21,14 @@ COLUMNS = (
 )
 
 
-def _cell(stats: dict, scale: float, digits: int = 3) -> str:
+def spread_cell(mean: float, std: float, runs: int, scale: float, digits: int = 3) -> str:
     """mean ± sample std; the mean alone from one run, which has no spread to show."""
-    mean = f"{stats['mean'] * scale:.{digits}f}"
-    if len(stats.get("runs", ())) == 1:
-        return mean
-    return f"{mean} ± {stats['std'] * scale:.{digits}f}"
+    text = f"{mean * scale:.{digits}f}"
+    return text if runs == 1 else f"{text} ± {std * scale:.{digits}f}"
+
+
+def _cell(stats: dict, scale: float, digits: int = 3) -> str:
+    return spread_cell(stats["mean"], stats["std"], len(stats.get("runs", ())), scale, digits)
 
 
 def markdown(report: dict) -> str:
