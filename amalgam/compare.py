@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from amalgam import PROJECT_ROOT
+from amalgam.distill.extra_teachers import with_extra_teachers
 from amalgam.distill.label_modes import LABEL_MODES, LABELED, check_labels_mode
 from amalgam.distill.methods import METHODS, MethodOptions
 from amalgam.distill.run import DistilSettings, distil
@@ -125,13 +126,15 @@ def run_compare(
     root: Path = PROJECT_ROOT,
     out_dir: Path | None = None,
     shared: dict[str, dict] | None = None,
+    extra_teachers: tuple[str, ...] = (),
+    extra_teachers_only: bool = False,
 ) -> dict:
     """Every arm over `seeds` seeds into out_dir's compare.json / .md / .png. Arms in `shared`
     are not trained: their results are taken as given (another drawn roster's, for a method
     that reads no teacher, which trains the same on every roster: see roster_compare.py)."""
     if seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {seeds}")
-    spec = get_task(task)
+    spec = with_extra_teachers(get_task(task), extra_teachers, extra_teachers_only)
     out_dir = out_dir or root / "reports" / spec.dir_name
     check_report_dir(out_dir)
     say(f"task {spec.name}: {describe_roster(spec.teachers)}", config.quiet)
@@ -142,6 +145,7 @@ def run_compare(
     report = {
         "task": spec.name,
         "roster": roster_record(spec),
+        "extra_teachers": list(extra_teachers),
         "student": student,
         "seeds": seeds,
         "epochs": config.epochs,
@@ -185,6 +189,8 @@ def run_compare(
                 train_per_class=train_per_class,
                 data_dir=data_dir,
                 run_name=f"compare_{slug}_seed{seed}",
+                extra_teachers=extra_teachers,
+                extra_teachers_only=extra_teachers_only,
             )
             try:
                 result = distil(settings, out_dir=runs_dir / f"{slug}_seed{seed}", root=root, data=data)

@@ -121,6 +121,8 @@ def _expected(param: Any) -> type | None:
     annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
     if annotation is None:  # Typer releases built on Click's own types
         annotation = _CLICK_TYPES.get(getattr(getattr(param, "type", None), "name", ""))
+    if typing.get_origin(annotation) is list:  # a repeatable flag: a list of quoted text
+        return list
     args = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
     return args[0] if len(args) == 1 and isinstance(args[0], type) else None
 
@@ -141,11 +143,14 @@ def _checked(param: Any, key: str, value: Any, where: str) -> Any:
     elif expected is float:
         ok = isinstance(value, int | float) and not isinstance(value, bool)
         value = float(value) if ok else value
+    elif expected is list:
+        ok = isinstance(value, list) and all(isinstance(item, str) for item in value)
     else:  # str, Path: text, quoted
         ok = isinstance(value, str)
     if not ok:
         shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
-        what = {bool: "true or false", int: "a whole number", float: "a number"}.get(expected, "quoted text")
+        what = {bool: "true or false", int: "a whole number", float: "a number",
+                list: "a list of quoted text"}.get(expected, "quoted text")
         raise UserError(f"{where}: {key} must be {what}, got {shown}; fix the file")
     return value
 

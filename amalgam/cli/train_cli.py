@@ -15,6 +15,8 @@ from amalgam.cli.train_options import (
     AugmentOpt,
     DataDirOpt,
     DeviceOpt,
+    ExtraTeacherOnlyOpt,
+    ExtraTeacherOpt,
     ImgSizeOpt,
     LabelsOpt,
     LogOpt,
@@ -38,6 +40,7 @@ from amalgam.cli.train_subcommands import (
     push_command,
     teachers_command,
 )
+from amalgam.distill.extra_teachers import resolve_extra_teachers
 from amalgam.distill.methods import DEFAULT_METHOD, METHODS, MethodOptions
 from amalgam.distill.run import DistilSettings, distil, resume
 from amalgam.distill.run_dirs import check_run_name
@@ -68,6 +71,8 @@ def distil_command(
     method: str = typer.Option(DEFAULT_METHOD, "--method", help=f"one of {sorted(METHODS)}"),
     method_options: dict = METHOD_OPTION_FLAGS,  # --temperature, --alpha, …: one per MethodOptions field
     labels: str = LabelsOpt,
+    extra_teachers: list[str] = ExtraTeacherOpt,  # named as in config.json, so --config reads it
+    extra_teachers_only: bool = ExtraTeacherOnlyOpt,
     epochs: int = typer.Option(12, "--epochs", "--num_epochs", "--num-epochs"),
     batch_size: int = typer.Option(64, "--batch-size", "-b", "--batch_size"),
     lr: float = typer.Option(1e-3, "--lr"),
@@ -129,6 +134,8 @@ def distil_command(
             run_name=check_run_name(run) if _given(ctx, "run") else run,  # `--run ""` too
             checkpoint_every=check_non_negative(checkpoint_every, "--checkpoint-every"),
             log=log,
+            extra_teachers=resolve_extra_teachers(extra_teachers, extra_teachers_only),
+            extra_teachers_only=extra_teachers_only,
         )
         _warn_unused_options(ctx, settings.method)
         result = distil(settings, out_dir=out)

@@ -47,6 +47,14 @@ LabelsOpt = typer.Option(
     "(label-free methods only; the task's unlabeled images join the training set); validation "
     "labels only choose the checkpoint and report",
 )
+ExtraTeacherOpt = typer.Option(
+    [], "--extra-teacher",
+    help="a trained model that teaches beside the task's teachers: a run folder (its best student) "
+    "or a checkpoint; repeatable. An earlier label-free student makes this a second round (self-training)",
+)
+ExtraTeacherOnlyOpt = typer.Option(
+    False, "--extra-teacher-only", help="the --extra-teacher models teach alone, without the task's teachers"
+)
 PerClassOpt = typer.Option(None, "--train-per-class", help="keep at most N training images per class")
 
 

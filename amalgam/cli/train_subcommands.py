@@ -18,6 +18,8 @@ from amalgam.cli.train_options import (
     AugmentOpt,
     DataDirOpt,
     DeviceOpt,
+    ExtraTeacherOnlyOpt,
+    ExtraTeacherOpt,
     ImgSizeOpt,
     LabelsOpt,
     OptOpt,
@@ -33,6 +35,7 @@ from amalgam.cli.train_options import (
     train_config,
 )
 from amalgam.distill.methods import DEFAULT_METHOD, METHODS, MethodOptions
+from amalgam.errors import UserError
 from amalgam.models.students import DEFAULT_STUDENT, STUDENT_HELP, canonical_student
 from amalgam.ui import console, say
 
@@ -114,6 +117,8 @@ def compare_command(
         help="comma-separated; METHOD:none trains that arm without labels, METHOD:train with them "
         "(default: --labels)"),
     labels: str = LabelsOpt,
+    extra_teachers: list[str] = ExtraTeacherOpt,  # named as in config.json, so --config reads it
+    extra_teachers_only: bool = ExtraTeacherOnlyOpt,
     seeds: int = typer.Option(3, "--seeds", help="runs per method (seeds seed, seed+1, …)"),
     rosters: str | None = typer.Option(
         None, "--rosters", help="comma-separated roster seeds: compare on each drawn roster "
@@ -141,6 +146,7 @@ def compare_command(
 ) -> None:
     """Train every method with the same budget over several seeds; write reports/<task>/compare.*."""
     from amalgam.compare import parse_methods, run_compare
+    from amalgam.distill.extra_teachers import resolve_extra_teachers
 
     config = train_config(ctx.params)  # `--labels` is only the default of each arm's (`--methods`)
     options = MethodOptions(**method_options)
@@ -149,7 +155,10 @@ def compare_command(
         options=options, config=config, img_size=check_img_size(img_size), train_per_class=train_per_class,
         data_dir=data_dir,
     )
+    extra = resolve_extra_teachers(extra_teachers, extra_teachers_only)
     if rosters is not None:
+        if extra:
+            raise UserError("--extra-teacher is for one task; with --rosters, compare each roster on its own")
         from amalgam.roster_compare import parse_roster_seeds, run_roster_compare
 
         out = out or PROJECT_ROOT / "reports" / f"{task}-rosters"
@@ -159,7 +168,9 @@ def compare_command(
                           f"{stats['accuracy']['std']:.2%} over {stats['runs']} runs")
         say(f"pooled report: {out / 'pooled.md'}")
         return
-    report = run_compare(task, out_dir=out, **compare_args)
+    report = run_compare(
+        task, out_dir=out, extra_teachers=extra, extra_teachers_only=extra_teachers_only, **compare_args
+    )
     for name, stats in report["methods"].items():
         console.print(
             f"{name:>11}: accuracy {stats['accuracy']['mean']:.2%} ± {stats['accuracy']['std']:.2%}, "

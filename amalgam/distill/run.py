@@ -43,7 +43,6 @@ from amalgam.distill.views import to_unit_float
 from amalgam.models.frozen import resolve_precision
 from amalgam.models.model_input import ModelInput
 from amalgam.models.students import create_student
-from amalgam.tasks.builtin import get_task
 from amalgam.tasks.loader import TaskData, load_task_data
 from amalgam.tasks.roster_draw import describe_roster
 from amalgam.ui import say
@@ -114,7 +113,7 @@ def distil(
 
 def start_up(settings: DistilSettings, root: Path, data: TaskData | None) -> Prepared:
     """Data, student, teachers (and their logit cache) and trainer; writes no run folder."""
-    spec = get_task(settings.task)
+    spec = settings.task_spec()
     say(f"task {spec.name}: {describe_roster(spec.teachers)}", settings.train.quiet)
     method = build_method(settings.method, spec.roster(), settings.method_options)
     check_labels_mode(settings.method, settings.train.labels)  # before any data is read

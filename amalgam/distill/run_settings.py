@@ -6,12 +6,14 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from amalgam.distill.extra_teachers import with_extra_teachers
 from amalgam.distill.methods import MethodOptions
 from amalgam.distill.run_dirs import STATE_FILE
 from amalgam.distill.train_config import TrainConfig
 from amalgam.errors import UserError
 from amalgam.tasks.builtin import get_task
 from amalgam.tasks.roster_draw import roster_record
+from amalgam.tasks.spec import TaskSpec
 
 RECORD_ONLY_KEY = "roster"  # in config.json for people to read; not a setting
 
@@ -33,6 +35,12 @@ class DistilSettings:
     run_name: str = ""
     checkpoint_every: int = 0  # steps between mid-epoch state saves; 0 = at epoch ends only
     log: str = "none"  # per-epoch metrics to an experiment tracker: none or tensorboard
+    extra_teachers: tuple[str, ...] = ()  # absolute checkpoint stems of models teaching beside the task's
+    extra_teachers_only: bool = False  # they teach alone (a second round from the first's student)
+
+    def task_spec(self) -> TaskSpec:
+        """The task with this run's extra teachers, if any: what the run distils from."""
+        return with_extra_teachers(get_task(self.task), self.extra_teachers, self.extra_teachers_only)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -40,7 +48,7 @@ class DistilSettings:
     def record(self) -> dict:
         """What config.json holds: the settings, plus the task's roster for the reader
         (derived from `task`, so it is ignored when read back)."""
-        return {**self.to_dict(), RECORD_ONLY_KEY: roster_record(get_task(self.task))}
+        return {**self.to_dict(), RECORD_ONLY_KEY: roster_record(self.task_spec())}
 
     @classmethod
     def from_dict(cls, data: dict) -> DistilSettings:
@@ -48,6 +56,7 @@ class DistilSettings:
         data.pop(RECORD_ONLY_KEY, None)
         data["method_options"] = MethodOptions(**data["method_options"])
         data["train"] = TrainConfig(**data["train"])
+        data["extra_teachers"] = tuple(data.get("extra_teachers", ()))
         return cls(**data)
 
 

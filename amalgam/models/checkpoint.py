@@ -179,6 +179,14 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelCar
     return _read_weights(weights), card
 
 
+def read_card(path: str | Path) -> ModelCard:
+    """A checkpoint's card alone (its classes, architecture, input), without reading the weights."""
+    sidecar = checkpoint_files(checkpoint_stem(path))[1]
+    if not sidecar.exists():
+        raise UserError(f"model card {sidecar} is missing; pass a checkpoint stem with its .json card")
+    return _read_card(sidecar)
+
+
 def _read_card(sidecar: Path) -> ModelCard:
     try:
         text = sidecar.read_text(encoding="utf-8")
