@@ -115,6 +115,10 @@ def test_bad_extra_teachers_are_one_line_errors(first_round, tmp_path: Path):
     alien.with_suffix(".safetensors").unlink()
     with pytest.raises(UserError, match="alien.safetensors is missing"):
         resolve_extra_teachers([str(alien)])
+    unused = run_front_end("train.py", [*TINY, "--method", "ce", "--epochs", "1",
+                                        "--extra-teacher", str(round1), "--out", str(tmp_path / "ce")], home)
+    assert unused.returncode == 0, unused.stderr
+    assert "method ce reads no teacher; --extra-teacher is not used" in unused.stdout + unused.stderr
     rosters = run_front_end("train.py", ["compare", *TINY, "--task", "fashion-mini", "--rosters", "1",
                                          "--extra-teacher", str(round1)], home)
     assert_one_line_error(rosters, "--extra-teacher", "--rosters")

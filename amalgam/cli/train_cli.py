@@ -138,6 +138,8 @@ def distil_command(
             extra_teachers_only=extra_teachers_only,
         )
         _warn_unused_options(ctx, settings.method)
+        if extra_teachers and settings.method in METHODS and not METHODS[settings.method].uses_teachers:
+            say(f"[yellow]warning:[/] method {settings.method} reads no teacher; --extra-teacher is not used")
         result = distil(settings, out_dir=out)
     best = result.best
     if int(os.environ.get("RANK", "0")) != 0:
