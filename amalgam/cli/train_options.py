@@ -48,7 +48,7 @@ LabelsOpt = typer.Option(
     "labels only choose the checkpoint and report",
 )
 ExtraTeacherOpt = typer.Option(
-    [], "--extra-teacher",
+    [], "--extra-teacher", metavar="PATH",
     help="a trained model that teaches beside the task's teachers: a run folder (its best student) "
     "or a checkpoint; repeatable. An earlier label-free student makes this a second round (self-training)",
 )
