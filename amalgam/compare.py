@@ -146,6 +146,7 @@ def run_compare(
         "task": spec.name,
         "roster": roster_record(spec),
         "extra_teachers": list(extra_teachers),
+        "extra_teachers_only": extra_teachers_only,
         "student": student,
         "seeds": seeds,
         "epochs": config.epochs,

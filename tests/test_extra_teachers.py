@@ -23,6 +23,7 @@ from amalgam.distill.teacher_loading import load_ensemble
 from amalgam.distill.train_config import TrainConfig
 from amalgam.distill.views import to_unit_float
 from amalgam.errors import UserError
+from amalgam.harness.compare_report import markdown
 from amalgam.models.checkpoint import load_model
 from amalgam.models.model_input import model_input_for
 from amalgam.tasks.builtin import get_task
@@ -133,5 +134,9 @@ def test_compare_runs_every_arm_with_the_extra_teacher_and_records_it(first_roun
     assert report["extra_teachers"] == list(extra) and "amalgam-kd:none" in report["methods"]
     assert list(report["roster"]) == ["teacher_1", "teacher_2", "teacher_3", "extra_1"]
     assert "extra_1" in report["teachers_own_classes_accuracy"]
+    text = (tmp_path / "report" / "compare.md").read_text()
+    assert f"(`--extra-teacher`): extra_1 = `{extra[0]}`; they taught beside the task's teachers" in text
+    assert "they taught alone (`--extra-teacher-only`)" in markdown({**report, "extra_teachers_only": True})
+    assert "Extra teachers" not in markdown({**report, "extra_teachers": []})
     (run_config,) = (tmp_path / "report" / "runs").glob("*/*/config.json")
     assert json.loads(run_config.read_text())["extra_teachers"] == list(extra)

@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from amalgam.distill.extra_teachers import EXTRA_PREFIX  # noqa: E402
 from amalgam.models.checkpoint import atomic_write_bytes  # noqa: E402
 
 COLUMNS = (
@@ -29,6 +30,18 @@ def spread_cell(mean: float, std: float, runs: int, scale: float, digits: int = 
 
 def _cell(stats: dict, scale: float, digits: int = 3) -> str:
     return spread_cell(stats["mean"], stats["std"], len(stats.get("runs", ())), scale, digits)
+
+
+def _extra_teachers_lines(report: dict) -> list[str]:
+    """Who taught, when `--extra-teacher` changed the task's roster (nothing otherwise)."""
+    extra = report.get("extra_teachers") or []
+    if not extra:
+        return []
+    names = ", ".join(f"{EXTRA_PREFIX}{number} = `{path}`" for number, path in enumerate(extra, 1))
+    who = ("alone (`--extra-teacher-only`), not the task's teachers" if report.get("extra_teachers_only")
+           else "beside the task's teachers")
+    return ["", f"Extra teachers (`--extra-teacher`): {names}; they taught {who}. The error split and "
+                "the reference lines below are over the teachers that taught."]
 
 
 def markdown(report: dict) -> str:
@@ -52,6 +65,7 @@ def markdown(report: dict) -> str:
         "ECE uses 15 equal-width bins; 'after T-scaling' divides the logits by one global "
         "temperature fitted on the validation split by minimising NLL."
         + (f" {report['labels_note']}." if "labels_note" in report else ""),
+        *_extra_teachers_lines(report),
         "",
         "| method | training labels | " + " | ".join(name for _, name, _, _ in COLUMNS) + " |",
         "|---" * (len(COLUMNS) + 2) + "|",
