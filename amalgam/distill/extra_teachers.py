@@ -40,16 +40,19 @@ def resolve_extra_teachers(sources: Sequence[str], only: bool = False) -> tuple[
     return tuple(str(extra_teacher_stem(source)) for source in sources)
 
 
+def extra_teacher_name(number: int) -> str:
+    """The roster name of the `number`-th extra teacher (from 1), as rosters and reports show it."""
+    return f"{EXTRA_PREFIX}{number}"
+
+
 def with_extra_teachers(spec: TaskSpec, sources: Sequence[str], only: bool = False) -> TaskSpec:
     """`spec` with one more teacher per source, its classes read from the model's card; with
     `only`, those teachers replace the task's own."""
-    if not sources:
-        if only:
-            raise UserError(f"--extra-teacher-only needs at least one {FLAG}")
+    stems = resolve_extra_teachers(sources, only)
+    if not stems:
         return spec
     added = []
-    for number, source in enumerate(sources, 1):
-        stem = extra_teacher_stem(source)
+    for number, (source, stem) in enumerate(zip(sources, stems, strict=True), 1):
         card = read_card(stem)
         unknown = [name for name in card.classes if name not in spec.classes]
         if unknown:
@@ -57,7 +60,7 @@ def with_extra_teachers(spec: TaskSpec, sources: Sequence[str], only: bool = Fal
                 f"{FLAG} {source} knows {unknown}, which task {spec.name} does not have; "
                 "pass a model trained on this task's classes"
             )
-        added.append(TeacherSpec(f"{EXTRA_PREFIX}{number}", tuple(card.classes), card.arch, str(stem)))
+        added.append(TeacherSpec(extra_teacher_name(number), tuple(card.classes), card.arch, stem))
     if only:
         known = {name for teacher in added for name in teacher.classes}
         unknown = [name for name in spec.classes if name not in known]

@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from amalgam.distill.extra_teachers import EXTRA_PREFIX  # noqa: E402
+from amalgam.distill.extra_teachers import extra_teacher_name  # noqa: E402
 from amalgam.models.checkpoint import atomic_write_bytes  # noqa: E402
 
 COLUMNS = (
@@ -37,7 +37,7 @@ def _extra_teachers_lines(report: dict) -> list[str]:
     extra = report.get("extra_teachers") or []
     if not extra:
         return []
-    names = ", ".join(f"{EXTRA_PREFIX}{number} = `{path}`" for number, path in enumerate(extra, 1))
+    names = ", ".join(f"{extra_teacher_name(number)} = `{path}`" for number, path in enumerate(extra, 1))
     who = ("alone (`--extra-teacher-only`), not the task's teachers" if report.get("extra_teachers_only")
            else "beside the task's teachers")
     return ["", f"Extra teachers (`--extra-teacher`): {names}; they taught {who}. The error split and "
