@@ -234,6 +234,22 @@ def test_a_uniform_class_prior_is_fitted_without_reading_a_label(tiny):
     assert config["method_options"]["class_prior"] == "uniform"
 
 
+def test_neighbour_targets_are_fitted_without_reading_a_label(tiny):
+    """`--target-neighbours` finds each image's neighbours in the teachers' features at start-up:
+    garbage training labels still change nothing, and the fixed targets do change the training."""
+    home, data = tiny
+    garbage = torch.randint(0, 10, (len(data.train),), generator=torch.Generator().manual_seed(5))
+    spoiled = replace(data, train=ImageSet(data.train.images, garbage))
+    near = MethodOptions(class_prior="uniform", target_neighbours=3)
+    honest = tiny_run(home, data, "fitnet+amalgam-kd", "none", "near_true", near)
+    fooled = tiny_run(home, spoiled, "fitnet+amalgam-kd", "none", "near_garbage", near)
+    assert honest.keys() == fooled.keys() and all(torch.equal(honest[k], fooled[k]) for k in honest)
+    as_is = tiny_run(home, data, "fitnet+amalgam-kd", "none", "near_none", replace(near, target_neighbours=0))
+    assert any(not torch.equal(honest[k], as_is[k]) for k in honest if honest[k].is_floating_point())
+    config = json.loads((home / "runs" / "near_true" / "config.json").read_text())
+    assert config["method_options"]["target_neighbours"] == 3
+
+
 def test_compare_puts_labeled_and_label_free_arms_in_one_report(tiny, tmp_path: Path):
     assert parse_methods("ce, amalgam-kd:none,cfl") == ["ce", "amalgam-kd:none", "cfl"]
     assert parse_methods("amalgam-kd,ce:train", "none") == ["amalgam-kd:none", "ce"]

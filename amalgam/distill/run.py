@@ -15,8 +15,10 @@ import torch
 
 from amalgam import PROJECT_ROOT
 from amalgam.distill.distributed import barrier, broadcast_from_main, cuda_device_for, init_distributed
+from amalgam.distill.ensemble import TeacherEnsemble
 from amalgam.distill.label_modes import check_labels_mode, training_data
 from amalgam.distill.loss_log import epoch_line
+from amalgam.distill.losses.neighbours import pooled_features
 from amalgam.distill.methods import Method, build_method
 from amalgam.distill.metric_log import EpochHook, check_metric_log, metric_log
 from amalgam.distill.run_dirs import (
@@ -143,7 +145,7 @@ def start_up(settings: DistilSettings, root: Path, data: TaskData | None) -> Pre
         teachers = teacher_source_for(spec, data, method, config, ensemble, root, student_map_size=map_size)
         if env.is_main:
             barrier(env)
-        fit_to_training_set(method, teachers, data, config)
+        fit_to_training_set(method, teachers, data, config, ensemble)
     trainer = Trainer(
         student, method, model_input, data.train, data.val, spec.num_classes, config, teachers, env
     )
@@ -167,21 +169,30 @@ def setup_feature_method(
 
 
 def fit_to_training_set(
-    method: Method, teachers: TeacherSource, data: TaskData, config: TrainConfig, batch_size: int = 256
+    method: Method, teachers: TeacherSource, data: TaskData, config: TrainConfig,
+    ensemble: TeacherEnsemble | None = None, batch_size: int = 256,
 ) -> None:
-    """Hand a method that needs it (`--class-prior uniform`) every teacher's logits on the whole
-    training set, plain view, from the source training reads: the cache's entry when there is
-    one (no teacher runs again), else the teachers online. Every rank computes the same."""
+    """Hand a method that needs it (`--class-prior uniform`, `--target-neighbours`) every
+    teacher's logits on the whole training set, plain view, from the source training reads: the
+    cache's entry when there is one (no teacher runs again), else the teachers online; and, where
+    the method reads them, the teachers' pooled features, from `ensemble` (one more pass, as
+    setting up a feature method does). Every rank computes the same."""
     if not method.fits_training_set:
         return
+    if method.fit_reads_features and ensemble is None:
+        raise ValueError(f"{method.name}: fitting to the training set needs the teachers' features")
     device = torch.device(config.device)
     images = data.train.images
-    blocks = []
+    logit_blocks, feature_blocks = [], []
     for start in range(0, len(images), batch_size):
         index = torch.arange(start, min(start + batch_size, len(images)))
+        view = to_unit_float(images[index], device)
         with torch.no_grad():
-            blocks.append(teachers(index, to_unit_float(images[index], device)).logits.float().cpu())
-    fitted = method.fit_to_training_set(torch.cat(blocks))
+            logit_blocks.append(teachers(index, view).logits.float().cpu())
+            if method.fit_reads_features:
+                feature_blocks.append(pooled_features(ensemble.forward_with_features(view)[1]).cpu())
+    features = torch.cat(feature_blocks) if feature_blocks else None
+    fitted = method.fit_to_training_set(torch.cat(logit_blocks), features)
     if fitted:
         say(fitted, config.quiet)
 

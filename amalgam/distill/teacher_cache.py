@@ -155,15 +155,15 @@ def cached_teacher_source(cache: CachedTeachers, device: torch.device | str = "c
             rows = rows + mirrored.cpu().long() * cache.views.index("mirrored")
         batch_logits = logits[rows.to(device)].to(view.device)
         if features is None:
-            return TeacherOutputs(batch_logits)
+            return TeacherOutputs(batch_logits, index=index)
         maps = [store.rows(rows).to(view.device, non_blocking=True).float() for store in features]
         if hints is None:
-            return TeacherOutputs(batch_logits, maps)
+            return TeacherOutputs(batch_logits, maps, index)
         batch_energy = energy[rows.to(device)].to(view.device)
         return TeacherOutputs(batch_logits, [
             HintTarget(reduced, batch_energy[:, k], size)
             for k, (reduced, size) in enumerate(zip(maps, hints.teacher_sizes, strict=True))
-        ])
+        ], index)
 
     return source
 
@@ -175,11 +175,11 @@ def online_source(ensemble: TeacherEnsemble, with_features: bool = False,
     def source(index: torch.Tensor, view: torch.Tensor,
                mirrored: torch.Tensor | None = None) -> TeacherOutputs:
         if not with_features:
-            return TeacherOutputs(ensemble(view))
+            return TeacherOutputs(ensemble(view), index=index)
         logits, maps = ensemble.forward_with_features(view)
         if hint_size is not None:
             maps = [reduce_for_hint(feature_map, hint_size) for feature_map in maps]
-        return TeacherOutputs(logits, maps)
+        return TeacherOutputs(logits, maps, index)
 
     return source
 

@@ -5,7 +5,11 @@ The target is the "Unifying Heterogeneous Classifiers" combination of every teac
 loss reads no label and the method trains on unlabeled images and with `--labels none`.
 `fitnet+amalgam-kd` adds FitNet's hints, which need no labels either. With
 `--class-prior uniform` the combination is first balanced over the training set
-(losses/class_balance.py): one weight per class, fitted at start-up on the whole set.
+(losses/class_balance.py): one weight per class, fitted at start-up on the whole set. With
+`--target-neighbours K` each training image's target is fixed at start-up instead: the mean of
+the (balanced) plain-view combination over its K nearest training images in the teachers'
+features (losses/neighbours.py), softened at T as p^(1/T); the view the student sees changes
+only its input, as a label would.
 """
 
 from __future__ import annotations
@@ -18,9 +22,11 @@ from amalgam.distill.losses import (
     soft_cross_entropy,
     uhc_union_probs,
 )
+from amalgam.distill.losses.neighbours import nearest_neighbours, neighbour_mean, soften
 from amalgam.distill.methods.base import Method, register_method
 from amalgam.distill.methods.fitnet import FitNetHints
 from amalgam.distill.methods.sum_of_terms import SumOfTerms
+from amalgam.errors import UserError
 
 # Fitting combines the whole training set in blocks of about this many Hessian entries: UHC's
 # Newton steps hold a float64 [B, C, C] Hessian (2^25 entries = 256 MiB).
@@ -30,12 +36,13 @@ FIT_HESSIAN_ENTRIES = 2**25
 @register_method
 class AmalgamKD(Method):
     name = "amalgam-kd"
-    options_used = ("temperature", "class_prior")
+    options_used = ("temperature", "class_prior", "target_neighbours")
     needs_labels = False
 
     def __init__(self, roster, options):
         super().__init__(roster, options)
         self.class_log_weights: torch.Tensor | None = None  # set by fit_to_training_set
+        self.image_targets: torch.Tensor | None = None  # [N, C] at T = 1, ditto (--target-neighbours)
 
     def combined(self, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
         """The teachers' answers as one distribution over the union; label-free methods differ here."""
@@ -43,30 +50,63 @@ class AmalgamKD(Method):
 
     @property
     def fits_training_set(self) -> bool:
-        return self.options.class_prior == "uniform"
+        return self.options.class_prior == "uniform" or self.options.target_neighbours > 0
 
-    def fit_to_training_set(self, teacher_logits: torch.Tensor) -> str | None:
+    @property
+    def fit_reads_features(self) -> bool:
+        return self.options.target_neighbours > 1
+
+    def fit_to_training_set(self, teacher_logits: torch.Tensor,
+                            teacher_features: torch.Tensor | None = None) -> str | None:
         if not self.fits_training_set:
             return None
         block = max(1, FIT_HESSIAN_ENTRIES // self.roster.num_classes**2)
         probs = torch.cat([self.combined(part, 1.0) for part in teacher_logits.split(block)])
-        self.class_log_weights = balancing_log_weights(probs)
-        weights = self.class_log_weights.exp()
-        return (f"class prior uniform: the teachers' combined answers on {len(probs)} training images "
-                f"reweighed per class by {float(weights.min()):.3g} to {float(weights.max()):.3g}")
+        lines = []
+        if self.options.class_prior == "uniform":
+            self.class_log_weights = balancing_log_weights(probs)
+            probs = apply_class_weights(probs, self.class_log_weights)
+            weights = self.class_log_weights.exp()
+            lines.append(f"class prior uniform: the teachers' combined answers on {len(probs)} training "
+                         f"images reweighed per class by {float(weights.min()):.3g} "
+                         f"to {float(weights.max()):.3g}")
+        k = self.options.target_neighbours
+        if k > 0:
+            if k > len(probs):
+                raise UserError(f"--target-neighbours {k} is more than the {len(probs)} training images; "
+                                "choose a smaller K")
+            if k > 1:
+                if teacher_features is None:
+                    raise RuntimeError(f"{self.name}: --target-neighbours {k} needs the teachers' features")
+                probs = neighbour_mean(probs, nearest_neighbours(teacher_features, k))
+            self.image_targets = probs
+            lines.append(f"target neighbours {k}: each training image's target fixed at start-up"
+                         + (f", the mean over its {k} nearest in the teachers' features" if k > 1 else ""))
+        return "; ".join(lines)
 
     def targets(self, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-        """The distribution over the union the student is pulled to."""
+        """The distribution over the union the student is pulled to, from the teachers on a view."""
         probs = self.combined(teacher_logits, temperature)
-        if not self.fits_training_set:
+        if self.options.class_prior != "uniform":
             return probs
         if self.class_log_weights is None:
             raise RuntimeError(f"{self.name}: --class-prior uniform is fitted at start-up, before training")
         return apply_class_weights(probs, self.class_log_weights, temperature)
 
+    def image_targets_at(self, index: torch.Tensor | None, temperature: float) -> torch.Tensor:
+        """The targets fixed at start-up (`--target-neighbours`) of training images `index`, softened."""
+        if self.image_targets is None or index is None:
+            raise RuntimeError(f"{self.name}: --target-neighbours is fitted at start-up and needs "
+                               "the batch's training-set indices")
+        return soften(self.image_targets[index.to(self.image_targets.device)], temperature)
+
     def loss_terms(self, student_logits, student_features, teacher, labels):
         t = self.options.temperature
-        return {"loss_kd": soft_cross_entropy(student_logits, self.targets(teacher.logits, t), t)}
+        if self.options.target_neighbours > 0:
+            target = self.image_targets_at(teacher.index, t).to(student_logits.device)
+        else:
+            target = self.targets(teacher.logits, t)
+        return {"loss_kd": soft_cross_entropy(student_logits, target, t)}
 
 
 register_method(SumOfTerms("fitnet+amalgam-kd", (AmalgamKD, FitNetHints)))

@@ -46,6 +46,12 @@ class MethodOptions:
         "none", "label-free targets (amalgam-kd, cfl, adaptive): uniform reweighs the classes so the "
         "teachers' combined target spreads the training images evenly (for balanced data); none: as is"
     )
+    target_neighbours: int = _option(
+        0, "label-free targets (amalgam-kd, cfl, adaptive): K >= 1 gives each training image the mean "
+        "of the teachers' combined plain-view targets over its K nearest training images in the "
+        "teachers' features (itself included; 1: its own alone); 0: the teachers on the view the "
+        "student saw"
+    )
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:
@@ -57,6 +63,8 @@ class MethodOptions:
                             "must be >= 0")
         if self.simkd_ratio < 1:
             raise UserError(f"--simkd-ratio must be >= 1, got {self.simkd_ratio}")
+        if self.target_neighbours < 0:
+            raise UserError(f"--target-neighbours must be >= 0, got {self.target_neighbours}")
         if self.teacher_filter not in TEACHER_FILTERS:
             raise UserError(f"--teacher-filter must be one of {list(TEACHER_FILTERS)}, "
                             f"got {self.teacher_filter!r}")
@@ -78,6 +86,8 @@ class TeacherOutputs:
 
     logits: torch.Tensor
     features: list[torch.Tensor] | list[HintTarget] | None = None
+    # the batch's training-set indices, for targets fitted per image at start-up
+    index: torch.Tensor | None = None
 
 
 class Method(nn.Module):
@@ -115,10 +125,18 @@ class Method(nn.Module):
         """Whether start-up must hand `fit_to_training_set` the teachers' training-set logits."""
         return False
 
-    def fit_to_training_set(self, teacher_logits: torch.Tensor) -> str | None:
+    @property
+    def fit_reads_features(self) -> bool:
+        """Whether `fit_to_training_set` also needs the teachers' pooled features."""
+        return False
+
+    def fit_to_training_set(self, teacher_logits: torch.Tensor,
+                            teacher_features: torch.Tensor | None = None) -> str | None:
         """Fit what depends on the whole training set, from every teacher's logits [N, K, L] on
-        its plain images (run once at start-up, and again on resume: it is a pure function of
-        the teachers and the images). Returns a line for the log saying what was fitted."""
+        its plain images and, where `fit_reads_features`, their pooled features [N, D]
+        (`losses.neighbours.pooled_features`); run once at start-up, and again on resume: it is a
+        pure function of the teachers and the images. Returns a line for the log saying what was
+        fitted."""
         return None
 
     def student_forward(self, student: nn.Module, x: torch.Tensor):

@@ -87,8 +87,13 @@ class SummedMethod(Method):
     def fits_training_set(self) -> bool:
         return any(part.fits_training_set for part in self.parts)
 
-    def fit_to_training_set(self, teacher_logits: torch.Tensor) -> str | None:
-        lines = [part.fit_to_training_set(teacher_logits) for part in self.parts]
+    @property
+    def fit_reads_features(self) -> bool:
+        return any(part.fit_reads_features for part in self.parts)
+
+    def fit_to_training_set(self, teacher_logits: torch.Tensor,
+                            teacher_features: torch.Tensor | None = None) -> str | None:
+        lines = [part.fit_to_training_set(teacher_logits, teacher_features) for part in self.parts]
         return "; ".join(line for line in lines if line) or None
 
     def start_epoch(self, epochs_done: int) -> None:
