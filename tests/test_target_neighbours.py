@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from amalgam.distill.losses import apply_class_weights, soft_cross_entropy, uhc_union_probs
 from amalgam.distill.losses.neighbours import nearest_neighbours, neighbour_mean, pooled_features, soften
@@ -53,6 +54,8 @@ def test_pooled_features_weigh_every_teacher_the_same():
     torch.testing.assert_close(pooled.norm(dim=1), torch.ones(3))
     torch.testing.assert_close(pooled[:, :64].norm(dim=1), torch.full((3,), 0.5**0.5))
     torch.testing.assert_close(pooled[:, 64:].norm(dim=1), torch.full((3,), 0.5**0.5))
+    tokens = torch.rand(3, 5, 8)  # a ViT's [B, N, C]: pooled over its tokens
+    torch.testing.assert_close(pooled_features([tokens]), F.normalize(tokens.mean(1), dim=1))
 
 
 def test_the_target_is_the_mean_over_neighbours_whatever_the_view():

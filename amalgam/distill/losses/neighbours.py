@@ -25,11 +25,20 @@ NEIGHBOUR_BLOCK = 1024  # rows of the similarity matrix computed at once
 
 
 def pooled_features(maps: list[torch.Tensor]) -> torch.Tensor:
-    """[B, D]: each teacher's map [B, C_k, H, W] averaged over space and scaled to unit length,
-    concatenated, and the whole scaled to unit length, so every teacher counts the same
-    whatever its width or activation scale."""
-    parts = [F.normalize(m.float().flatten(2).mean(2), dim=1) for m in maps]
+    """[B, D]: each teacher's map [B, C_k, H, W] averaged over space (tokens [B, N, C_k]: over
+    tokens) and scaled to unit length, concatenated, and the whole scaled to unit length, so
+    every teacher counts the same whatever its width or activation scale."""
+    parts = [F.normalize(_pooled(m.float()), dim=1) for m in maps]
     return F.normalize(torch.cat(parts, dim=1), dim=1)
+
+
+def _pooled(features: torch.Tensor) -> torch.Tensor:
+    if features.dim() == 4:
+        return features.mean(dim=(2, 3))
+    if features.dim() == 3:
+        return features.mean(dim=1)
+    raise ValueError(f"expected a feature map [B, C, H, W] or tokens [B, N, C], "
+                     f"got shape {tuple(features.shape)}")
 
 
 def nearest_neighbours(features: torch.Tensor, k: int, block: int = NEIGHBOUR_BLOCK) -> torch.Tensor:
