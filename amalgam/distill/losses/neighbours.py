@@ -13,7 +13,8 @@ balanced target's accuracy on the training images from 85.3 to 86.8 and from 85.
 (README, "Amalgamation without labels").
 
 The K nearest are found by cosine similarity over every pair, in blocks of rows: O(N² D)
-work once per run (6000 images: about a second), memory O(block · N).
+work once per run (5400 images of 1536 pooled channels: 1.4 s on one CPU thread), memory
+O(block · N).
 """
 
 from __future__ import annotations
