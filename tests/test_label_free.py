@@ -218,35 +218,34 @@ def test_garbage_training_labels_change_nothing_with_labels_none(tiny):
     assert any(not torch.equal(honest[k], ce_true[k]) for k in honest if honest[k].is_floating_point())
 
 
-def test_a_uniform_class_prior_is_fitted_without_reading_a_label(tiny):
-    """`--class-prior uniform` fits its weights on the whole training set at start-up: garbage
-    training labels still change nothing, and the weights do change the training."""
+def assert_fitted_without_labels(tiny, options: MethodOptions, off: MethodOptions, name: str,
+                                 label_seed: int) -> dict:
+    """An option fitted on the whole training set at start-up: garbage training labels leave the
+    final weights bit-identical (same process, same batches), and the option (against `off`)
+    does change the training. Returns the run's config.json."""
     home, data = tiny
-    garbage = torch.randint(0, 10, (len(data.train),), generator=torch.Generator().manual_seed(4))
+    garbage = torch.randint(0, 10, (len(data.train),), generator=torch.Generator().manual_seed(label_seed))
     spoiled = replace(data, train=ImageSet(data.train.images, garbage))
-    uniform = MethodOptions(class_prior="uniform")
-    honest = tiny_run(home, data, "fitnet+amalgam-kd", "none", "prior_true", uniform)
-    fooled = tiny_run(home, spoiled, "fitnet+amalgam-kd", "none", "prior_garbage", uniform)
+    honest = tiny_run(home, data, "fitnet+amalgam-kd", "none", f"{name}_true", options)
+    fooled = tiny_run(home, spoiled, "fitnet+amalgam-kd", "none", f"{name}_garbage", options)
     assert honest.keys() == fooled.keys() and all(torch.equal(honest[k], fooled[k]) for k in honest)
-    as_is = tiny_run(home, data, "fitnet+amalgam-kd", "none", "prior_none")
+    as_is = tiny_run(home, data, "fitnet+amalgam-kd", "none", f"{name}_none", off)
     assert any(not torch.equal(honest[k], as_is[k]) for k in honest if honest[k].is_floating_point())
-    config = json.loads((home / "runs" / "prior_true" / "config.json").read_text())
+    return json.loads((home / "runs" / f"{name}_true" / "config.json").read_text())
+
+
+def test_a_uniform_class_prior_is_fitted_without_reading_a_label(tiny):
+    """`--class-prior uniform` fits its weights on the whole training set at start-up."""
+    config = assert_fitted_without_labels(tiny, MethodOptions(class_prior="uniform"), MethodOptions(),
+                                          "prior", label_seed=4)
     assert config["method_options"]["class_prior"] == "uniform"
 
 
 def test_neighbour_targets_are_fitted_without_reading_a_label(tiny):
-    """`--target-neighbours` finds each image's neighbours in the teachers' features at start-up:
-    garbage training labels still change nothing, and the fixed targets do change the training."""
-    home, data = tiny
-    garbage = torch.randint(0, 10, (len(data.train),), generator=torch.Generator().manual_seed(5))
-    spoiled = replace(data, train=ImageSet(data.train.images, garbage))
+    """`--target-neighbours` finds each image's neighbours in the teachers' features at start-up."""
     near = MethodOptions(class_prior="uniform", target_neighbours=3)
-    honest = tiny_run(home, data, "fitnet+amalgam-kd", "none", "near_true", near)
-    fooled = tiny_run(home, spoiled, "fitnet+amalgam-kd", "none", "near_garbage", near)
-    assert honest.keys() == fooled.keys() and all(torch.equal(honest[k], fooled[k]) for k in honest)
-    as_is = tiny_run(home, data, "fitnet+amalgam-kd", "none", "near_none", replace(near, target_neighbours=0))
-    assert any(not torch.equal(honest[k], as_is[k]) for k in honest if honest[k].is_floating_point())
-    config = json.loads((home / "runs" / "near_true" / "config.json").read_text())
+    config = assert_fitted_without_labels(tiny, near, replace(near, target_neighbours=0), "near",
+                                          label_seed=5)
     assert config["method_options"]["target_neighbours"] == 3
 
 
