@@ -133,14 +133,14 @@ def count_teacher_images(ensemble) -> list[int]:
 
 
 def run_amalgam_arm(arm: str, workdir: Path, steps: int, warmup: int, precision: str) -> dict:
-    from amalgam.distill.batching import batch_indices, epoch_generator
+    from amalgam.distill.engine.batching import batch_indices, epoch_generator
+    from amalgam.distill.engine.train_config import STUDENT_AUGMENT, TrainConfig
+    from amalgam.distill.engine.trainer import Trainer
+    from amalgam.distill.engine.views import CACHEABLE_VIEWS
     from amalgam.distill.methods import DEFAULT_METHOD, MethodOptions, build_method
-    from amalgam.distill.run import setup_feature_method
-    from amalgam.distill.teacher_cache import inference_ensemble, online_source, teacher_source_for
-    from amalgam.distill.teacher_loading import load_ensemble
-    from amalgam.distill.train_config import STUDENT_AUGMENT, TrainConfig
-    from amalgam.distill.trainer import Trainer
-    from amalgam.distill.views import CACHEABLE_VIEWS
+    from amalgam.distill.runs.run import setup_feature_method
+    from amalgam.distill.teachers.cache import inference_ensemble, online_source, teacher_source_for
+    from amalgam.distill.teachers.loading import load_ensemble
     from amalgam.models.model_input import ModelInput
     from amalgam.models.students import create_student
     from amalgam.tasks.builtin import get_task

@@ -110,8 +110,8 @@ speedups() {
 import math
 import torch
 from amalgam.distill.methods import MethodOptions, build_method
-from amalgam.distill.trainer import TrainConfig, Trainer
-from amalgam.distill.views import to_unit_float
+from amalgam.distill.engine.trainer import TrainConfig, Trainer
+from amalgam.distill.engine.views import to_unit_float
 from amalgam.models.model_input import ModelInput
 from amalgam.models.students import create_student
 from amalgam.tasks.builtin import get_task
@@ -157,7 +157,7 @@ ddp_nccl() {
     cat >"$WORK/ddp_check.py" <<'EOF'
 import torch
 import torch.distributed as dist
-from amalgam.distill.distributed import (average_gradients, barrier, broadcast_from_main,
+from amalgam.distill.engine.distributed import (average_gradients, barrier, broadcast_from_main,
                                          cuda_device_for, init_distributed, sum_across)
 
 env = init_distributed("cuda")

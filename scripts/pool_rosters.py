@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from amalgam.errors import UserError
-from amalgam.roster_compare import pool_finished
+from amalgam.workflows.roster_compare import pool_finished
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:

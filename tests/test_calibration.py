@@ -19,7 +19,6 @@ import torch
 import torch.nn as nn
 from safetensors.torch import save_file
 
-from amalgam.compare import score_arm
 from amalgam.harness.evaluate import LoadedStudent, calibrated_test_scores, evaluate_student
 from amalgam.models.metrics import (
     classification_scores,
@@ -31,6 +30,7 @@ from amalgam.models.model_input import ModelInput
 from amalgam.tasks.images import ImageSet
 from amalgam.tasks.loader import TaskData
 from amalgam.tasks.spec import DataSpec, TaskSpec, TeacherSpec
+from amalgam.workflows.compare import score_arm
 
 CPU = torch.device("cpu")
 BINS = 15

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import amalgam
-from amalgam.distill.teacher_loading import load_teachers
-from amalgam.distill.teacher_training import teachers_to_train
+from amalgam.distill.teachers.loading import load_teachers
+from amalgam.distill.teachers.training import teachers_to_train
 from amalgam.errors import UserError
 from amalgam.models.cas771_format import Cas771TeacherCNN
 from amalgam.tasks.builtin import builtin_tasks, get_task

@@ -18,14 +18,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import amalgam.distill.run as run_module
-import amalgam.distill.trainer as trainer_module
-from amalgam.distill import run_saving
+import amalgam.distill.engine.trainer as trainer_module
+import amalgam.distill.runs.run as run_module
+from amalgam.distill.engine.train_config import TrainConfig
+from amalgam.distill.engine.trainer import NonFiniteLoss, Trainer
 from amalgam.distill.methods import METHODS, MethodOptions
-from amalgam.distill.run import DistilSettings, distil
-from amalgam.distill.run_saving import load_best
-from amalgam.distill.train_config import TrainConfig
-from amalgam.distill.trainer import NonFiniteLoss, Trainer
+from amalgam.distill.runs import saving as run_saving
+from amalgam.distill.runs.run import DistilSettings, distil
+from amalgam.distill.runs.saving import load_best
 
 
 def settings() -> DistilSettings:

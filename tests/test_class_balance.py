@@ -10,13 +10,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from amalgam.distill.engine.train_config import TrainConfig
 from amalgam.distill.losses import apply_class_weights, balancing_log_weights, uhc_union_probs
 from amalgam.distill.losses.class_balance import BALANCE_TOLERANCE, LOG_WEIGHT_LIMIT
 from amalgam.distill.methods import MethodOptions, TeacherOutputs, build_method
-from amalgam.distill.run import fit_to_training_set
-from amalgam.distill.teacher_cache import cached_teacher_source
-from amalgam.distill.teacher_store import CachedTeachers
-from amalgam.distill.train_config import TrainConfig
+from amalgam.distill.runs.run import fit_to_training_set
+from amalgam.distill.teachers.cache import cached_teacher_source
+from amalgam.distill.teachers.store import CachedTeachers
 from amalgam.errors import UserError
 from tests.test_label_free import padded, roster_of
 

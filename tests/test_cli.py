@@ -238,7 +238,7 @@ def test_method_flags_reach_both_commands_as_method_options(monkeypatch: pytest.
                 "teachers_uhc_balanced_accuracy": 0.0, "failed": {}}
 
     monkeypatch.setattr(train_cli, "distil", fake_distil)
-    monkeypatch.setattr("amalgam.compare.run_compare", fake_compare)
+    monkeypatch.setattr("amalgam.workflows.compare.run_compare", fake_compare)
     flags = ["-T", "2", "--dkd-beta", "3", "--confidence-weighting", "--teacher-filter", "covering",
              "--device", "cpu", "--out", str(tmp_path / "out")]
     expected = MethodOptions(temperature=2.0, dkd_beta=3.0, confidence_weighting=True,
@@ -261,7 +261,7 @@ def test_compare_takes_the_optimiser_flags_train_takes(monkeypatch: pytest.Monke
         return {"methods": {}, "teachers_union_accuracy": 0.0, "teachers_uhc_accuracy": 0.0,
                 "teachers_uhc_balanced_accuracy": 0.0, "failed": {}}
 
-    monkeypatch.setattr("amalgam.compare.run_compare", fake_compare)
+    monkeypatch.setattr("amalgam.workflows.compare.run_compare", fake_compare)
     flags = ["compare", "--opt", "sgd", "--warmup-epochs", "2", "--weight-decay", "0.01", "--device", "cpu",
              "--out", str(tmp_path / "out")]
     result = CliRunner().invoke(train_cli.app, flags)

@@ -48,7 +48,7 @@ def ddp_run(trained_home: Path, tmp_path_factory) -> tuple[Path, Path, subproces
 
 
 def test_torchrun_two_processes_on_cpu(ddp_run):
-    from amalgam.distill.batching import predict_logits
+    from amalgam.distill.engine.batching import predict_logits
     from amalgam.distill.methods import DEFAULT_METHOD
     from amalgam.harness.evaluate import load_student
     from amalgam.tasks.builtin import get_task
@@ -97,7 +97,7 @@ def test_ranks_hold_identical_weights_and_the_loss_is_summed_over_ranks(ddp_run)
 def test_cuda_groups_carry_gloo_for_the_cpu_bookkeeping():
     """An nccl-only group refuses the CPU tensor `sum_across` reduces at every epoch end and the
     pickled objects `broadcast_from_main` sends (bench/gpu_check.sh runs them on a GPU)."""
-    from amalgam.distill.distributed import backend_for
+    from amalgam.distill.engine.distributed import backend_for
 
     assert backend_for("cuda") == backend_for("cuda:1") == "cpu:gloo,cuda:nccl"
     assert backend_for("cpu") == "gloo"
@@ -109,7 +109,7 @@ def test_torchrun_with_one_process_still_joins_a_group(monkeypatch: pytest.Monke
 
     import torch.distributed as dist
 
-    from amalgam.distill.distributed import barrier, broadcast_from_main, init_distributed, sum_across
+    from amalgam.distill.engine.distributed import barrier, broadcast_from_main, init_distributed, sum_across
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -134,8 +134,8 @@ def _run_rank() -> None:
     import torch.distributed as dist
 
     from amalgam.cli.train_cli import main
-    from amalgam.distill.distributed import init_distributed
-    from amalgam.distill.trainer import Trainer
+    from amalgam.distill.engine.distributed import init_distributed
+    from amalgam.distill.engine.trainer import Trainer
 
     seen: dict = {"steps": []}
     original_step = Trainer._step

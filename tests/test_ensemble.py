@@ -6,8 +6,8 @@ import math
 
 import torch
 
-from amalgam.distill.ensemble import combined_teacher_probs
 from amalgam.distill.losses import covering_average_targets, kd_loss, place_in_task_space, soft_cross_entropy
+from amalgam.distill.losses.targets import combined_teacher_probs
 from amalgam.tasks.builtin import get_task
 from amalgam.tasks.spec import DataSpec, TaskSpec, TeacherSpec
 

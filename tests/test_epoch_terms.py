@@ -8,11 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from amalgam.distill.loss_log import add_measures, epoch_line, epoch_measures
+from amalgam.distill.engine.loss_log import add_measures, epoch_line, epoch_measures
+from amalgam.distill.engine.train_config import TrainConfig
+from amalgam.distill.engine.trainer import Trainer
 from amalgam.distill.methods import MethodOptions
 from amalgam.distill.methods.base import Method
-from amalgam.distill.train_config import TrainConfig
-from amalgam.distill.trainer import Trainer
 from amalgam.models.model_input import ModelInput
 from amalgam.tasks.images import ImageSet
 from tests.test_methods import TinyStudent, roster3

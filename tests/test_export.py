@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from amalgam.distill.batching import predict_logits
+from amalgam.distill.engine.batching import predict_logits
 from amalgam.errors import UserError
 from amalgam.harness.report_dirs import latest_report_dir
 from amalgam.models import onnx_exporters

@@ -14,20 +14,20 @@ import typer
 
 from amalgam.cli import train_cli
 from amalgam.cli.config_file import default_map_for
-from amalgam.compare import run_compare
-from amalgam.distill.extra_teachers import resolve_extra_teachers, with_extra_teachers
+from amalgam.distill.engine.train_config import TrainConfig
+from amalgam.distill.engine.views import to_unit_float
 from amalgam.distill.methods import MethodOptions
-from amalgam.distill.run import DistilSettings, distil
-from amalgam.distill.run_settings import read_settings
-from amalgam.distill.teacher_loading import load_ensemble
-from amalgam.distill.train_config import TrainConfig
-from amalgam.distill.views import to_unit_float
+from amalgam.distill.runs.run import DistilSettings, distil
+from amalgam.distill.runs.settings import read_settings
+from amalgam.distill.teachers.extra import resolve_extra_teachers, with_extra_teachers
+from amalgam.distill.teachers.loading import load_ensemble
 from amalgam.errors import UserError
 from amalgam.harness.compare_report import markdown
 from amalgam.models.checkpoint import load_model
 from amalgam.models.model_input import model_input_for
 from amalgam.tasks.builtin import get_task
 from amalgam.tasks.loader import load_task_data
+from amalgam.workflows.compare import run_compare
 from tests.conftest import TINY, assert_one_line_error, run_front_end
 
 # The extra teacher's logits come out of the ensemble exactly as the model computes them on its

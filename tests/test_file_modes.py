@@ -13,8 +13,8 @@ import matplotlib.pyplot as plt
 import pytest
 import torch
 
-from amalgam.distill.curves import save_figure
-from amalgam.distill.run_dirs import write_json
+from amalgam.distill.runs.curves import save_figure
+from amalgam.distill.runs.folders import write_json
 from amalgam.models.checkpoint import (
     ModelCard,
     atomic_write_bytes,

@@ -8,12 +8,12 @@ import timm
 import torch
 import torch.nn as nn
 
-from amalgam.distill.ensemble import TeacherEnsemble
+from amalgam.distill.engine.train_config import TrainConfig
+from amalgam.distill.engine.views import to_unit_float
 from amalgam.distill.methods import MethodOptions, build_method
-from amalgam.distill.teacher_cache import inference_ensemble, online_source, teacher_source_for
-from amalgam.distill.teacher_loading import load_ensemble
-from amalgam.distill.train_config import TrainConfig
-from amalgam.distill.views import to_unit_float
+from amalgam.distill.teachers.cache import inference_ensemble, online_source, teacher_source_for
+from amalgam.distill.teachers.ensemble import TeacherEnsemble
+from amalgam.distill.teachers.loading import load_ensemble
 from amalgam.errors import UserError
 from amalgam.models.frozen import fold_batchnorm, resolve_precision
 from amalgam.models.model_input import ModelInput
@@ -106,7 +106,7 @@ def test_precision_choice():
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_cached_targets_equal_the_fast_online_teachers(tiny, precision):  # noqa: F811
     """Cache and online path run the same prepared teachers, so targets agree to rounding even
-    in bf16: within teacher_cache.py's promise (1e-4 of the largest logit in fp32, 1e-2 in bf16),
+    in bf16: within teachers/cache.py's promise (1e-4 of the largest logit in fp32, 1e-2 in bf16),
     not bit for bit, because the cache is built in batches of 16 and the online pass sees 6."""
     spec, data, root = tiny
     config = TrainConfig(augment="none", quiet=True, teacher_precision=precision)

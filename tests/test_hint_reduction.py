@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from amalgam.distill.engine.train_config import TrainConfig
+from amalgam.distill.engine.views import augment_with_flips, to_unit_float
 from amalgam.distill.losses.features import (
     HintTarget,
     hint_loss,
@@ -20,12 +22,10 @@ from amalgam.distill.losses.features import (
     reduce_for_hint,
 )
 from amalgam.distill.methods import MethodOptions, build_method
-from amalgam.distill.run import DistilSettings, distil
-from amalgam.distill.teacher_cache import inference_ensemble, online_source, teacher_source_for
-from amalgam.distill.teacher_loading import load_ensemble
-from amalgam.distill.teacher_training import train_all_teachers
-from amalgam.distill.train_config import TrainConfig
-from amalgam.distill.views import augment_with_flips, to_unit_float
+from amalgam.distill.runs.run import DistilSettings, distil
+from amalgam.distill.teachers.cache import inference_ensemble, online_source, teacher_source_for
+from amalgam.distill.teachers.loading import load_ensemble
+from amalgam.distill.teachers.training import train_all_teachers
 from amalgam.tasks.builtin import get_task
 from amalgam.tasks.loader import load_task_data
 from tests.test_teacher_cache import CPU, TARGET_TOLERANCE, assert_same_targets, tiny_task

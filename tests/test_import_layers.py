@@ -5,8 +5,11 @@ Layers, lowest first; a module may import its own layer and any lower one:
     base     amalgam (__init__), amalgam.errors, amalgam.ui: infrastructure everyone may import
     tasks    amalgam.tasks.*      task specs, datasets, the teacher architecture names a task may use
     models   amalgam.models.*     architectures (registry), checkpoints, model input, metrics
-    distill  amalgam.distill.*    ensemble, methods, trainer, runs
-    harness  amalgam.harness.*, amalgam.compare, amalgam.roster_compare, amalgam.pipeline   workflows
+    distill  amalgam.distill.*    in sub-layers, lowest first: losses (pure tensor functions),
+                                  methods (loss terms), engine (the training loop), teachers
+                                  (ensemble, loading, cache), runs (a run's lifecycle)
+    harness  amalgam.harness.*    evaluation, reports, assets
+    workflows amalgam.workflows.*  comparisons and the pipeline, over whole runs
     cli      amalgam.cli.*        the front ends
 
 Every import counts, at module level or inside a function, `import x` and `from x import y`,
@@ -22,9 +25,13 @@ import amalgam
 
 PACKAGE = Path(amalgam.__file__).resolve().parent
 BASE = {"amalgam": -1, "amalgam.errors": -1, "amalgam.ui": -1}
-LAYERS = {"tasks": 0, "models": 1, "distill": 2, "harness": 3,
-          "compare": 3, "roster_compare": 3, "pipeline": 3, "cli": 4}
-LAYER_NAMES = {-1: "base", 0: "tasks", 1: "models", 2: "distill", 3: "harness", 4: "cli"}
+LAYERS = {"amalgam.tasks": 0, "amalgam.models": 10,
+          "amalgam.distill": 20, "amalgam.distill.losses": 21, "amalgam.distill.methods": 22,
+          "amalgam.distill.engine": 23, "amalgam.distill.teachers": 24, "amalgam.distill.runs": 25,
+          "amalgam.harness": 30, "amalgam.workflows": 40, "amalgam.cli": 50}
+LAYER_NAMES = {-1: "base", 0: "tasks", 10: "models", 20: "distill", 21: "distill.losses",
+               22: "distill.methods", 23: "distill.engine", 24: "distill.teachers",
+               25: "distill.runs", 30: "harness", 40: "workflows", 50: "cli"}
 
 
 def module_name(path: Path) -> str:
@@ -39,9 +46,13 @@ def all_modules() -> dict[str, Path]:
 def layer_of(module: str) -> int:
     if module in BASE:
         return BASE[module]
-    top = module.split(".")[1]
-    assert top in LAYERS, f"{module} has no layer; add it to LAYERS in {Path(__file__).name}"
-    return LAYERS[top]
+    """The layer of the longest prefix of `module` that LAYERS names (a sub-layer before its layer)."""
+    parts = module.split(".")
+    for end in range(len(parts), 1, -1):
+        prefix = ".".join(parts[:end])
+        if prefix in LAYERS:
+            return LAYERS[prefix]
+    raise AssertionError(f"{module} has no layer; add it to LAYERS in {Path(__file__).name}")
 
 
 def imported_modules(module: str, path: Path, modules: dict[str, Path]) -> set[str]:
@@ -98,7 +109,7 @@ def cycles(graph: dict[str, set[str]]) -> list[str]:
 def test_the_walk_sees_imports_inside_functions():
     graph = import_graph()
     assert "amalgam.tasks.toml_task" in graph["amalgam.tasks.builtin"]  # imported inside a function
-    assert "amalgam.distill.methods" in graph["amalgam.distill.run"]  # `from package import name`
+    assert "amalgam.distill.methods" in graph["amalgam.distill.runs.run"]  # `from package import name`
 
 
 def test_no_module_imports_a_higher_layer():
@@ -116,6 +127,13 @@ def test_the_checks_catch_an_upward_edge_and_a_cycle():
              "amalgam.models.c": {"amalgam.models.b"}}
     assert upward_edges(graph) == ["amalgam.tasks.a (tasks) imports amalgam.models.b (models)"]
     assert cycles(graph) == ["amalgam.models.b -> amalgam.models.c -> amalgam.models.b"]
+
+
+def test_the_distill_sub_layers_are_checked():
+    graph = {"amalgam.distill.engine.trainer": {"amalgam.distill.teachers.cache"},
+             "amalgam.distill.teachers.cache": set()}
+    assert upward_edges(graph) == ["amalgam.distill.engine.trainer (distill.engine) imports "
+                                   "amalgam.distill.teachers.cache (distill.teachers)"]
 
 
 def test_every_declared_teacher_architecture_is_registered():

@@ -18,8 +18,8 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from amalgam.cli import train_cli
-from amalgam.compare import parse_methods, run_compare, split_arm
-from amalgam.distill.label_modes import check_labels_mode, label_free_methods
+from amalgam.distill.engine.label_modes import check_labels_mode, label_free_methods
+from amalgam.distill.engine.train_config import TrainConfig
 from amalgam.distill.losses import (
     CFL_SIGMAS,
     least_ambiguous_targets,
@@ -28,15 +28,15 @@ from amalgam.distill.losses import (
     uhc_union_probs,
 )
 from amalgam.distill.methods import METHODS, MethodOptions, TeacherOutputs, build_method
-from amalgam.distill.run import DistilSettings, distil
-from amalgam.distill.teacher_training import train_all_teachers
-from amalgam.distill.train_config import TrainConfig
+from amalgam.distill.runs.run import DistilSettings, distil
+from amalgam.distill.teachers.training import train_all_teachers
 from amalgam.errors import UserError
 from amalgam.harness.compare_report import markdown
 from amalgam.tasks.builtin import get_task
 from amalgam.tasks.images import ImageSet
 from amalgam.tasks.loader import UNLABELED, load_task_data
 from amalgam.tasks.spec import DataSpec, TaskSpec, TeacherSpec
+from amalgam.workflows.compare import parse_methods, run_compare, split_arm
 from tests.conftest import assert_one_line_error, run_front_end
 from tests.test_task_toml import write_folder_task
 

@@ -268,9 +268,9 @@ def test_impossible_method_options(kwargs):
 
 
 def test_non_finite_loss_stops_with_step_and_terms():
+    from amalgam.distill.engine.train_config import TrainConfig
+    from amalgam.distill.engine.trainer import NonFiniteLoss, Trainer
     from amalgam.distill.methods.base import Method
-    from amalgam.distill.train_config import TrainConfig
-    from amalgam.distill.trainer import NonFiniteLoss, Trainer
     from amalgam.models.model_input import ModelInput
     from amalgam.tasks.images import ImageSet
 

@@ -9,11 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from amalgam.distill.engine.optim import make_optimizer, make_scheduler
+from amalgam.distill.engine.train_config import TrainConfig
+from amalgam.distill.engine.trainer import Trainer
 from amalgam.distill.methods import MethodOptions
 from amalgam.distill.methods.base import Method
-from amalgam.distill.optim import make_optimizer, make_scheduler
-from amalgam.distill.train_config import TrainConfig
-from amalgam.distill.trainer import Trainer
 from amalgam.errors import UserError
 from amalgam.models.model_input import ModelInput
 from amalgam.tasks.images import ImageSet

@@ -7,7 +7,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import torch
 
-from amalgam.distill.curves import learning_curve_figure
+from amalgam.distill.runs.curves import learning_curve_figure
 from amalgam.harness.plots import prediction_grid_figure, reliability_plot
 from amalgam.models.metrics import reliability_bins
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from amalgam.distill.engine.train_config import TrainConfig
 from amalgam.distill.methods import MethodOptions
-from amalgam.distill.run import DistilSettings, distil, resume
-from amalgam.distill.train_config import TrainConfig
+from amalgam.distill.runs.run import DistilSettings, distil, resume
 
 
 def settings(epochs: int) -> DistilSettings:

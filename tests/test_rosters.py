@@ -12,11 +12,11 @@ from amalgam.distill.losses import hint_loss, uhc_union_probs
 from amalgam.distill.methods import DEFAULT_METHOD, METHODS, MethodOptions, TeacherOutputs, build_method
 from amalgam.distill.methods.dkd import warmup_factor
 from amalgam.errors import UserError
-from amalgam.roster_compare import parse_roster_seeds, pool, pooled_markdown
 from amalgam.tasks.builtin import get_task
 from amalgam.tasks.fashion import FASHION_CLASSES
 from amalgam.tasks.roster_draw import draw_roster
 from amalgam.tasks.spec import DataSpec, TaskSpec, TeacherSpec
+from amalgam.workflows.roster_compare import parse_roster_seeds, pool, pooled_markdown
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -103,7 +103,7 @@ def test_uhc_minimises_its_objective_when_teachers_disagree():
     assert torch.allclose(q.sum(dim=1), torch.ones(64), atol=1e-5)
     best = uhc_objective(q, logits, roster, 2.0)
     # Better than the per-class mean of the teachers, and than any nearby point of the simplex.
-    from amalgam.distill.ensemble import combined_teacher_probs
+    from amalgam.distill.losses.targets import combined_teacher_probs
 
     mean = combined_teacher_probs(logits / 2.0, roster)
     assert (best <= uhc_objective(mean, logits, roster, 2.0) + 1e-6).all()
@@ -188,7 +188,7 @@ def test_pooled_report_is_per_roster_and_over_every_run():
 def test_finished_roster_comparisons_are_pooled_from_disk(tmp_path):
     import json
 
-    from amalgam.roster_compare import pool_finished
+    from amalgam.workflows.roster_compare import pool_finished
 
     with pytest.raises(UserError, match="no <roster>/compare.json"):
         pool_finished(tmp_path)
@@ -204,7 +204,7 @@ def test_finished_roster_comparisons_are_pooled_from_disk(tmp_path):
 def test_an_arm_that_reads_no_teacher_runs_once_over_several_rosters(tmp_path, monkeypatch):
     """`compare --rosters`: `ce` trains on the first roster only; the other rosters' reports carry
     those runs, say where from, and pooling counts them once. Teacher arms run on every roster."""
-    import amalgam.roster_compare as roster_compare
+    import amalgam.workflows.roster_compare as roster_compare
 
     trained = []
 
@@ -228,12 +228,12 @@ def test_an_arm_that_reads_no_teacher_runs_once_over_several_rosters(tmp_path, m
 def test_a_shared_arm_is_not_trained_and_the_report_says_whose_runs_it_holds(tmp_path):
     """run_compare itself: an arm in `shared` trains no student and compare.md names the roster
     its runs come from."""
-    from amalgam.compare import run_compare, summarise
+    from amalgam.distill.engine.train_config import TrainConfig
     from amalgam.distill.methods import MethodOptions
-    from amalgam.distill.teacher_training import train_all_teachers
-    from amalgam.distill.train_config import TrainConfig
+    from amalgam.distill.teachers.training import train_all_teachers
     from amalgam.tasks.builtin import get_task
     from amalgam.tasks.loader import load_task_data
+    from amalgam.workflows.compare import run_compare, summarise
 
     task = "fashion-mini-roster6"
     config = TrainConfig(epochs=1, batch_size=16, quiet=True, device="cpu")

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from amalgam.distill import run as run_module
-from amalgam.distill import run_dirs
-from amalgam.distill.run import DistilSettings, distil
-from amalgam.distill.run_dirs import check_run_name, claim_run_dir, default_run_dir
-from amalgam.distill.run_state import TrainingInterrupted
-from amalgam.distill.train_config import TrainConfig
+from amalgam.distill.engine.train_config import TrainConfig
+from amalgam.distill.runs import folders as run_dirs
+from amalgam.distill.runs import run as run_module
+from amalgam.distill.runs.folders import check_run_name, claim_run_dir, default_run_dir
+from amalgam.distill.runs.run import DistilSettings, distil
+from amalgam.distill.runs.state import TrainingInterrupted
 from amalgam.errors import UserError
 from tests.conftest import assert_one_line_error, run_front_end
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from amalgam.distill.optim import make_scheduler
-from amalgam.distill.train_config import TrainConfig
+from amalgam.distill.engine.optim import make_scheduler
+from amalgam.distill.engine.train_config import TrainConfig
 from amalgam.errors import UserError
 
 

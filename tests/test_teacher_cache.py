@@ -2,7 +2,7 @@
 hit, miss, invalidation, corrupt files, the size budget and memory-mapped reads. Tiny
 CompactCNN teachers and 16x16 images, all under tmp_path.
 
-What "same" means is the promise in amalgam/distill/teacher_cache.py: within TARGET_TOLERANCE
+What "same" means is the promise in amalgam/distill/teachers/cache.py: within TARGET_TOLERANCE
 of the largest logit (FEATURE_TOLERANCE of the largest feature) across batch compositions and
 thread counts, bit-equal only when the very same batches run again in this process (a rebuilt
 entry, an unchanged teacher).
@@ -19,23 +19,23 @@ import numpy as np
 import pytest
 import torch
 
-from amalgam.distill.ensemble import TeacherEnsemble
+from amalgam.distill.engine.train_config import TrainConfig
+from amalgam.distill.engine.trainer import Trainer
+from amalgam.distill.engine.views import to_unit_float
 from amalgam.distill.losses import covering_average_targets
 from amalgam.distill.methods import MethodOptions, build_method
-from amalgam.distill.teacher_cache import (
+from amalgam.distill.teachers.cache import (
     cached_teacher_source,
     online_source,
     teacher_cache_key,
     teacher_source_for,
 )
-from amalgam.distill.teacher_loading import load_ensemble
-from amalgam.distill.teacher_store import (
+from amalgam.distill.teachers.ensemble import TeacherEnsemble
+from amalgam.distill.teachers.loading import load_ensemble
+from amalgam.distill.teachers.store import (
     compute_teacher_logits,
     load_or_build,
 )
-from amalgam.distill.train_config import TrainConfig
-from amalgam.distill.trainer import Trainer
-from amalgam.distill.views import to_unit_float
 from amalgam.models.checkpoint import ModelCard, save_checkpoint
 from amalgam.models.model_input import ModelInput
 from amalgam.models.teacher_archs import create_teacher
@@ -46,7 +46,7 @@ from amalgam.tasks.spec import DataSpec, TaskSpec, TeacherSpec
 SIZE, N = 16, 40
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 CPU = torch.device("cpu")
-# Cached vs online logits, as a fraction of the largest |logit| (teacher_cache.py's promise).
+# Cached vs online logits, as a fraction of the largest |logit| (teachers/cache.py's promise).
 # fp32: only the summation order differs with the batch (oneDNN picks kernels by shape and
 # threads); measured <= 1e-6 on an AVX-512 Xeon, and bf16 teachers land ~5e-3 away, so 1e-4
 # still tells a wrong precision or view apart. bf16: the logits themselves are rounded to bf16,
@@ -127,7 +127,7 @@ def build(spec, data, root) -> tuple[torch.Tensor, TeacherEnsemble, str, list[in
 
 
 def plain_source(logits: torch.Tensor):
-    from amalgam.distill.teacher_store import CachedTeachers
+    from amalgam.distill.teachers.store import CachedTeachers
 
     return cached_teacher_source(CachedTeachers(("plain",), logits[:, None], None, 0))
 

@@ -1,7 +1,7 @@
 """The teacher cache for the views training uses: both flip views and the teachers' feature
 maps, picked per sample as the student saw them; one teacher pass per image per view; the
 size budget and its fallback; memory-mapped reads. Fixtures and tolerances are
-tests/test_teacher_cache.py's (the promise in amalgam/distill/teacher_cache.py).
+tests/test_teacher_cache.py's (the promise in amalgam/distill/teachers/cache.py).
 """
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from amalgam.distill.mapped_rows import ArrayFile, MappedRows, RowWriter
+from amalgam.distill.engine.train_config import TrainConfig
+from amalgam.distill.engine.trainer import Trainer
+from amalgam.distill.engine.views import augment_with_flips, mirror, to_unit_float
 from amalgam.distill.methods import MethodOptions, build_method
-from amalgam.distill.teacher_cache import inference_ensemble, online_source, teacher_source_for
-from amalgam.distill.teacher_loading import load_ensemble
-from amalgam.distill.teacher_store import BUDGET_ENV, BUILD_BATCH, cache_budget_bytes
-from amalgam.distill.train_config import TrainConfig
-from amalgam.distill.trainer import Trainer
-from amalgam.distill.views import augment_with_flips, mirror, to_unit_float
+from amalgam.distill.teachers.cache import inference_ensemble, online_source, teacher_source_for
+from amalgam.distill.teachers.loading import load_ensemble
+from amalgam.distill.teachers.mapped_rows import ArrayFile, MappedRows, RowWriter
+from amalgam.distill.teachers.store import BUDGET_ENV, BUILD_BATCH, cache_budget_bytes
 from amalgam.errors import UserError
 from amalgam.models.checkpoint import ModelCard, save_checkpoint
 from amalgam.models.model_input import ModelInput

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from amalgam.distill import metric_log
-from amalgam.distill.metric_log import check_metric_log, scalar_tags
-from amalgam.distill.run import DistilSettings, distil
-from amalgam.distill.train_config import TrainConfig
+from amalgam.distill.engine.train_config import TrainConfig
+from amalgam.distill.runs import metric_log
+from amalgam.distill.runs.metric_log import check_metric_log, scalar_tags
+from amalgam.distill.runs.run import DistilSettings, distil
 from amalgam.errors import UserError
 
 CE = DistilSettings(

@@ -10,8 +10,8 @@ import timm
 import torch
 from timm.models import save_for_hf
 
-from amalgam.distill.run import DistilSettings, distil
-from amalgam.distill.train_config import TrainConfig
+from amalgam.distill.engine.train_config import TrainConfig
+from amalgam.distill.runs.run import DistilSettings, distil
 from amalgam.errors import UserError
 from amalgam.models.checkpoint import load_model
 from amalgam.models.students import canonical_student, create_student

@@ -9,16 +9,16 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from amalgam.distill.run import DistilSettings, distil, resume
-from amalgam.distill.teacher_training import train_all_teachers
-from amalgam.distill.train_config import TrainConfig
+from amalgam.distill.engine.train_config import TrainConfig
+from amalgam.distill.runs.run import DistilSettings, distil, resume
+from amalgam.distill.teachers.training import train_all_teachers
 from amalgam.errors import UserError
 from amalgam.harness.evaluate import calibrated_test_scores
 from amalgam.models.metrics import NonFiniteLogits, fit_temperature
 from amalgam.models.model_input import ModelInput
-from amalgam.pipeline import run_pipeline
 from amalgam.tasks.builtin import get_task
 from amalgam.tasks.loader import load_task_data
+from amalgam.workflows.pipeline import run_pipeline
 from tests.conftest import assert_one_line_error, run_front_end
 from tests.test_task_toml import write_folder_task
 
@@ -244,7 +244,7 @@ def test_compare_out_naming_a_file_is_one_line(tmp_path: Path):
 
 
 def test_compare_refuses_a_foreign_report_folder(tmp_path: Path):
-    from amalgam.compare import check_report_dir
+    from amalgam.workflows.compare import check_report_dir
 
     folder = tmp_path / "thesis"
     folder.mkdir()

@@ -21,7 +21,7 @@ from typing import Any
 
 import typer
 
-from amalgam.distill.run_settings import RECORD_ONLY_KEY
+from amalgam.distill.runs.settings import RECORD_ONLY_KEY
 from amalgam.errors import UserError
 
 SECTIONS = ("train", "method_options")  # config.json's nested tables (DistilSettings)

@@ -40,10 +40,10 @@ from amalgam.cli.train_subcommands import (
     push_command,
     teachers_command,
 )
-from amalgam.distill.extra_teachers import resolve_extra_teachers
 from amalgam.distill.methods import DEFAULT_METHOD, METHODS, MethodOptions
-from amalgam.distill.run import DistilSettings, distil, resume
-from amalgam.distill.run_dirs import check_run_name
+from amalgam.distill.runs.folders import check_run_name
+from amalgam.distill.runs.run import DistilSettings, distil, resume
+from amalgam.distill.teachers.extra import resolve_extra_teachers
 from amalgam.models.students import DEFAULT_STUDENT, STUDENT_HELP, canonical_student
 from amalgam.ui import console, say
 

@@ -8,8 +8,8 @@ from dataclasses import fields
 import typer
 
 from amalgam.cli.common import resolve_device
-from amalgam.distill.optim import DEFAULT_OPT, SCHEDULERS
-from amalgam.distill.train_config import STUDENT_AUGMENT, TrainConfig
+from amalgam.distill.engine.optim import DEFAULT_OPT, SCHEDULERS
+from amalgam.distill.engine.train_config import STUDENT_AUGMENT, TrainConfig
 from amalgam.errors import UserError
 from amalgam.tasks.builtin import DEFAULT_TASK
 

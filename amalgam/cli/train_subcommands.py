@@ -57,7 +57,7 @@ def teachers_command(
     quiet: bool = QuietOpt,
 ) -> None:
     """Train each teacher on its own classes; saves checkpoints/<task>/teacher_<k>."""
-    from amalgam.distill.teacher_training import train_task_teachers
+    from amalgam.distill.teachers.training import train_task_teachers
 
     reports = train_task_teachers(
         task, data_dir, val_fraction, train_per_class, train_config(ctx.params), check_img_size(img_size)
@@ -88,7 +88,7 @@ def pipeline_command(
     quiet: bool = QuietOpt,
 ) -> None:
     """Teachers → CE baseline → distilled student → evaluation, then one summary table."""
-    from amalgam.pipeline import print_summary, run_pipeline
+    from amalgam.workflows.pipeline import print_summary, run_pipeline
 
     summary = run_pipeline(
         task=task,
@@ -145,8 +145,8 @@ def compare_command(
     quiet: bool = QuietOpt,
 ) -> None:
     """Train every method with the same budget over several seeds; write reports/<task>/compare.*."""
-    from amalgam.compare import parse_methods, run_compare
-    from amalgam.distill.extra_teachers import resolve_extra_teachers
+    from amalgam.distill.teachers.extra import resolve_extra_teachers
+    from amalgam.workflows.compare import parse_methods, run_compare
 
     config = train_config(ctx.params)  # `--labels` is only the default of each arm's (`--methods`)
     options = MethodOptions(**method_options)
@@ -159,7 +159,7 @@ def compare_command(
     if rosters is not None:
         if extra:
             raise UserError("--extra-teacher is for one task; with --rosters, compare each roster on its own")
-        from amalgam.roster_compare import parse_roster_seeds, run_roster_compare
+        from amalgam.workflows.roster_compare import parse_roster_seeds, run_roster_compare
 
         out = out or PROJECT_ROOT / "reports" / f"{task}-rosters"
         pooled = run_roster_compare(task, parse_roster_seeds(rosters), out, **compare_args)

@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from amalgam.distill.extra_teachers import extra_teacher_name  # noqa: E402
+from amalgam.distill.teachers.extra import extra_teacher_name  # noqa: E402
 from amalgam.models.checkpoint import atomic_write_bytes  # noqa: E402
 
 COLUMNS = (

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from amalgam import PROJECT_ROOT
-from amalgam.distill.batching import predict_logits
+from amalgam.distill.engine.batching import predict_logits
 from amalgam.errors import UserError
 from amalgam.harness.plots import confusion_figure, prediction_grid, reliability_figure
 from amalgam.models.cas771_format import load_cas771_student

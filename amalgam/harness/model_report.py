@@ -20,7 +20,7 @@ import torch
 from rich.table import Table
 
 from amalgam import PROJECT_ROOT
-from amalgam.distill.teacher_loading import load_teachers
+from amalgam.distill.teachers.loading import load_teachers
 from amalgam.errors import UserError
 from amalgam.harness.evaluate import LoadedStudent
 from amalgam.models.checkpoint import atomic_write_bytes, checkpoint_files, checkpoint_stem, load_model

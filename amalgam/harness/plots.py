@@ -1,6 +1,6 @@
 """Figures a person looks at after a run: prediction grids, confusion and reliability.
 
-The learning curve, which every run writes, lives below with the runs (`amalgam.distill.curves`).
+The learning curve, which every run writes, lives below with the runs (`amalgam.distill.runs.curves`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from amalgam.distill.curves import save_figure  # noqa: E402
+from amalgam.distill.runs.curves import save_figure  # noqa: E402
 
 RIGHT, WRONG = "green", "red"
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from amalgam.distill.ensemble import TeacherEnsemble, combined_teacher_probs
 from amalgam.distill.losses import uhc_union_probs
+from amalgam.distill.losses.targets import combined_teacher_probs
 from amalgam.distill.methods import MethodOptions, build_method
-from amalgam.distill.teacher_store import compute_teacher_logits
+from amalgam.distill.teachers.ensemble import TeacherEnsemble
+from amalgam.distill.teachers.store import compute_teacher_logits
 from amalgam.tasks.images import ImageSet
 
 

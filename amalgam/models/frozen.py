@@ -10,7 +10,7 @@ can resolve; `fp32` keeps full precision for anyone who wants it.
 Neither is bit-for-bit with the original model: folding changes the rounding (outputs agree
 to about 1e-4 relative, checked in tests/test_frozen_teachers.py), and any convolution's
 output may change in the last bits with the batch size or thread count it runs with (see
-amalgam/distill/teacher_cache.py for the tolerances promised for training targets).
+amalgam/distill/teachers/cache.py for the tolerances promised for training targets).
 """
 
 from __future__ import annotations

@@ -13,6 +13,14 @@ from amalgam.distill.losses.task_space import (
 from amalgam.tasks.spec import Roster
 
 
+def combined_teacher_probs(local_logits: torch.Tensor, roster: Roster) -> torch.Tensor:
+    """The teachers as one classifier over the union: per class, the mean of its teachers'
+    probabilities. The 'teachers combined' reference line in reports, and SimKD's prediction."""
+    probs = place_in_task_space(masked_local_softmax(local_logits, roster), roster).sum(dim=1)
+    counts = roster.coverage.to(local_logits.device).float().sum(dim=0)
+    return probs / counts
+
+
 def covering_average_targets(
     local_logits: torch.Tensor, labels: torch.Tensor, roster: Roster, temperature: float,
     allowed: torch.Tensor | None = None,

@@ -12,8 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from amalgam.distill.ensemble import combined_teacher_probs
 from amalgam.distill.losses import common_size, match_spatial, simkd_loss
+from amalgam.distill.losses.targets import combined_teacher_probs
 from amalgam.distill.methods.base import Method, register_method
 
 

@@ -5,7 +5,7 @@ accuracies, macro-F1, learning rate, seconds) becomes a scalar tagged `<quantity
 (`loss/train`, `loss/val`, `acc/val`), so TensorBoard draws train and val of one quantity side
 by side. Event files go into the run folder itself, so `tensorboard --logdir runs` lists every
 run by its folder name; the writer opens at the first finished epoch, so a run that stops
-before saving any state still leaves only what `run_dirs.release_unstarted` removes.
+before saving any state still leaves only what `folders.release_unstarted` removes.
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from amalgam.distill.run_dirs import STATE_FILE
-from amalgam.distill.trainer import Trainer
+from amalgam.distill.engine.trainer import Trainer
+from amalgam.distill.runs.folders import STATE_FILE
 from amalgam.errors import UserError
 from amalgam.models.checkpoint import atomic_write_bytes
 

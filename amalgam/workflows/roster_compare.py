@@ -15,12 +15,12 @@ from pathlib import Path
 
 import torch
 
-from amalgam.compare import METRICS, check_report_dir, run_compare, split_arm
 from amalgam.distill.methods import METHODS
 from amalgam.errors import UserError
 from amalgam.harness.compare_report import spread_cell
 from amalgam.models.checkpoint import atomic_write_bytes
 from amalgam.tasks.builtin import DRAWABLE_TASKS, get_task
+from amalgam.workflows.compare import METRICS, check_report_dir, run_compare, split_arm
 
 
 def parse_roster_seeds(text: str) -> list[int]:

@@ -1,8 +1,8 @@
 """A distillation run, start to finish: `distil` starts or continues one, `resume` reads one back.
 
-Layout: runs/<YYYYmmdd-HHMMSS>_task_<T>[_<run>]/ with config.json (`run_settings`), history.json,
-learning_curve.png, best.* and last.* (`run_saving`) and last_state.pt (`run_state`).
-A run owns its folder from the exclusive creation of config.json on (`run_dirs`); a run that
+Layout: runs/<YYYYmmdd-HHMMSS>_task_<T>[_<run>]/ with config.json (`runs.settings`), history.json,
+learning_curve.png, best.* and last.* (`runs.saving`) and last_state.pt (`runs.state`).
+A run owns its folder from the exclusive creation of config.json on (`runs.folders`); a run that
 fails before saving any state removes what it claimed, so the same --out can be used again.
 """
 
@@ -14,34 +14,34 @@ from pathlib import Path
 import torch
 
 from amalgam import PROJECT_ROOT
-from amalgam.distill.distributed import barrier, broadcast_from_main, cuda_device_for, init_distributed
-from amalgam.distill.ensemble import TeacherEnsemble
-from amalgam.distill.label_modes import check_labels_mode, training_data
-from amalgam.distill.loss_log import epoch_line
+from amalgam.distill.engine.distributed import barrier, broadcast_from_main, cuda_device_for, init_distributed
+from amalgam.distill.engine.label_modes import check_labels_mode, training_data
+from amalgam.distill.engine.loss_log import epoch_line
+from amalgam.distill.engine.train_config import TrainConfig
+from amalgam.distill.engine.trainer import NonFiniteLoss, TeacherSource, Trainer
+from amalgam.distill.engine.views import to_unit_float
 from amalgam.distill.losses.neighbours import pooled_features
 from amalgam.distill.methods import Method, build_method
-from amalgam.distill.metric_log import EpochHook, check_metric_log, metric_log
-from amalgam.distill.run_dirs import (
+from amalgam.distill.runs.folders import (
     check_new_run,
     claim_run_dir,
     default_run_dir,
     release_unstarted,
     write_json,
 )
-from amalgam.distill.run_saving import save_epoch
-from amalgam.distill.run_settings import DistilSettings, read_settings
-from amalgam.distill.run_state import (
+from amalgam.distill.runs.metric_log import EpochHook, check_metric_log, metric_log
+from amalgam.distill.runs.saving import save_epoch
+from amalgam.distill.runs.settings import DistilSettings, read_settings
+from amalgam.distill.runs.state import (
     SavedRun,
     TrainingInterrupted,
     load_state,
     restore_state,
     stop_on_interrupt,
 )
-from amalgam.distill.teacher_cache import teacher_source_for
-from amalgam.distill.teacher_loading import load_ensemble
-from amalgam.distill.train_config import TrainConfig
-from amalgam.distill.trainer import NonFiniteLoss, TeacherSource, Trainer
-from amalgam.distill.views import to_unit_float
+from amalgam.distill.teachers.cache import teacher_source_for
+from amalgam.distill.teachers.ensemble import TeacherEnsemble
+from amalgam.distill.teachers.loading import load_ensemble
 from amalgam.models.frozen import resolve_precision
 from amalgam.models.model_input import ModelInput
 from amalgam.models.students import create_student

@@ -5,7 +5,7 @@ method, so running them per batch is wasted work: with the cache, multi-teacher 
 costs about what training the student alone costs. A flip shows each image in one of two
 fixed views, so `--augment flip` caches both (plain and mirrored) and the trainer picks per
 sample the view the student saw. Feature methods (SimKD, cfl) get each teacher's last
-feature map too, in 16 bits and memory-mapped (amalgam/distill/mapped_rows.py), so RAM does
+feature map too, in 16 bits and memory-mapped (amalgam/distill/teachers/mapped_rows.py), so RAM does
 not grow with the dataset. Methods that read maps only through FitNet's hint loss (`fitnet`,
 `fitnet+*`, `adaptive`) get each map's hint reduction at the student's map size instead
 (`HintTarget`: the same loss, float32, 64x smaller under a 2x2 student and 16x16 teachers).
@@ -49,11 +49,14 @@ from pathlib import Path
 import torch
 
 from amalgam import PROJECT_ROOT
-from amalgam.distill.ensemble import TeacherEnsemble
+from amalgam.distill.engine.train_config import TrainConfig
+from amalgam.distill.engine.trainer import TeacherSource
+from amalgam.distill.engine.views import CACHEABLE_VIEWS
 from amalgam.distill.losses.features import HintTarget, reduce_for_hint
-from amalgam.distill.mapped_rows import MappedRows
 from amalgam.distill.methods.base import Method, TeacherOutputs
-from amalgam.distill.teacher_store import (
+from amalgam.distill.teachers.ensemble import TeacherEnsemble
+from amalgam.distill.teachers.mapped_rows import MappedRows
+from amalgam.distill.teachers.store import (
     BUDGET_ENV,
     CACHE_FORMAT,
     CachedTeachers,
@@ -61,9 +64,6 @@ from amalgam.distill.teacher_store import (
     cache_budget_bytes,
     load_or_build,
 )
-from amalgam.distill.train_config import TrainConfig
-from amalgam.distill.trainer import TeacherSource
-from amalgam.distill.views import CACHEABLE_VIEWS
 from amalgam.models.checkpoint import SUFFIXES, checkpoint_files, checkpoint_stem
 from amalgam.models.frozen import resolve_precision
 from amalgam.models.model_input import ModelInput

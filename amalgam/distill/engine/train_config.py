@@ -5,16 +5,16 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from amalgam.distill.label_modes import LABEL_MODES
-from amalgam.distill.optim import DEFAULT_OPT, SCHEDULERS, check_opt
-from amalgam.distill.views import AUGMENTATIONS
+from amalgam.distill.engine.label_modes import LABEL_MODES
+from amalgam.distill.engine.optim import DEFAULT_OPT, SCHEDULERS, check_opt
+from amalgam.distill.engine.views import AUGMENTATIONS
 from amalgam.errors import UserError
 from amalgam.models.frozen import TEACHER_PRECISIONS
 
 # Students train on randomly flipped views by default: on `fashion` (README, "Choosing
 # defaults") flips raised both CE and FitNet, while crop-flip left CE 5 points below flips
 # after 12 epochs. A flip has two fixed views, so the teachers' outputs on both come from the
-# cache (amalgam/distill/teacher_cache.py); random crops need the teachers online.
+# cache (amalgam/distill/teachers/cache.py); random crops need the teachers online.
 STUDENT_AUGMENT = "flip"
 
 
@@ -27,7 +27,7 @@ class TrainConfig:
     scheduler: str = "cosine"  # timm's, to 0 over `epochs`; step: the reference app's StepLR
     scheduler_step: int = 30
     scheduler_gamma: float = 0.5
-    opt: str = DEFAULT_OPT  # any timm optimiser name (amalgam/distill/optim.py)
+    opt: str = DEFAULT_OPT  # any timm optimiser name (amalgam/distill/engine/optim.py)
     warmup_epochs: int = 0
     seed: int = 42
     augment: str = STUDENT_AUGMENT

@@ -6,10 +6,10 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from amalgam.distill.extra_teachers import with_extra_teachers
+from amalgam.distill.engine.train_config import TrainConfig
 from amalgam.distill.methods import MethodOptions
-from amalgam.distill.run_dirs import STATE_FILE
-from amalgam.distill.train_config import TrainConfig
+from amalgam.distill.runs.folders import STATE_FILE
+from amalgam.distill.teachers.extra import with_extra_teachers
 from amalgam.errors import UserError
 from amalgam.tasks.builtin import get_task
 from amalgam.tasks.roster_draw import roster_record

@@ -1,6 +1,6 @@
 """One teacher-cache entry on disk: built in a single pass over the images, read back checked.
 
-The build runs every teacher once per image per view (amalgam/distill/teacher_cache.py decides
+The build runs every teacher once per image per view (amalgam/distill/teachers/cache.py decides
 which views and whether feature maps are kept) and streams the outputs to disk, so neither
 building nor reading holds the feature maps in RAM. Before writing it checks the entry's size
 against a budget and the free disk, and says why when it will not build one.
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
-from amalgam.distill.ensemble import TeacherEnsemble
+from amalgam.distill.engine.views import mirror, to_unit_float
 from amalgam.distill.losses.features import reduce_for_hint
-from amalgam.distill.mapped_rows import ArrayFile, MappedRows, RowWriter
-from amalgam.distill.views import mirror, to_unit_float
+from amalgam.distill.teachers.ensemble import TeacherEnsemble
+from amalgam.distill.teachers.mapped_rows import ArrayFile, MappedRows, RowWriter
 from amalgam.errors import UserError
 from amalgam.models.checkpoint import atomic_write_bytes
 from amalgam.tasks.images import ImageSet

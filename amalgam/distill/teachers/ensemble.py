@@ -11,18 +11,9 @@ import copy
 import torch
 import torch.nn as nn
 
-from amalgam.distill.losses import masked_local_softmax, place_in_task_space
 from amalgam.models.frozen import DTYPES, fold_batchnorm
 from amalgam.models.model_input import ModelInput
 from amalgam.tasks.spec import Roster
-
-
-def combined_teacher_probs(local_logits: torch.Tensor, roster: Roster) -> torch.Tensor:
-    """The teachers as one classifier over the union: per class, the mean of its teachers'
-    probabilities. The 'teachers combined' reference line in reports, and SimKD's prediction."""
-    probs = place_in_task_space(masked_local_softmax(local_logits, roster), roster).sum(dim=1)
-    counts = roster.coverage.to(local_logits.device).float().sum(dim=0)
-    return probs / counts
 
 
 class TeacherEnsemble(nn.Module):

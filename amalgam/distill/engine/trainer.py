@@ -17,14 +17,14 @@ import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
-from amalgam.distill.batching import batch_indices, epoch_generator, predict_logits
-from amalgam.distill.distributed import DistEnv, average_gradients, sum_across
-from amalgam.distill.label_modes import LABEL_FREE, check_labels_mode
-from amalgam.distill.loss_log import add_measures, batch_measures, epoch_measures
+from amalgam.distill.engine.batching import batch_indices, epoch_generator, predict_logits
+from amalgam.distill.engine.distributed import DistEnv, average_gradients, sum_across
+from amalgam.distill.engine.label_modes import LABEL_FREE, check_labels_mode
+from amalgam.distill.engine.loss_log import add_measures, batch_measures, epoch_measures
+from amalgam.distill.engine.optim import make_optimizer, make_scheduler
+from amalgam.distill.engine.train_config import TrainConfig
+from amalgam.distill.engine.views import augment_with_flips, to_unit_float
 from amalgam.distill.methods.base import Method, TeacherOutputs
-from amalgam.distill.optim import make_optimizer, make_scheduler
-from amalgam.distill.train_config import TrainConfig
-from amalgam.distill.views import augment_with_flips, to_unit_float
 from amalgam.errors import UserError
 from amalgam.models.metrics import classification_scores
 from amalgam.models.model_input import ModelInput

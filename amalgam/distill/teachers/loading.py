@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from amalgam import PROJECT_ROOT
-from amalgam.distill.ensemble import TeacherEnsemble
+from amalgam.distill.teachers.ensemble import TeacherEnsemble
 from amalgam.models.cas771_format import cas771_teacher_card, load_cas771_teacher
 from amalgam.models.checkpoint import ModelCard, load_model
 from amalgam.models.model_input import ModelInput, model_input_for

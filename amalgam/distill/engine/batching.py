@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import torch
 
-from amalgam.distill.views import to_unit_float
+from amalgam.distill.engine.views import to_unit_float
 from amalgam.models.model_input import ModelInput
 from amalgam.tasks.images import ImageSet
 

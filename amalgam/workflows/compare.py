@@ -16,15 +16,15 @@ from pathlib import Path
 import torch
 
 from amalgam import PROJECT_ROOT
-from amalgam.distill.extra_teachers import with_extra_teachers
-from amalgam.distill.label_modes import LABEL_MODES, LABELED, check_labels_mode
+from amalgam.distill.engine.label_modes import LABEL_MODES, LABELED, check_labels_mode
+from amalgam.distill.engine.train_config import TrainConfig
 from amalgam.distill.methods import METHODS, MethodOptions
-from amalgam.distill.run import DistilSettings, distil
-from amalgam.distill.run_dirs import fresh_dir
-from amalgam.distill.run_saving import load_best
-from amalgam.distill.run_state import TrainingInterrupted
-from amalgam.distill.teacher_loading import load_ensemble
-from amalgam.distill.train_config import TrainConfig
+from amalgam.distill.runs.folders import fresh_dir
+from amalgam.distill.runs.run import DistilSettings, distil
+from amalgam.distill.runs.saving import load_best
+from amalgam.distill.runs.state import TrainingInterrupted
+from amalgam.distill.teachers.extra import with_extra_teachers
+from amalgam.distill.teachers.loading import load_ensemble
 from amalgam.errors import UserError
 from amalgam.harness.compare_report import write_compare_report
 from amalgam.harness.evaluate import calibrated_test_scores

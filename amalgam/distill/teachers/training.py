@@ -10,10 +10,10 @@ from pathlib import Path
 import torch
 
 from amalgam import PROJECT_ROOT
-from amalgam.distill.batching import predict_logits
+from amalgam.distill.engine.batching import predict_logits
+from amalgam.distill.engine.train_config import TrainConfig
+from amalgam.distill.engine.trainer import Trainer
 from amalgam.distill.methods import MethodOptions, build_method
-from amalgam.distill.train_config import TrainConfig
-from amalgam.distill.trainer import Trainer
 from amalgam.errors import UserError
 from amalgam.models.checkpoint import FORMAT, ModelCard, checkpoint_files, checkpoint_stem, save_checkpoint
 from amalgam.models.metrics import classification_scores

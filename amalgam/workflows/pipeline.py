@@ -8,11 +8,11 @@ import torch
 from rich.table import Table
 
 from amalgam import PROJECT_ROOT
+from amalgam.distill.engine.train_config import STUDENT_AUGMENT, TrainConfig
 from amalgam.distill.methods import MethodOptions, build_method
-from amalgam.distill.run import DistilSettings, distil
-from amalgam.distill.teacher_loading import load_ensemble
-from amalgam.distill.teacher_training import train_all_teachers
-from amalgam.distill.train_config import STUDENT_AUGMENT, TrainConfig
+from amalgam.distill.runs.run import DistilSettings, distil
+from amalgam.distill.teachers.loading import load_ensemble
+from amalgam.distill.teachers.training import train_all_teachers
 from amalgam.errors import UserError
 from amalgam.harness.evaluate import load_student, score_student
 from amalgam.harness.grading import report_student

@@ -13,11 +13,11 @@ from pathlib import Path
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
-from amalgam.distill.curves import learning_curve
-from amalgam.distill.run_dirs import write_json
-from amalgam.distill.run_settings import DistilSettings
-from amalgam.distill.run_state import save_state
-from amalgam.distill.trainer import Trainer
+from amalgam.distill.engine.trainer import Trainer
+from amalgam.distill.runs.curves import learning_curve
+from amalgam.distill.runs.folders import write_json
+from amalgam.distill.runs.settings import DistilSettings
+from amalgam.distill.runs.state import save_state
 from amalgam.models.checkpoint import ModelCard, atomic_write_bytes, save_checkpoint
 from amalgam.models.model_input import ModelInput
 from amalgam.models.students import canonical_student, card_arch

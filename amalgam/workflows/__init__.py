@@ -1,0 +1,1 @@
+"""Workflows over whole runs: method comparisons, roster comparisons and the main pipeline."""
