@@ -5,7 +5,7 @@ PIP_FLAGS ?= --quiet --disable-pip-version-check
 # `make test EDITABLE=` installs a regular (non-editable) copy instead
 EDITABLE ?= -e
 
-.PHONY: setup demo test lint bench
+.PHONY: setup demo test test-quick lint bench
 
 setup:
 	$(PYTHON) -m pip install $(PIP_FLAGS) $(EDITABLE) ".[dev,export]"
@@ -16,6 +16,10 @@ demo: setup
 test: setup
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m pytest -q
+
+# The edit-test loop (docs/development.md): everything but the `slow` tests, no install step.
+test-quick:
+	$(PYTHON) -m pytest -q -m "not slow"
 
 bench: setup
 	$(PYTHON) bench/bench_train.py --quick

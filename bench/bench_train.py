@@ -1,7 +1,7 @@
-"""Training speed and memory: the default recipe vs plain CE vs the CAS771 seed app's algorithm.
+"""Training speed and memory: the default recipe vs plain CE vs the CAS771 reference app's algorithm.
 
 All arms train a MobileNetV3-small student from scratch on the same generated CAS771
-Task-B-layout data (three 5-class teachers of the seed's CNN, 64x64 images, batch 32). Each
+Task-B-layout data (three 5-class teachers of the reference app's CNN, 64x64 images, batch 32). Each
 arm runs in a fresh spawned process so its peak resident memory (`ru_maxrss`) is its own.
 
     ce              amalgam Trainer, method "ce", the default augmentation (flips)
@@ -12,17 +12,17 @@ arm runs in a fresh spawned process so its peak resident memory (`ru_maxrss`) is
                     counts towards the arm's peak memory
     default-online  the same, teachers run on every batch (what random crops or a cache over
                     its size budget cost)
-    seed            the seed app's algorithm (SPEC section 5, its train.py), written here: a
+    reference-app   the reference app's algorithm (SPEC section 5, its train.py), written here: a
                     Dataset that decodes each image through PIL and torchvision transforms every
-                    epoch (DataLoader, 4 workers, as the seed); per batch, each fp32 teacher runs
+                    epoch (DataLoader, 4 workers, as the reference app); per batch, each fp32 teacher runs
                     once, batched, on only the samples whose class it covers; soft labels placed
-                    and counted with the seed's per-sample Python loops; (1-a) CE + a T^2 KL;
-                    torchvision mobilenet_v3_small (no downloaded weights) with the seed's head;
-                    Adam + StepLR. Every image is kept (the seed drops the second copy of a
+                    and counted with the reference app's per-sample Python loops; (1-a) CE + a T^2 KL;
+                    torchvision mobilenet_v3_small (no downloaded weights) with the reference app's head;
+                    Adam + StepLR. Every image is kept (the reference app drops the second copy of a
                     shared class's images; that changes the set's size, not the rate)
 
 Images/s are steady state: the first steps of each arm are a warm-up and not timed; the
-timed span includes fetching batches (the seed's decoding). Arms that run teachers per
+timed span includes fetching batches (the reference app's decoding). Arms that run teachers per
 batch are slower, so the cheap arms time more steps. `--quick` trains on 384 images (128
 from each teacher's file) so the one-off cache build fits the time budget; steady-state
 rates do not depend on the set's size. The last line is one JSON object.
@@ -50,10 +50,10 @@ if str(REPO) not in sys.path:
 import torch  # noqa: E402
 
 N_TRAIN, N_QUICK, SIZE, BATCH, STUDENT, TEACHER_ARCH = 1500, 384, 64, 32, "mobilenetv3", "seed-cnn"
-ARMS = ("ce", "default", "default-online", "seed")
-HEAVY_ARMS = ("default-online", "seed")
-SEED_T, SEED_ALPHA = 2.0, 0.1  # the seed app's defaults
-TARGETS = {"default_over_ce": (">=", 0.87), "default_over_seed": (">=", 5.0),  # issue 14
+ARMS = ("ce", "default", "default-online", "reference-app")
+HEAVY_ARMS = ("default-online", "reference-app")
+APP_T, APP_ALPHA = 2.0, 0.1  # the reference app's defaults
+TARGETS = {"default_over_ce": (">=", 0.87), "default_over_reference_app": (">=", 5.0),
            "mem_default_over_ce": ("<=", 1.3), "teacher_passes_per_image_view": ("<=", 1.0),
            "build_s_per_view_over_online_epoch_s": ("<=", 1.0)}
 
@@ -88,8 +88,8 @@ def to_task_space(files: list[dict]):
 
 
 def save_teachers(workdir: Path, mean: tuple, std: tuple) -> None:
-    """Random-init seed-CNN teachers (speed does not depend on the weights), twice: in our
-    checkpoint layout, and as the bare state_dicts the seed app loads."""
+    """Random-init CAS771 reference-app CNN teachers (speed does not depend on the weights), twice: in our
+    checkpoint layout, and as the bare state_dicts the reference app loads."""
     from amalgam.models.checkpoint import ModelCard, save_checkpoint
     from amalgam.models.teacher_archs import create_teacher
     from amalgam.tasks.builtin import get_task
@@ -189,8 +189,8 @@ def run_amalgam_arm(arm: str, workdir: Path, steps: int, warmup: int, precision:
     return {**extra, "seconds": seconds, "images": images}
 
 
-def run_seed_arm(workdir: Path, steps: int, warmup: int) -> dict:
-    """The seed app's train.py algorithm (see the module docstring); our code, its steps."""
+def run_reference_app_arm(workdir: Path, steps: int, warmup: int) -> dict:
+    """The reference app's train.py algorithm (see the module docstring); our code, its steps."""
     import torch.nn.functional as F
     from torch.utils.data import DataLoader, Dataset
     from torchvision import transforms
@@ -207,7 +207,7 @@ def run_seed_arm(workdir: Path, steps: int, warmup: int) -> dict:
     transform = transforms.Compose([transforms.ToPILImage(), transforms.Resize((SIZE, SIZE)),
                                     transforms.ToTensor(), transforms.Normalize(list(mean), list(std))])
 
-    class SeedDataset(Dataset):
+    class ReferenceAppDataset(Dataset):
         def __len__(self) -> int:
             return len(train)
 
@@ -218,9 +218,9 @@ def run_seed_arm(workdir: Path, steps: int, warmup: int) -> dict:
         return (torch.stack([x for x, _, _ in items]), torch.tensor([y for _, y, _ in items]),
                 [ids for _, _, ids in items])
 
-    loader = DataLoader(SeedDataset(), batch_size=BATCH, shuffle=True, num_workers=4,
+    loader = DataLoader(ReferenceAppDataset(), batch_size=BATCH, shuffle=True, num_workers=4,
                         pin_memory=torch.cuda.is_available(), collate_fn=collate,
-                        multiprocessing_context="fork",  # Linux's default, where the seed ran
+                        multiprocessing_context="fork",  # Linux's default, where the reference app ran
                         generator=torch.Generator().manual_seed(0))
     teachers = []
     for k in range(1, len(mappings) + 1):
@@ -239,7 +239,7 @@ def run_seed_arm(workdir: Path, steps: int, warmup: int) -> dict:
             if not covered:
                 continue
             with torch.no_grad():
-                probs = F.softmax(teacher(images[covered]) / SEED_T, dim=1)
+                probs = F.softmax(teacher(images[covered]) / APP_T, dim=1)
                 for row, i in enumerate(covered):
                     for local, global_index in enumerate(mapping):
                         out[i, global_index] += probs[row, local]
@@ -256,12 +256,12 @@ def run_seed_arm(workdir: Path, steps: int, warmup: int) -> dict:
         images, labels, ids = batch
         logits = student(images)
         targets = soft_labels(images, ids, logits.shape[1])
-        kd = F.kl_div(F.log_softmax(logits / SEED_T, dim=1), targets, reduction="batchmean") * SEED_T**2
-        loss = (1 - SEED_ALPHA) * F.cross_entropy(logits, labels) + SEED_ALPHA * kd
+        kd = F.kl_div(F.log_softmax(logits / APP_T, dim=1), targets, reduction="batchmean") * APP_T**2
+        loss = (1 - APP_ALPHA) * F.cross_entropy(logits, labels) + APP_ALPHA * kd
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        _ = (logits.argmax(1) == labels).sum().item(), loss.item()  # the seed logs both per step
+        _ = (logits.argmax(1) == labels).sum().item(), loss.item()  # the reference app logs both per step
         return len(labels)
 
     def epoch_batches(epoch: int):
@@ -275,8 +275,8 @@ def run_seed_arm(workdir: Path, steps: int, warmup: int) -> dict:
 
 def arm_main(arm: str, workdir: str, steps: int, warmup: int, precision: str, queue) -> None:
     workdir_path = Path(workdir)
-    if arm == "seed":
-        result = run_seed_arm(workdir_path, steps, warmup)
+    if arm == "reference-app":
+        result = run_reference_app_arm(workdir_path, steps, warmup)
     else:
         result = run_amalgam_arm(arm, workdir_path, steps, warmup, precision)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
@@ -315,10 +315,10 @@ def summarise(results: dict[str, dict], n_train: int) -> dict:
     online_epoch_s = n_train / ips["default-online"]
     ratios = {
         "default_over_ce": ips["default"] / ips["ce"],
-        "default_over_seed": ips["default"] / ips["seed"],
+        "default_over_reference_app": ips["default"] / ips["reference-app"],
         "default_online_over_ce": ips["default-online"] / ips["ce"],
-        "default_online_over_seed": ips["default-online"] / ips["seed"],
-        "ce_over_seed": ips["ce"] / ips["seed"],
+        "default_online_over_reference_app": ips["default-online"] / ips["reference-app"],
+        "ce_over_reference_app": ips["ce"] / ips["reference-app"],
         "mem_default_over_ce": default["peak_rss_mb"] / results["ce"]["peak_rss_mb"],
         "teacher_passes_per_image_view": default["teacher_passes_per_image_view"],
         "build_s_per_view_over_online_epoch_s":
@@ -354,7 +354,7 @@ def main() -> None:
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS),
                         help="run only these arms (the ratios need all four)")
     parser.add_argument("--teacher-precision", default="auto", choices=("auto", "fp32", "bf16"),
-                        help="our arms' frozen teachers (the seed arm runs fp32, as the seed app does)")
+                        help="our arms' frozen teachers (the reference-app arm runs fp32, as that app does)")
     args = parser.parse_args()
     n_train = N_QUICK if args.quick else N_TRAIN
     heavy = args.steps or (8 if args.quick else n_train // BATCH)

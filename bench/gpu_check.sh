@@ -19,6 +19,9 @@
 #                 all-reduces of CUDA gradients (nccl), checked one by one
 #   ddp-train     torchrun, one process: `train.py` through the DDP code path on cuda
 #   evaluation    `evaluation.py` on the `cuda` run
+#   scale         bench/bench_scale.py on cuda at (C, K) = (10, 3) and (1000, 10): per-epoch time of
+#                 CE and the two defaults, teachers cached; its table goes to
+#                 docs/benchmarks/data/scale-gpu.csv (SCALE_CSV=... elsewhere), its plot beside it
 # NCCL refuses two ranks on one GPU, so a one-GPU machine checks DDP with a world of one:
 # torchrun with --nproc-per-node 1 still joins a process group (amalgam/distill/distributed.py),
 # so every collective really goes through nccl or gloo. Two-rank semantics (identical weights,
@@ -197,7 +200,13 @@ evaluation() {
     [[ -n $(find "$WORK/evaluation" -name results.json) ]] || fail "no results.json under $WORK/evaluation"
 }
 
-export -f speedups teachers distil cuda compiled bf16_teachers ddp_nccl ddp_train evaluation
+scale() {
+    local table=${SCALE_CSV:-$REPO/docs/benchmarks/data/scale-gpu.csv}
+    "$PY" bench/bench_scale.py --grid 10,3 1000,10 --device cuda --csv "$table" || return 1
+    [[ -s $table ]] || fail "bench_scale.py wrote no $table"
+}
+
+export -f speedups teachers distil cuda compiled bf16_teachers ddp_nccl ddp_train evaluation scale
 
 check speedups 90 speedups
 check teachers 90 teachers
@@ -207,6 +216,7 @@ check bf16-teachers 90 bf16_teachers
 check ddp-nccl 90 ddp_nccl
 check ddp-train 120 ddp_train
 check evaluation 60 evaluation
+check scale 120 scale
 
 # --- summary -----------------------------------------------------------------------------------
 echo "summary: $((${#RESULTS[@]} - FAILED)) of ${#RESULTS[@]} paths passed in $((SECONDS - STARTED))s"

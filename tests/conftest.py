@@ -1,53 +1,74 @@
-"""Shared test helpers: run the real front ends in a subprocess with an isolated home."""
+"""Fixtures any test may use; the helpers themselves live in tests/helpers/ (docs/development.md).
+
+REPO, TINY, run_front_end and assert_one_line_error are importable from here too, for tests
+written before tests/helpers/ existed; new tests import them from tests.helpers.front_ends.
+"""
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from tests.test_assets import server  # noqa: F401  (the 127.0.0.1 file server, shared as a fixture)
+from tests.helpers.front_ends import (  # noqa: I001, F401  (the names tests used to import from here)
+    REPO,
+    SCRATCH_PREFIX,
+    TINY,
+    assert_one_line_error,
+    run_front_end,
+)
 
-REPO = Path(__file__).resolve().parent.parent
-# Small and fast: a tiny slice of the embedded task, the smallest student, one epoch.
-TINY = ["--task", "fashion-mini", "--train-per-class", "12", "--img-size", "32", "--quiet"]
+# Modules read `amalgam.PROJECT_ROOT` when first imported, before any fixture runs: give this
+# process a scratch artefact home first (front_ends imports no amalgam module until called), so
+# that nothing run in-process (run_in_process, a `distil` without root=) writes into the
+# checkout or into a user's own $AMALGAM_HOME. Subprocesses get their own home from run_front_end.
+_SCRATCH_HOME = tempfile.mkdtemp(prefix=SCRATCH_PREFIX)
+os.environ["AMALGAM_HOME"] = _SCRATCH_HOME
 
-
-def run_front_end(
-    script: str, args: list[str], home: Path, timeout: int = 300
-) -> subprocess.CompletedProcess:
-    """Run train.py / evaluation.py as a user would, with artefacts under `home`."""
-    env = {**os.environ, "AMALGAM_HOME": str(home), "PYTHONWARNINGS": "ignore"}
-    return subprocess.run(
-        [sys.executable, str(REPO / script), *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+from tests.helpers.file_server import server  # noqa: E402, F401  (the 127.0.0.1 file server fixture)
+from tests.helpers.homes import TEACHER_FLAGS, copy_teachers  # noqa: E402
 
 
-def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str, code: int = 2) -> None:
-    """A user mistake: exit code 2, one `error:` line naming the problem, no traceback.
-
-    `code` is for the few errors the product gives another code (130: interrupted by Ctrl-C).
-    """
-    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    shutil.rmtree(_SCRATCH_HOME, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
-def trained_home(tmp_path_factory) -> Path:
-    """A home with the tiny task's teachers trained once (1 epoch) for the whole session."""
-    home = tmp_path_factory.mktemp("home")
-    result = run_front_end("train.py", ["teachers", *TINY, "--epochs", "1", "--batch-size", "16"], home)
+def trained_teachers(tmp_path_factory) -> Path:
+    """checkpoints/fashion-mini/ with the tiny task's teachers, trained once per session.
+
+    Trained by the real `train.py teachers` (which pins that command end to end). Never write
+    here: take `home_with_teachers` for a home of your own.
+    """
+    home = tmp_path_factory.mktemp("teachers_home")
+    result = run_front_end("train.py", TEACHER_FLAGS, home)
     assert result.returncode == 0, result.stderr
-    return home
+    return home / "checkpoints" / "fashion-mini"
+
+
+@pytest.fixture
+def home_with_teachers(trained_teachers: Path, tmp_path: Path) -> Path:
+    """A fresh artefact home (under tmp_path) holding a copy of the trained teachers."""
+    return copy_teachers(trained_teachers, tmp_path / "home")
+
+
+@pytest.fixture(scope="session")
+def trained_home(trained_teachers: Path) -> Path:
+    """A home shared by the whole session, with the trained teachers in it.
+
+    Tests add runs and reports to it (module-scoped fixtures build a student once); they must
+    not change its checkpoints. A test that damages a teacher takes `home_with_teachers`.
+    """
+    return trained_teachers.parent.parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Two rules keep the quick loop (`-m "not slow"`) quick without every test saying so:
+    a subprocess entry-point test (`e2e`) costs a Python start, and a test that needs the trained
+    teachers waits for them; both are `slow`."""
+    for item in items:
+        if item.get_closest_marker("e2e") or "trained_teachers" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

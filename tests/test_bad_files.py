@@ -22,9 +22,8 @@ from amalgam.tasks.loader import load_task_data
 from amalgam.tasks.readers import read_raw_splits, register_reader
 from amalgam.tasks.spec import DataSpec, TaskSpec, TeacherSpec
 from amalgam.tasks.toml_task import load_task_file
-from tests.conftest import assert_one_line_error, run_front_end
-from tests.test_cas771 import write_task_b
-from tests.test_task_toml import write_pth_task
+from tests.helpers.front_ends import assert_one_line_error, run_in_process
+from tests.helpers.task_files import write_pth_task, write_task_b
 
 CLASSES = ("hyena", "zebra")
 
@@ -256,7 +255,7 @@ def test_truncated_data_file(tmp_path: Path, legacy: bool):
     assert "Errno" not in message
 
 
-def test_truncated_seed_checkpoint(tmp_path: Path):
+def test_truncated_reference_app_checkpoint(tmp_path: Path):
     path = tmp_path / "teacher.pth"
     torch.save(Cas771TeacherCNN(2).state_dict(), path)
     _truncate(path)
@@ -269,7 +268,7 @@ def test_truncated_seed_checkpoint(tmp_path: Path):
 @pytest.mark.parametrize(("content", "needle"), [
     (b"", "is empty (0 bytes)"), (b"<!DOCTYPE html><html>quota exceeded</html>", "is not a PyTorch file"),
 ])
-def test_empty_or_foreign_seed_checkpoint(tmp_path: Path, content: bytes, needle: str):
+def test_empty_or_foreign_reference_app_checkpoint(tmp_path: Path, content: bytes, needle: str):
     path = tmp_path / "student.pth"
     path.write_bytes(content)
     with pytest.raises(UserError) as caught:
@@ -291,7 +290,7 @@ def test_truncated_amalgam_checkpoint(teacher_stem: Path, cut: str):
     assert f"{weights} {expected}" in message and "retrain it" in message
 
 
-def test_seed_head_of_the_wrong_rank(tmp_path: Path):
+def test_reference_app_head_of_the_wrong_rank(tmp_path: Path):
     state = Cas771TeacherCNN(2).state_dict()
     state["classifier.3.weight"] = torch.zeros(())
     path = tmp_path / "teacher.pth"
@@ -302,14 +301,14 @@ def test_seed_head_of_the_wrong_rank(tmp_path: Path):
         load_cas771_teacher(path, CLASSES)
 
 
-def test_front_end_refuses_a_seed_checkpoint_holding_code(tmp_path: Path):
+def test_front_end_refuses_a_reference_app_checkpoint_holding_code(tmp_path: Path):
     write_task_b(tmp_path)
     marker = tmp_path / "FILE"
     checkpoint = tmp_path / "student_model_epoch12_acc80.00.pth"
     _zip_pth({"backbone.classifier.1.weight": torch.zeros(12, 1280), "x": _RunsAShell(marker)}, checkpoint)
 
-    args = ["--task", "B", "--data-dir", str(tmp_path), "--checkpoint", str(checkpoint), "--format", "seed"]
-    result = run_front_end("evaluation.py", [*args, "--quiet"], tmp_path / "home")
+    args = ["--task", "B", "--data-dir", str(tmp_path), "--checkpoint", str(checkpoint), "--format", "cas771"]
+    result = run_in_process("evaluation.py", [*args, "--quiet"], tmp_path / "home")
 
     assert_one_line_error(result, "holds code", "was not loaded", checkpoint.name)
     assert "weights_only" not in result.stderr and not marker.exists()

@@ -6,65 +6,21 @@ import builtins
 import io
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from amalgam.errors import UserError
-from amalgam.tasks.builtin import TASK_A_CLASSES, TASK_A_FILES, TASK_B_CLASSES, TASK_B_FILES, get_task
+from amalgam.tasks.builtin import TASK_A_CLASSES, TASK_A_FILES, TASK_B_CLASSES, get_task
 from amalgam.tasks.loader import load_task_data
 from amalgam.tasks.readers import read_raw_splits
-
-TRAIN_PER_CLASS, TEST_PER_CLASS, SIZE = 4, 2, 8
-
-
-def originals_of(task: str) -> list[list[int]]:
-    """Each teacher's original labels in local order (ascending), from the built-in roster."""
-    table = dict(TASK_A_CLASSES if task == "A" else TASK_B_CLASSES)
-    return [sorted(table[c] for c in t.classes) for t in get_task(task).teachers]
-
-
-def fake_images(originals: list[int], per_class: int, teacher: int,
-                seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """NHWC uint8 images whose first pixel records (teacher, original label) for the checks."""
-    labels = np.repeat(np.asarray(originals, dtype=np.int64), per_class)
-    rng = np.random.default_rng(seed)
-    images = rng.integers(0, 256, size=(len(labels), SIZE, SIZE, 3), dtype=np.uint8)
-    images[:, 0, 0, 0] = teacher
-    images[:, 0, 0, 1] = labels
-    return images, labels
-
-
-def write_task_a(root: Path) -> Path:
-    """data/TaskA/… as released; teacher 1 numpy HWC + indices, 2 a CHW tensor, 3 list labels."""
-    folder = root / "data" / "TaskA"
-    for k, (originals, files) in enumerate(zip(originals_of("A"), TASK_A_FILES, strict=True), start=1):
-        splits = (("train", files[0], TRAIN_PER_CLASS), ("test", files[1], TEST_PER_CLASS))
-        for split, rel, per_class in splits:
-            images, labels = fake_images(originals, per_class, k, seed=10 * k + len(split))
-            if k == 1:
-                payload = {"data": images, "labels": labels, "indices": np.arange(len(labels))}
-            elif k == 2:
-                payload = {"data": torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
-                           "labels": torch.from_numpy(labels), "indices": torch.arange(len(labels))}
-            else:
-                payload = {"data": images, "labels": [int(v) for v in labels]}
-            (folder / rel).parent.mkdir(parents=True, exist_ok=True)
-            torch.save(payload, folder / rel)
-    return folder
-
-
-def write_task_b(root: Path, bad_label: int | None = None) -> Path:
-    """data/TaskB/{train,val}_dataB_model_k.pth as released: uint8 tensor NHWC, tensor labels."""
-    folder = root / "data" / "TaskB"
-    folder.mkdir(parents=True, exist_ok=True)
-    for k, (originals, files) in enumerate(zip(originals_of("B"), TASK_B_FILES, strict=True), start=1):
-        for rel, per_class in ((files[0], TRAIN_PER_CLASS), (files[1], TEST_PER_CLASS)):
-            images, labels = fake_images(originals, per_class, k, seed=k + per_class)
-            if bad_label is not None and k == 2 and rel.startswith("train"):
-                labels[-1] = bad_label
-            torch.save({"data": torch.from_numpy(images), "labels": torch.from_numpy(labels)}, folder / rel)
-    return folder
+from tests.helpers.task_files import (
+    SIZE,
+    TEST_PER_CLASS,
+    TRAIN_PER_CLASS,
+    fake_images,
+    write_task_a,
+    write_task_b,
+)
 
 
 def first_pixels(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

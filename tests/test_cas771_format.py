@@ -18,24 +18,9 @@ from amalgam.models.cas771_format import (
     load_cas771_teacher,
 )
 from amalgam.models.teacher_archs import create_teacher
+from tests.helpers.task_files import cas771_layout_student, randomise_norm_stats
 
 CLASSES = tuple(f"class_{i}" for i in range(12))
-
-
-def randomise_norm_stats(model: nn.Module) -> nn.Module:
-    """Non-trivial BatchNorm statistics, so a mis-loaded buffer would change the predictions."""
-    generator = torch.Generator().manual_seed(0)
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.running_mean.copy_(torch.randn(module.running_mean.shape, generator=generator) * 0.1)
-            module.running_var.copy_(torch.rand(module.running_var.shape, generator=generator) + 0.5)
-    return model.eval()
-
-
-def cas771_layout_student(num_classes: int) -> nn.Module:
-    """What the reference app's EfficientNetStudent saved: torchvision EfficientNet-B0 as `backbone`."""
-    torch.manual_seed(1)
-    return randomise_norm_stats(build_cas771_student(num_classes))
 
 
 def test_student_state_dict_has_the_reference_app_layout():
@@ -49,7 +34,7 @@ def test_cas771_student_predicts_like_the_original(tmp_path: Path):
     path = tmp_path / "student_model_epoch12_acc80.00.pth"
     torch.save(original.state_dict(), path)
 
-    loaded = load_any_student(path, CLASSES, "cas771")  # the canonical spelling; "seed" below is its alias
+    loaded = load_any_student(path, CLASSES, "cas771")  # the canonical spelling; "seed" below is its old one
 
     x = torch.randn(4, 3, 64, 64)
     with torch.no_grad():

@@ -15,8 +15,8 @@ from amalgam.errors import UserError
 from amalgam.models.cas771_format import Cas771TeacherCNN
 from amalgam.tasks.builtin import builtin_tasks, get_task
 from amalgam.tasks.spec import CAS771_FORMAT
-from tests.conftest import run_front_end
-from tests.test_cas771 import write_task_b
+from tests.helpers.front_ends import run_front_end
+from tests.helpers.task_files import write_task_b
 
 # the reference app's own names for task B's teachers; accuracy and epoch vary between trainings
 B_FILES = ("data1_86.40_epoch182.pth", "data2_92.80_epoch93.pth", "data3_79.60_epoch128.pth")
@@ -97,6 +97,7 @@ def test_a_damaged_file_is_a_one_line_error_naming_it(home: Path):
     assert str(damaged) in str(error.value) and "\n" not in str(error.value)
 
 
+@pytest.mark.e2e
 def test_train_uses_them_with_no_teacher_training(tmp_path: Path):
     """`train.py --task B` on a home with data and weights/B only: no `train.py teachers` first."""
     write_task_b(tmp_path)

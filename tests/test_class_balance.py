@@ -18,7 +18,7 @@ from amalgam.distill.runs.run import fit_to_training_set
 from amalgam.distill.teachers.cache import cached_teacher_source
 from amalgam.distill.teachers.store import CachedTeachers
 from amalgam.errors import UserError
-from tests.test_label_free import padded, roster_of
+from tests.helpers.small_models import padded, roster_of, teacher_logits
 
 
 def test_identical_rows_are_balanced_by_hand():
@@ -52,14 +52,6 @@ def test_weights_at_temperature_t_are_shifted_logits_softened():
 def test_a_class_no_row_gives_mass_is_refused():
     with pytest.raises(ValueError, match="no mass"):
         balancing_log_weights(torch.tensor([[1.0, 0.0], [0.7, 0.0]]))
-
-
-def teacher_logits(n: int = 60) -> torch.Tensor:
-    """Two overlapping teachers on classes abc / bcd that favour b and c: an unbalanced union."""
-    torch.manual_seed(1)
-    first = torch.randn(n, 3) + torch.tensor([0.0, 2.0, 1.0])
-    second = torch.randn(n, 3) + torch.tensor([1.5, 1.0, 0.0])
-    return torch.stack([first, second], dim=1)  # [n, 2, 3]
 
 
 def test_amalgam_kd_fits_uniform_weights_and_its_targets_average_to_uniform():
@@ -128,5 +120,5 @@ def test_adaptive_keeps_the_unchosen_teachers_classes_at_zero():
 
 
 def test_an_unknown_class_prior_is_refused():
-    with pytest.raises(UserError, match=r"--class-prior must be one of \['none', 'uniform'\], got 'zipf'"):
+    with pytest.raises(UserError, match="--class-prior must be one of: none, uniform; got 'zipf'"):
         MethodOptions(class_prior="zipf")

@@ -15,7 +15,7 @@ import amalgam.cli.train_cli as train_cli
 from amalgam.distill.methods import MethodOptions
 from amalgam.errors import UserError
 from amalgam.harness.report_dirs import latest_report_dir
-from tests.conftest import TINY, assert_one_line_error, run_front_end
+from tests.helpers.front_ends import TINY, assert_one_line_error, run_front_end, run_in_process
 
 STUDENT = ["--student", "mobilenetv3_small", "--epochs", "1", "--batch-size", "16"]
 
@@ -34,17 +34,17 @@ def distilled(trained_home: Path) -> Path:
     return out
 
 
-def test_options_a_method_ignores_are_named(trained_home: Path, tmp_path: Path):
-    result = run_front_end("train.py", [*TINY, *STUDENT, "--method", "fitnet", "--temperature", "3",
-                                        "--alpha", "0.5", "--out", str(tmp_path / "fitnet")], trained_home)
+def test_options_a_method_ignores_are_named(home_with_teachers: Path, tmp_path: Path):
+    args = [*TINY, *STUDENT, "--method", "fitnet", "--temperature", "3", "--alpha", "0.5"]
+    result = run_in_process("train.py", [*args, "--out", str(tmp_path / "fitnet")], home_with_teachers)
     assert result.returncode == 0, result.stderr
     said = " ".join((result.stdout + result.stderr).split())
     assert "method fitnet does not use --temperature, --alpha" in said
 
 
-def test_options_a_method_reads_raise_no_warning(trained_home: Path, tmp_path: Path):
-    result = run_front_end("train.py", [*TINY, *STUDENT, "--method", "kd", "--temperature", "3",
-                                        "--out", str(tmp_path / "kd")], trained_home)
+def test_options_a_method_reads_raise_no_warning(home_with_teachers: Path, tmp_path: Path):
+    result = run_in_process("train.py", [*TINY, *STUDENT, "--method", "kd", "--temperature", "3",
+                                         "--out", str(tmp_path / "kd")], home_with_teachers)
     assert result.returncode == 0, result.stderr
     assert "does not use" not in result.stdout + result.stderr
 
@@ -58,6 +58,7 @@ def test_teachers_command_saves_checkpoints_and_prints_accuracy(trained_home: Pa
         assert 0.0 <= card["metrics"]["test_accuracy_own_classes"] <= 1.0
 
 
+@pytest.mark.e2e
 def test_distil_writes_a_complete_run_dir(distilled: Path):
     for name in (
         "config.json",
@@ -91,6 +92,7 @@ def test_distil_writes_a_complete_run_dir(distilled: Path):
     assert config["roster"]["teacher_1"] == ["T-shirt/top", "Trouser", "Pullover", "Dress"]  # for the reader
 
 
+@pytest.mark.e2e
 def test_evaluation_writes_reports(distilled: Path, trained_home: Path):
     result = run_front_end(
         "evaluation.py",
@@ -119,6 +121,7 @@ def test_evaluation_writes_reports(distilled: Path, trained_home: Path):
     assert "fashion-mini" in result.stdout and f"reports in {out}" in result.stdout
 
 
+@pytest.mark.e2e
 def test_evaluation_defaults_to_the_newest_student(distilled: Path, trained_home: Path):
     result = run_front_end("evaluation.py", ["--task", "fashion-mini", "--quiet"], trained_home)
     assert result.returncode == 0, result.stderr
@@ -127,9 +130,9 @@ def test_evaluation_defaults_to_the_newest_student(distilled: Path, trained_home
     assert Path(results["model_path"]).parent.parent == trained_home / "runs"
 
 
-def test_existing_run_dir_is_never_overwritten(distilled: Path, trained_home: Path):
+def test_existing_run_dir_is_never_overwritten(distilled: Path, home_with_teachers: Path):
     before = (distilled / "best.safetensors").read_bytes()
-    result = run_front_end("train.py", [*TINY, *STUDENT, "--out", str(distilled)], trained_home)
+    result = run_in_process("train.py", [*TINY, *STUDENT, "--out", str(distilled)], home_with_teachers)
     assert_one_line_error(result, "already holds a run")
     assert (distilled / "best.safetensors").read_bytes() == before
 
@@ -148,62 +151,55 @@ def test_existing_run_dir_is_never_overwritten(distilled: Path, trained_home: Pa
         (["--method", "magic"], "unknown method"),
     ],
 )
-def test_bad_flags_get_one_clear_line(tmp_path: Path, args, needle):
-    assert_one_line_error(run_front_end("train.py", args, tmp_path), needle)
-
-
-def copy_of_teachers(trained_home: Path, home: Path) -> Path:
-    """A fresh home holding copies of the session's trained teachers, safe to damage."""
-    (home / "checkpoints" / "fashion-mini").mkdir(parents=True)
-    for path in (trained_home / "checkpoints" / "fashion-mini").iterdir():
-        (home / "checkpoints" / "fashion-mini" / path.name).write_bytes(path.read_bytes())
-    return home
+def test_bad_flags_get_one_clear_line(args, needle):
+    assert_one_line_error(run_in_process("train.py", args), needle)
 
 
 def test_missing_teacher_checkpoint(tmp_path: Path):
-    result = run_front_end("train.py", [*TINY, *STUDENT], tmp_path)
+    result = run_in_process("train.py", [*TINY, *STUDENT], tmp_path)
     assert_one_line_error(result, "teacher_1.safetensors", "python train.py teachers")
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("best.json"))
 
 
-def test_corrupt_teacher_checkpoint(trained_home: Path, tmp_path: Path):
-    home = copy_of_teachers(trained_home, tmp_path / "home")
+def test_corrupt_teacher_checkpoint(home_with_teachers: Path):
+    home = home_with_teachers
     (home / "checkpoints" / "fashion-mini" / "teacher_2.safetensors").write_bytes(b"not a checkpoint")
-    assert_one_line_error(run_front_end("train.py", [*TINY, *STUDENT], home), "teacher_2", "corrupt")
+    assert_one_line_error(run_in_process("train.py", [*TINY, *STUDENT], home), "teacher_2", "corrupt")
 
 
-def test_teacher_whose_classes_do_not_match_the_roster(trained_home: Path, tmp_path: Path):
-    home = copy_of_teachers(trained_home, tmp_path / "home")
+def test_teacher_whose_classes_do_not_match_the_roster(home_with_teachers: Path):
+    home = home_with_teachers
     card_path = home / "checkpoints" / "fashion-mini" / "teacher_3.json"
     card = json.loads(card_path.read_text())
     card["classes"] = list(reversed(card["classes"]))
     card_path.write_text(json.dumps(card))
-    assert_one_line_error(run_front_end("train.py", [*TINY, *STUDENT], home), "teacher_3", "classes")
+    assert_one_line_error(run_in_process("train.py", [*TINY, *STUDENT], home), "teacher_3", "classes")
 
 
-def test_head_that_does_not_fit_the_class_list(trained_home: Path, tmp_path: Path):
-    home = copy_of_teachers(trained_home, tmp_path / "home")
+def test_head_that_does_not_fit_the_class_list(home_with_teachers: Path):
+    home = home_with_teachers
     card_path = home / "checkpoints" / "fashion-mini" / "teacher_1.json"
     card = json.loads(card_path.read_text())
     card["arch"] = "cnn-large"
     card_path.write_text(json.dumps(card))
-    assert_one_line_error(run_front_end("train.py", [*TINY, *STUDENT], home), "teacher_1", "do not fit")
+    assert_one_line_error(run_in_process("train.py", [*TINY, *STUDENT], home), "teacher_1", "do not fit")
 
 
 def test_evaluation_without_any_student(tmp_path: Path):
-    result = run_front_end("evaluation.py", ["--task", "fashion-mini"], tmp_path)
+    result = run_in_process("evaluation.py", ["--task", "fashion-mini"], tmp_path)
     assert_one_line_error(result, "no trained student")
 
 
-def test_seed_spellings_give_the_same_config_as_the_new_ones(tmp_path: Path):
+@pytest.mark.slow
+def test_reference_app_spellings_give_the_same_config_as_the_new_ones(tmp_path: Path):
     """The reference app's flags (README) are aliases: same config.json, nothing lost."""
     common = ["--task", "fashion-mini", "--train-per-class", "12", "--img-size", "32", "--quiet",
               "--method", "ce", "--device", "cpu"]  # ce: no teachers needed
-    seed = [*common, "--batch_size", "8", "--num_epochs", "1", "--student_model", "ResNet18"]
+    reference_app = [*common, "--batch_size", "8", "--num_epochs", "1", "--student_model", "ResNet18"]
     new = [*common, "--batch-size", "8", "--epochs", "1", "--student", "resnet18"]
     configs = []
-    for name, args in (("seed", seed), ("new", new)):
-        result = run_front_end("train.py", [*args, "--out", str(tmp_path / name)], tmp_path / "home")
+    for name, args in (("reference-app", reference_app), ("new", new)):
+        result = run_in_process("train.py", [*args, "--out", str(tmp_path / name)], tmp_path / "home")
         assert result.returncode == 0, result.stderr
         configs.append(json.loads((tmp_path / name / "config.json").read_text()))
     assert configs[0]["train"]["batch_size"] == 8 and configs[0]["train"]["epochs"] == 1

@@ -7,18 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY, run_front_end
+from tests.helpers.front_ends import TINY, run_in_process
 
 ALL = ("ce", "kd", "partial-kd", "union-kd", "dkd", "fitnet", "simkd", "fitnet+union-kd", "fitnet+uhc-kd")
 
 
-def test_compare_writes_json_markdown_and_figure(trained_home: Path, tmp_path: Path):
+def test_compare_writes_json_markdown_and_figure(home_with_teachers: Path, tmp_path: Path):
     out = tmp_path / "report"
-    result = run_front_end("train.py", ["compare", *TINY, "--methods", ",".join(ALL),
-                                        "--seeds", "2", "--epochs", "1", "--batch-size", "16",
-                                        "--student", "mobilenetv3_small", "--scheduler", "step",
-                                        "--dkd-beta", "4", "--out", str(out)], trained_home,
-                           timeout=900)
+    result = run_in_process("train.py", ["compare", *TINY, "--methods", ",".join(ALL),
+                                         "--seeds", "2", "--epochs", "1", "--batch-size", "16",
+                                         "--student", "mobilenetv3_small", "--scheduler", "step",
+                                         "--dkd-beta", "4", "--out", str(out)], home_with_teachers)
     assert result.returncode == 0, result.stderr
     report = json.loads((out / "compare.json").read_text())
     assert set(report["methods"]) == set(ALL), report["failed"]
@@ -42,5 +41,5 @@ def test_compare_writes_json_markdown_and_figure(trained_home: Path, tmp_path: P
 
 
 def test_compare_rejects_unknown_methods(tmp_path: Path):
-    result = run_front_end("train.py", ["compare", *TINY, "--methods", "ce,telepathy"], tmp_path)
+    result = run_in_process("train.py", ["compare", *TINY, "--methods", "ce,telepathy"], tmp_path)
     assert result.returncode == 2 and "telepathy" in result.stderr

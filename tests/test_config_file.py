@@ -12,7 +12,7 @@ from amalgam.cli import config_file
 from amalgam.cli.config_file import default_map_for, read_config_file
 from amalgam.cli.train_cli import app
 from amalgam.errors import UserError
-from tests.conftest import TINY, assert_one_line_error, run_front_end
+from tests.helpers.front_ends import TINY, assert_one_line_error, run_in_process
 
 TRAIN = typer.main.get_command(app)
 
@@ -80,19 +80,20 @@ def test_unreadable_kinds_of_file(tmp_path: Path, monkeypatch):
         read_config_file(tmp_path / "run.yml")
 
 
+@pytest.mark.slow
 def test_a_runs_config_json_re_runs_it(tmp_path: Path):
     """Written with timm's spellings; the re-run from its config.json records the same settings."""
     first, again = tmp_path / "runs" / "first", tmp_path / "runs" / "again"
     args = [*TINY, "--method", "ce", "--epochs", "1", "-b", "16", "--opt", "sgd", "--lr", "0.01",
             "--sched", "step", "--decay-epochs", "2", "--warmup-epochs", "1", "--seed", "3",
             "--no-amp", "--out", str(first)]
-    result = run_front_end("train.py", args, tmp_path)
+    result = run_in_process("train.py", args, tmp_path)
     assert result.returncode == 0, result.stderr
     settings = json.loads((first / "config.json").read_text())
     assert settings["train"] | {"batch_size": 16, "opt": "sgd", "scheduler": "step", "scheduler_step": 2,
                                 "warmup_epochs": 1, "amp": False} == settings["train"]
     rerun = ["--config", str(first / "config.json"), "--out", str(again)]
-    result = run_front_end("train.py", rerun, tmp_path)
+    result = run_in_process("train.py", rerun, tmp_path)
     assert result.returncode == 0, result.stderr
     assert json.loads((again / "config.json").read_text()) == settings
 
@@ -100,6 +101,6 @@ def test_a_runs_config_json_re_runs_it(tmp_path: Path):
 def test_a_bad_config_on_the_command_line_is_one_line(tmp_path: Path):
     toml = tmp_path / "run.toml"
     toml.write_text("epochz = 3\n")
-    result = run_front_end("train.py", ["--config", str(toml)], tmp_path)
+    result = run_in_process("train.py", ["--config", str(toml)], tmp_path)
     assert_one_line_error(result, str(toml), "unknown key 'epochz'", "epochs")
     assert not (tmp_path / "runs").exists()

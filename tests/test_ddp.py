@@ -47,6 +47,7 @@ def ddp_run(trained_home: Path, tmp_path_factory) -> tuple[Path, Path, subproces
     return run_dir, dumps, result
 
 
+@pytest.mark.e2e
 def test_torchrun_two_processes_on_cpu(ddp_run):
     from amalgam.distill.engine.batching import predict_logits
     from amalgam.distill.methods import DEFAULT_METHOD
@@ -72,6 +73,7 @@ def test_torchrun_two_processes_on_cpu(ddp_run):
     assert json.loads((run_dir / "config.json").read_text())["method"] == DEFAULT_METHOD
 
 
+@pytest.mark.e2e
 def test_ranks_hold_identical_weights_and_the_loss_is_summed_over_ranks(ddp_run):
     run_dir, dumps, _ = ddp_run
     ranks = [torch.load(dumps / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]

@@ -15,7 +15,7 @@ from amalgam.distill.methods import MethodOptions
 from amalgam.distill.methods.base import Method
 from amalgam.models.model_input import ModelInput
 from amalgam.tasks.images import ImageSet
-from tests.test_methods import TinyStudent, roster3
+from tests.helpers.small_models import TinyStudent, roster3
 
 
 class WeightedTerms(Method):

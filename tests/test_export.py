@@ -3,6 +3,7 @@ expects, and can be graded by `evaluation.py` like any checkpoint."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -19,17 +20,32 @@ from amalgam.models.model_input import model_input_for
 from amalgam.models.onnx_exporters import DYNAMO_EXPORTER, LEGACY_EXPORTER, OPSET
 from amalgam.tasks.builtin import get_task
 from amalgam.tasks.loader import load_task_data
-from tests.conftest import TINY, assert_one_line_error, run_front_end
+from tests.helpers.front_ends import TINY, assert_one_line_error, run_front_end, run_in_process
 
 STUDENT = ["--student", "mobilenetv3_small", "--epochs", "1", "--batch-size", "16"]
 CPU = torch.device("cpu")
+
+
+def _installed(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ValueError:  # in sys.modules as None: imports of it fail
+        return False
+
+
+# ONNX export and inference are the `export` extra; without it the TorchScript half still runs.
+MISSING = [name for name in ("onnx", "onnxruntime", "onnxscript") if not _installed(name)]
+needs_export_extra = pytest.mark.skipif(
+    bool(MISSING), reason=f"needs the export extra (pip install -e '.[export]'): no {', '.join(MISSING)}"
+)
+FORMATS = [pytest.param("onnx", marks=needs_export_extra), "torchscript"]
 
 
 @pytest.fixture(scope="module")
 def run_dir(trained_home: Path) -> Path:
     # Outside runs/ so other tests' "newest student" stays theirs.
     out = trained_home / "export_run"
-    result = run_front_end("train.py", [*TINY, *STUDENT, "--out", str(out)], trained_home)
+    result = run_in_process("train.py", [*TINY, *STUDENT, "--out", str(out)], trained_home)
     assert result.returncode == 0, result.stderr
     return out
 
@@ -38,7 +54,9 @@ def run_dir(trained_home: Path) -> Path:
 def exported(run_dir: Path, trained_home: Path) -> dict[str, Path]:
     files = {}
     for fmt, name in (("onnx", "student.onnx"), ("torchscript", "student.pt")):
-        result = run_front_end("train.py", ["export", str(run_dir), "--format", fmt], trained_home)
+        if fmt == "onnx" and MISSING:
+            continue
+        result = run_in_process("train.py", ["export", str(run_dir), "--format", fmt], trained_home)
         assert result.returncode == 0, result.stderr
         assert f"wrote {run_dir / name}" in result.stdout
         files[fmt] = run_dir / name
@@ -60,7 +78,7 @@ def test_logits(run_dir: Path):
 EXPORT_TOLERANCE = 1e-4
 
 
-@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+@pytest.mark.parametrize("fmt", FORMATS)
 def test_exported_file_matches_pytorch_on_the_test_set(fmt, exported, test_logits):
     data, reference = test_logits
     predictor, model_input, params = load_exported(exported[fmt], data.spec.classes)
@@ -76,7 +94,7 @@ def test_exported_file_matches_pytorch_on_the_test_set(fmt, exported, test_logit
     assert params > 100_000
 
 
-@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+@pytest.mark.parametrize("fmt", FORMATS)
 def test_metadata_holds_classes_and_preprocessing(fmt, exported, run_dir: Path):
     card = json.loads((run_dir / "best.json").read_text())
     meta = read_export_metadata(exported[fmt])
@@ -86,6 +104,7 @@ def test_metadata_holds_classes_and_preprocessing(fmt, exported, run_dir: Path):
     assert "(x - mean) / std" in meta["input"]
 
 
+@needs_export_extra
 def test_onnx_goes_through_the_current_exporter(exported):
     import onnx
 
@@ -95,6 +114,7 @@ def test_onnx_goes_through_the_current_exporter(exported):
     assert [d.dim_param for d in proto.graph.input[0].type.tensor_type.shape.dim][0] == "batch"
 
 
+@needs_export_extra
 @pytest.mark.parametrize("why", ["unavailable", "fails"])
 def test_onnx_falls_back_to_the_legacy_exporter_in_one_line(why, run_dir: Path, test_logits, tmp_path,
                                                              monkeypatch, capsys):
@@ -128,6 +148,8 @@ def test_export_writes_a_model_report(exported, run_dir: Path):
         assert row["params"] > 0 and row["file_bytes"] > 0 and row["latency_ms_per_image"] > 0
 
 
+@pytest.mark.e2e
+@needs_export_extra
 def test_evaluation_grades_an_onnx_file(exported, trained_home: Path, tmp_path: Path):
     result = run_front_end(
         "evaluation.py",
@@ -141,13 +163,14 @@ def test_evaluation_grades_an_onnx_file(exported, trained_home: Path, tmp_path: 
     assert results["params"] == read_export_metadata(exported["onnx"])["params"]
 
 
+@needs_export_extra
 def test_exported_file_refuses_another_tasks_classes(exported):
     with pytest.raises(UserError, match="predicts classes"):
         load_exported(exported["onnx"], ("cat", "dog"))
 
 
 def test_bad_format_is_one_line_error(run_dir: Path, trained_home: Path):
-    result = run_front_end("train.py", ["export", str(run_dir), "--format", "tflite"], trained_home)
+    result = run_in_process("train.py", ["export", str(run_dir), "--format", "tflite"], trained_home)
     assert result.returncode == 2
     assert_one_line_error(result, "--format", "tflite")
 

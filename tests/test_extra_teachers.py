@@ -28,7 +28,7 @@ from amalgam.models.model_input import model_input_for
 from amalgam.tasks.builtin import get_task
 from amalgam.tasks.loader import load_task_data
 from amalgam.workflows.compare import run_compare
-from tests.conftest import TINY, assert_one_line_error, run_front_end
+from tests.helpers.front_ends import TINY, assert_one_line_error, run_in_process
 
 # The extra teacher's logits come out of the ensemble exactly as the model computes them on its
 # own, up to the kernels chosen for a batch of another shape: within this of each other.
@@ -97,8 +97,8 @@ def test_an_extra_teacher_joins_the_tasks_teachers(first_round):
 
 def test_bad_extra_teachers_are_one_line_errors(first_round, tmp_path: Path):
     home, _, round1 = first_round
-    missing = run_front_end("train.py", [*TINY, "--labels", "none", "--method", "amalgam-kd",
-                                         "--extra-teacher", str(tmp_path / "nowhere")], home)
+    missing = run_in_process("train.py", [*TINY, "--labels", "none", "--method", "amalgam-kd",
+                                          "--extra-teacher", str(tmp_path / "nowhere")], home)
     assert_one_line_error(missing, "--extra-teacher", "nowhere")
     alien = tmp_path / "alien"
     for suffix in (".safetensors", ".json"):
@@ -107,8 +107,8 @@ def test_bad_extra_teachers_are_one_line_errors(first_round, tmp_path: Path):
     card["classes"][0] = "Zebra"
     alien.with_suffix(".json").write_text(json.dumps(card))
     runs_before = sorted((home / "runs").iterdir())
-    wrong = run_front_end("train.py", [*TINY, "--labels", "none", "--method", "amalgam-kd",
-                                       "--extra-teacher", str(alien)], home)
+    wrong = run_in_process("train.py", [*TINY, "--labels", "none", "--method", "amalgam-kd",
+                                        "--extra-teacher", str(alien)], home)
     assert_one_line_error(wrong, "--extra-teacher", "Zebra")
     assert sorted((home / "runs").iterdir()) == runs_before  # nothing written
     with pytest.raises(UserError, match="--extra-teacher-only needs"):
@@ -116,12 +116,12 @@ def test_bad_extra_teachers_are_one_line_errors(first_round, tmp_path: Path):
     alien.with_suffix(".safetensors").unlink()
     with pytest.raises(UserError, match="alien.safetensors is missing"):
         resolve_extra_teachers([str(alien)])
-    unused = run_front_end("train.py", [*TINY, "--method", "ce", "--epochs", "1",
-                                        "--extra-teacher", str(round1), "--out", str(tmp_path / "ce")], home)
+    unused = run_in_process("train.py", [*TINY, "--method", "ce", "--epochs", "1",
+                                         "--extra-teacher", str(round1), "--out", str(tmp_path / "ce")], home)
     assert unused.returncode == 0, unused.stderr
     assert "method ce reads no teacher; --extra-teacher is not used" in unused.stdout + unused.stderr
-    rosters = run_front_end("train.py", ["compare", *TINY, "--task", "fashion-mini", "--rosters", "1",
-                                         "--extra-teacher", str(round1)], home)
+    rosters = run_in_process("train.py", ["compare", *TINY, "--task", "fashion-mini", "--rosters", "1",
+                                          "--extra-teacher", str(round1)], home)
     assert_one_line_error(rosters, "--extra-teacher", "--rosters")
 
 

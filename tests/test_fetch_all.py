@@ -11,8 +11,8 @@ from amalgam.errors import UserError
 from amalgam.harness.assets import fetch
 from amalgam.tasks.builtin import get_task
 from amalgam.tasks.loader import load_task_data
-from tests.conftest import assert_one_line_error, run_front_end
-from tests.test_assets import GOOD_TABLE, FileServer, make_zip, write_manifest
+from tests.helpers.file_server import GOOD_TABLE, FileServer, make_zip, write_manifest
+from tests.helpers.front_ends import assert_one_line_error, run_in_process
 
 
 def dead_url(name: str) -> str:
@@ -47,6 +47,6 @@ def test_missing_cas771_data_names_the_asset_to_fetch(tmp_path: Path):
 
 
 def test_the_headline_command_without_data_says_which_asset_to_fetch(tmp_path: Path):
-    result = run_front_end("train.py", ["--task", "B", "--quiet"], tmp_path / "home")
+    result = run_in_process("train.py", ["--task", "B", "--quiet"], tmp_path / "home")
     assert_one_line_error(result, "train_dataB_model_1.pth is missing",
                           "run `python evaluation.py fetch cas771-data`")

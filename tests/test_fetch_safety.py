@@ -25,8 +25,7 @@ from amalgam.harness.assets import (
     marker_path,
     released_student,
 )
-from tests.conftest import REPO, assert_one_line_error
-from tests.test_assets import (
+from tests.helpers.file_server import (
     FileServer,
     files_under,
     make_asset,
@@ -36,6 +35,7 @@ from tests.test_assets import (
     sha,
     write_manifest,
 )
+from tests.helpers.front_ends import REPO, assert_one_line_error
 
 
 @pytest.fixture
@@ -55,7 +55,7 @@ def release_asset(server: FileServer, payload: bytes, sha256: str = "", **overri
     return make_asset(server.publish("pack.zip", payload), sha256, **fields)
 
 
-# --- issue 11.1: an archive may not replace the project's own files ---------------------------
+# --- 1. an archive may not replace the project's own files ------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -170,7 +170,7 @@ def test_unpinned_digest_is_trusted_once_then_enforced(server: FileServer, root:
     assert (root / MODEL).read_bytes() == b"tampered"
 
 
-# --- issue 11.2: short downloads --------------------------------------------------------------
+# --- 2. short downloads -----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("cut", [True, False], ids=["cut-short", "whole"])
@@ -230,7 +230,7 @@ def test_chunked_download_cut_short_is_resumed_not_marked(server: FileServer, ro
     assert (root / "checkpoints/s.pth").read_bytes() == payload
 
 
-# --- issue 11.3: name clashes are named --------------------------------------------------------
+# --- 3. name clashes are named -----------------------------------------------------------------
 
 
 def test_file_where_archive_needs_a_folder(server: FileServer, root: Path) -> None:
@@ -280,7 +280,7 @@ def test_clash_inside_the_archive(server: FileServer, root: Path) -> None:
     assert files_under(root / "data") == []
 
 
-# --- issue 11.4: the manifest ships with the package; its paths stay in the home ---------------
+# --- 4. the manifest ships with the package; its paths stay in the home ------------------------
 
 
 def test_default_manifest_is_package_data() -> None:
@@ -291,6 +291,7 @@ def test_default_manifest_is_package_data() -> None:
     assert any(DEFAULT_MANIFEST.relative_to(REPO / "amalgam").match(p) for p in patterns)
 
 
+@pytest.mark.e2e
 def test_fetch_front_end_uses_shipped_manifest_outside_the_checkout(tmp_path: Path) -> None:
     """As after a non-editable `pip install .`: only the package's own files, no checkout."""
     site = tmp_path / "site"

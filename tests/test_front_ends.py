@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from amalgam.cli import entry
-from tests.conftest import REPO, assert_one_line_error, run_front_end
+from tests.helpers.front_ends import REPO, assert_one_line_error, run_front_end, run_in_process
 
 
 @pytest.mark.parametrize(
@@ -22,13 +22,14 @@ from tests.conftest import REPO, assert_one_line_error, run_front_end
         ("evaluation.py", ["fetch", "--no-such-flag"], "--no-such-flag"),
     ],
 )
-def test_usage_errors_are_one_error_line_with_exit_code_2(tmp_path, script, args, needle):
-    result = run_front_end(script, args, tmp_path)
+def test_usage_errors_are_one_error_line_with_exit_code_2(script, args, needle):
+    result = run_in_process(script, args)
     assert result.returncode == 2
     assert "╭" not in result.stderr and "Usage:" not in result.stderr, result.stderr
     assert_one_line_error(result, needle)
 
 
+@pytest.mark.e2e
 def test_help_still_prints_and_exits_0(tmp_path):
     result = run_front_end("train.py", ["--help"], tmp_path)
     assert result.returncode == 0 and "--temperature" in result.stdout
@@ -61,6 +62,7 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
+@pytest.mark.e2e
 def test_sigint_while_the_real_script_imports_torch(tmp_path):
     env = {**os.environ, "AMALGAM_HOME": str(tmp_path), "PYTHONWARNINGS": "ignore"}
     # A shell's background job (`cmd &`, nohup) starts with SIGINT ignored, and Python then never

@@ -3,6 +3,8 @@ keeps the outputs, bf16 stays close to fp32, and the cache keys and serves the f
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import timm
 import torch
@@ -19,7 +21,12 @@ from amalgam.models.frozen import fold_batchnorm, resolve_precision
 from amalgam.models.model_input import ModelInput
 from amalgam.models.teacher_archs import create_teacher
 from amalgam.tasks.spec import DataSpec, TaskSpec, TeacherSpec
-from tests.test_teacher_cache import CPU, assert_same_targets, tiny  # noqa: F401  (fixture)
+from tests.helpers.tiny_teachers import CPU, assert_same_targets, tiny_task
+
+
+@pytest.fixture
+def tiny(tmp_path: Path):
+    return tiny_task(tmp_path)
 
 
 def trained_looking(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -104,7 +111,7 @@ def test_precision_choice():
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_cached_targets_equal_the_fast_online_teachers(tiny, precision):  # noqa: F811
+def test_cached_targets_equal_the_fast_online_teachers(tiny, precision):
     """Cache and online path run the same prepared teachers, so targets agree to rounding even
     in bf16: within teachers/cache.py's promise (1e-4 of the largest logit in fp32, 1e-2 in bf16),
     not bit for bit, because the cache is built in batches of 16 and the online pass sees 6."""
@@ -119,7 +126,7 @@ def test_cached_targets_equal_the_fast_online_teachers(tiny, precision):  # noqa
     assert_same_targets(cached(index, view).logits, online(index, view).logits, precision)
 
 
-def test_each_precision_has_its_own_cache_entry(tiny):  # noqa: F811
+def test_each_precision_has_its_own_cache_entry(tiny):
     spec, data, root = tiny
     method = build_method("kd", spec.roster(), MethodOptions())
     ensemble = load_ensemble(spec, CPU, root)

@@ -1,8 +1,8 @@
 """`python evaluation.py` from nothing: fetch → verify → unpack → grade Task A and B.
 
 Fixture archives in the exact released layouts stand in for Google Drive, served from a
-server this test starts on 127.0.0.1; the released students are seed-format EfficientNet-B0
-state_dicts built here. Everything lands in a temporary AMALGAM_HOME.
+server this test starts on 127.0.0.1; the released students are EfficientNet-B0 state_dicts in
+the reference app's format, built here. Everything lands in a temporary AMALGAM_HOME.
 """
 
 from __future__ import annotations
@@ -19,10 +19,9 @@ import torch
 from amalgam.harness import grading
 from amalgam.harness.report_dirs import latest_report_dir
 from amalgam.tasks.builtin import get_task
-from tests.conftest import assert_one_line_error, run_front_end
-from tests.test_assets import FileServer, sha
-from tests.test_cas771 import TEST_PER_CLASS, write_task_a, write_task_b
-from tests.test_cas771_format import cas771_layout_student
+from tests.helpers.file_server import FileServer, sha
+from tests.helpers.front_ends import assert_one_line_error, run_front_end
+from tests.helpers.task_files import TEST_PER_CLASS, cas771_layout_student, write_task_a, write_task_b
 
 STUDENTS = {
     "A": ("best_models/TaskA/student_model_epoch57_acc81.27.pth", 15),
@@ -43,7 +42,7 @@ def zip_tree(folder: Path, extra: dict[str, bytes]) -> bytes:
 
 
 def release_archives(staging: Path) -> tuple[bytes, bytes, list[str]]:
-    """The data archive and the best-models archive as the seed released them."""
+    """The data archive and the best-models archive as the reference app released them."""
     data_root = staging / "data_release"
     write_task_a(data_root)
     write_task_b(data_root)
@@ -85,6 +84,7 @@ tasks = ["A", "B"]
     return path
 
 
+@pytest.mark.e2e
 def test_grades_a_and_b_from_nothing(server: FileServer, tmp_path: Path):
     data_zip, models_zip, provides = release_archives(tmp_path / "staging")
     manifest = write_manifest(
@@ -102,7 +102,8 @@ def test_grades_a_and_b_from_nothing(server: FileServer, tmp_path: Path):
     assert not (home / "__MACOSX").exists()
     for task, (rel, classes) in STUDENTS.items():
         assert (home / rel).is_file()
-        report = latest_report_dir(home / "evaluation" / f"Task{task}")  # the seed's folder, per student
+        # the folder layout the reference app reports in, one per student
+        report = latest_report_dir(home / "evaluation" / f"Task{task}")
         assert report.name == Path(rel).stem
         results = json.loads((report / "results.json").read_text())
         assert SEED_KEYS <= set(results) and {"macro_f1", "ece", "confusion_matrix"} <= set(results)
@@ -117,6 +118,7 @@ def test_grades_a_and_b_from_nothing(server: FileServer, tmp_path: Path):
     assert len([r for r in server.requests if r[0].endswith(".zip")]) == 2  # nothing fetched twice
 
 
+@pytest.mark.e2e
 def test_unreachable_assets_skip_both_tasks_and_fail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("COLUMNS", "80")  # a narrow terminal must not cut the reasons
     with socket.socket() as probe:

@@ -25,10 +25,9 @@ from amalgam.distill.methods import MethodOptions, build_method
 from amalgam.distill.runs.run import DistilSettings, distil
 from amalgam.distill.teachers.cache import inference_ensemble, online_source, teacher_source_for
 from amalgam.distill.teachers.loading import load_ensemble
-from amalgam.distill.teachers.training import train_all_teachers
 from amalgam.tasks.builtin import get_task
 from amalgam.tasks.loader import load_task_data
-from tests.test_teacher_cache import CPU, TARGET_TOLERANCE, assert_same_targets, tiny_task
+from tests.helpers.tiny_teachers import CPU, TARGET_TOLERANCE, assert_same_targets, tiny_task
 
 # The reduced loss sums |U r|^2 - 2 <r, U^T f> + |f|^2 instead of |U r - f|^2: in float32 that
 # moves the loss by a few units in the last place of |f|^2 (measured <= 2e-7 relative, see the
@@ -119,17 +118,16 @@ def test_a_hint_cache_is_its_own_smaller_entry(tmp_path: Path):
     assert hinted[(1, 1)]["bytes"] < whole["bytes"]
 
 
-def test_a_fitnet_run_trains_on_cached_hint_reductions(tmp_path: Path):
+def test_a_fitnet_run_trains_on_cached_hint_reductions(home_with_teachers: Path):
     """`distil` sizes the reduction from the student's map: the cache entry a run builds is a
     hint entry at that size, and the run's hint term is finite and positive."""
+    home = home_with_teachers  # the session's teachers, copied; the run writes its cache here
     data = load_task_data(get_task("fashion-mini"), train_per_class=8)
-    teacher_config = TrainConfig(epochs=1, batch_size=16, quiet=True, device="cpu")
-    train_all_teachers(data, teacher_config, 32, root=tmp_path)
     settings = DistilSettings(task="fashion-mini", student="mobilenetv3_small", method="fitnet+uhc-kd",
                               train=TrainConfig(epochs=1, batch_size=16, quiet=True, device="cpu"),
                               img_size=32, train_per_class=8)
-    run_dir = distil(settings, out_dir=tmp_path / "runs" / "hinted", root=tmp_path, data=data).run_dir
-    indexes = [json.loads(p.read_text()) for p in tmp_path.glob(".cache/teachers/*/*.json")]
+    run_dir = distil(settings, out_dir=home / "runs" / "hinted", root=home, data=data).run_dir
+    indexes = [json.loads(p.read_text()) for p in home.glob(".cache/teachers/*/*.json")]
     assert [i["hint"]["student_size"] for i in indexes] == [[1, 1]]  # mobilenetv3 at 32 px: 1x1
     history = json.loads((run_dir / "history.json").read_text())
     assert 0 < history[0]["train_terms"]["loss_hint"] < float("inf")

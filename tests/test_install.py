@@ -66,6 +66,7 @@ def _outside_env(home: Path | None = None) -> dict:
     return env
 
 
+@pytest.mark.e2e
 def test_the_wheel_imports_its_own_copy_with_the_manifest_and_embedded_task(installed, tmp_path):
     code = (
         "import amalgam, importlib.resources as r; print(amalgam.__file__); "
@@ -79,6 +80,7 @@ def test_the_wheel_imports_its_own_copy_with_the_manifest_and_embedded_task(inst
     assert out[2] == "True"
 
 
+@pytest.mark.e2e
 def test_console_script_writes_its_artefacts_in_the_current_directory(installed, tmp_path):
     work = tmp_path / "elsewhere"
     work.mkdir()
@@ -91,6 +93,7 @@ def test_console_script_writes_its_artefacts_in_the_current_directory(installed,
     assert not any(site.glob("checkpoints")) and not any(site.glob("runs"))
 
 
+@pytest.mark.e2e
 def test_amalgam_home_overrides_the_current_directory(installed, tmp_path):
     home, work = tmp_path / "home", tmp_path / "cwd"
     work.mkdir()

@@ -19,7 +19,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import REPO, TINY, assert_one_line_error, run_front_end
+from tests.helpers.front_ends import REPO, TINY, assert_one_line_error, run_front_end
 
 RUN = [*TINY, "--student", "mobilenetv3_small", "--epochs", "2", "--batch-size", "16", "--seed", "3"]
 
@@ -60,6 +60,7 @@ def straight(trained_home: Path, tmp_path_factory) -> Path:
     return run_dir
 
 
+@pytest.mark.e2e
 def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(straight: Path, trained_home: Path,
                                                              tmp_path: Path):
     killed = tmp_path / "killed"
@@ -75,6 +76,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(straight: Path, tra
     same_outcome(straight, killed)
 
 
+@pytest.mark.e2e
 def test_ctrl_c_then_resume_matches_uninterrupted(straight: Path, trained_home: Path, tmp_path: Path):
     run_dir = tmp_path / "ctrl_c"
     # --checkpoint-every 1 only tells us when the first step is done; it writes what the

@@ -35,18 +35,13 @@ from amalgam.harness.compare_report import markdown
 from amalgam.tasks.builtin import get_task
 from amalgam.tasks.images import ImageSet
 from amalgam.tasks.loader import UNLABELED, load_task_data
-from amalgam.tasks.spec import DataSpec, TaskSpec, TeacherSpec
 from amalgam.workflows.compare import parse_methods, run_compare, split_arm
-from tests.conftest import assert_one_line_error, run_front_end
-from tests.test_task_toml import write_folder_task
+from tests.helpers.front_ends import assert_one_line_error, run_in_process
+from tests.helpers.homes import copy_teachers
+from tests.helpers.small_models import padded, roster_of
+from tests.helpers.task_files import write_folder_task
 
 LABEL_FREE = ("amalgam-kd", "fitnet+amalgam-kd", "cfl", "adaptive")
-
-
-def roster_of(*teachers: tuple[str, ...], classes: str = "abcde"):
-    spec = TaskSpec("r", tuple(classes), tuple(TeacherSpec(f"t{k}", t) for k, t in enumerate(teachers)),
-                    DataSpec("none"))
-    return spec.roster()
 
 
 def kl(p, q):
@@ -56,10 +51,6 @@ def kl(p, q):
 def softmax(values, t=1.0):
     e = [math.exp(v / t) for v in values]
     return [x / sum(e) for x in e]
-
-
-def padded(*rows: list[float], width: int) -> torch.Tensor:
-    return torch.tensor([row + [0.0] * (width - len(row)) for row in rows])
 
 
 # --- the losses, by hand -------------------------------------------------------------------
@@ -178,12 +169,10 @@ def test_label_free_methods_are_declared_and_the_others_refused():
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """The tiny task's data and its teachers, trained once (1 epoch) into a home."""
-    home = tmp_path_factory.mktemp("label_free_home")
-    data = load_task_data(get_task("fashion-mini"), train_per_class=12)
-    train_all_teachers(data, TrainConfig(epochs=1, batch_size=16, quiet=True, device="cpu"), 32, root=home)
-    return home, data
+def tiny(trained_teachers, tmp_path_factory):
+    """The tiny task's data and a home holding a copy of the session's teachers (1 epoch)."""
+    home = copy_teachers(trained_teachers, tmp_path_factory.mktemp("label_free_home"))
+    return home, load_task_data(get_task("fashion-mini"), train_per_class=12)
 
 
 def tiny_run(home: Path, data, method: str, labels: str, name: str,
@@ -307,7 +296,7 @@ def test_an_unlabeled_folder_task_trains_end_to_end_without_labels(tmp_path: Pat
     args = ["--task", str(toml), "--method", "cfl", "--labels", "none", "--epochs", "1", "--student",
             "mobilenetv3_small", "--img-size", "32", "--batch-size", "8", "--device", "cpu", "--quiet",
             "--out", str(run_dir)]
-    result = run_front_end("train.py", args, home)
+    result = run_in_process("train.py", args, home)
     assert result.returncode == 0, result.stderr
     assert "the training loss read no label" in result.stdout
     card = json.loads((run_dir / "best.json").read_text())
@@ -356,12 +345,12 @@ def test_cli_refuses_a_labeled_method_without_labels_and_a_missing_unlabeled_pat
     assert isinstance(refused.exception, UserError) and not (tmp_path / "run").exists()
     for needle in ("fitnet", "--labels none", "amalgam-kd", "cfl", "adaptive"):
         assert needle in str(refused.exception)
-    bad_prior = run_front_end("train.py", ["--task", "fashion-mini", "--method", "amalgam-kd", "--labels",
-                                           "none", "--class-prior", "zipf", "--quiet"], tmp_path / "home")
+    bad_prior = run_in_process("train.py", ["--task", "fashion-mini", "--method", "amalgam-kd", "--labels",
+                                            "none", "--class-prior", "zipf", "--quiet"], tmp_path / "home")
     assert_one_line_error(bad_prior, "--class-prior", "uniform", "zipf")
     toml = with_unlabeled(write_folder_task(tmp_path / "task"), "nowhere")
-    missing = run_front_end("train.py", ["--task", str(toml), "--method", "amalgam-kd", "--labels", "none",
-                                         "--quiet"], tmp_path / "home")
+    missing = run_in_process("train.py", ["--task", str(toml), "--method", "amalgam-kd", "--labels", "none",
+                                          "--quiet"], tmp_path / "home")
     assert_one_line_error(missing, "unlabeled", "nowhere", "does not exist")
     assert not (tmp_path / "home" / "runs").exists()
     shutil.rmtree(tmp_path / "home", ignore_errors=True)

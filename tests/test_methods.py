@@ -18,18 +18,7 @@ from amalgam.errors import UserError
 from amalgam.models.metrics import fit_temperature
 from amalgam.models.teacher_archs import create_teacher
 from amalgam.tasks.builtin import get_task
-from amalgam.tasks.spec import DataSpec, TaskSpec, TeacherSpec
-
-
-def roster3():
-    """Classes a..e; t1 = (a, b), t2 = (b, c, d) overlapping on b, t3 = (e, a)."""
-    spec = TaskSpec(
-        "r",
-        tuple("abcde"),
-        (TeacherSpec("t1", ("a", "b")), TeacherSpec("t2", ("b", "c", "d")), TeacherSpec("t3", ("e", "a"))),
-        DataSpec("none"),
-    )
-    return spec, spec.roster()
+from tests.helpers.small_models import TinyStudent, roster3
 
 
 def kl(p, q):
@@ -122,24 +111,6 @@ def test_correct_teacher_filter():
     teacher = torch.tensor([[[0.0, 5.0, 0.0], [5.0, 0.0, 0.0], [0.0, 5.0, 0.0]]])  # t1→b, t2→b, t3→a
     assert correct_teachers(teacher, torch.tensor([1]), roster).tolist() == [[True, True, False]]
     assert correct_teachers(teacher, torch.tensor([0]), roster).tolist() == [[False, False, True]]
-
-
-class TinyStudent(torch.nn.Module):
-    """Enough of timm's interface (forward_features / forward_head) for feature methods."""
-
-    def __init__(self, classes: int):
-        super().__init__()
-        self.body = torch.nn.Conv2d(3, 6, 3, padding=1)
-        self.fc = torch.nn.Linear(6, classes)
-
-    def forward_features(self, x):
-        return torch.relu(self.body(x))
-
-    def forward_head(self, f):
-        return self.fc(f.mean(dim=(2, 3)))
-
-    def forward(self, x):
-        return self.forward_head(self.forward_features(x))
 
 
 def feature_inputs(seed: int):

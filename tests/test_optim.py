@@ -1,4 +1,4 @@
-"""timm's optimiser and scheduler factories behind --opt / --sched: the seed's defaults kept,
+"""timm's optimiser and scheduler factories behind --opt / --sched: the reference app's defaults kept,
 the method's helpers optimised, warm-up, and schedules that resume."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from amalgam.distill.methods.base import Method
 from amalgam.errors import UserError
 from amalgam.models.model_input import ModelInput
 from amalgam.tasks.images import ImageSet
-from tests.test_methods import TinyStudent, roster3
+from tests.helpers.small_models import TinyStudent, roster3
 
 
 def test_the_default_is_the_seeds_adam_with_decay_on_every_parameter():

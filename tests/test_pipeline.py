@@ -9,12 +9,13 @@ import pytest
 
 from amalgam.distill.methods import DEFAULT_METHOD
 from amalgam.harness.report_dirs import latest_report_dir
-from tests.conftest import run_front_end
+from tests.helpers.front_ends import run_front_end
 
 PIPELINE = ["pipeline", "--task", "fashion-mini", "--train-per-class", "12", "--img-size", "32",
             "--teacher-epochs", "1", "--epochs", "1", "--student", "mobilenetv3_small", "--quiet"]
 
 
+@pytest.mark.e2e
 def test_pipeline_trains_teachers_both_students_and_evaluates(tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("COLUMNS", "200")  # the summary table on one line per row

@@ -58,6 +58,7 @@ def test_folder_names_say_which_student(tmp_path: Path):
     assert report_name(tmp_path / "we ird:name.pt") == "we_ird_name"
 
 
+@pytest.mark.slow
 def test_two_students_keep_their_reports_and_latest_names_the_newest(tmp_path: Path):
     data, task_root = tiny_data(), tmp_path / "evaluation" / "tiny"
     first_path = run_folder(tmp_path, "run_one") / "best"
@@ -81,6 +82,7 @@ def test_two_students_keep_their_reports_and_latest_names_the_newest(tmp_path: P
     assert sorted(p.name for p in task_root.iterdir()) == [LATEST_FILE, "run_one", "run_two"]
 
 
+@pytest.mark.slow
 def test_a_folder_the_app_did_not_write_is_left_alone(tmp_path: Path):
     task_root = tmp_path / "evaluation" / "tiny"
     path = run_folder(tmp_path, "mine") / "best"

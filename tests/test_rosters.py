@@ -1,4 +1,4 @@
-"""Issue 13: drawn rosters, the UHC combination of partial teachers, and what the default
+"""Drawn rosters, the UHC combination of partial teachers, and what the default
 method and the ramped DKD read."""
 
 from __future__ import annotations
@@ -225,6 +225,7 @@ def test_an_arm_that_reads_no_teacher_runs_once_over_several_rosters(tmp_path, m
     assert pooled["rosters"]["fashion-roster6"]["accuracy"]["ce"] == pytest.approx(0.75)
 
 
+@pytest.mark.slow
 def test_a_shared_arm_is_not_trained_and_the_report_says_whose_runs_it_holds(tmp_path):
     """run_compare itself: an arm in `shared` trains no student and compare.md names the roster
     its runs come from."""

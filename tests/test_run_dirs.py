@@ -15,7 +15,7 @@ from amalgam.distill.runs.folders import check_run_name, claim_run_dir, default_
 from amalgam.distill.runs.run import DistilSettings, distil
 from amalgam.distill.runs.state import TrainingInterrupted
 from amalgam.errors import UserError
-from tests.conftest import assert_one_line_error, run_front_end
+from tests.helpers.front_ends import assert_one_line_error, run_in_process
 
 # `ce` needs no teachers, so these runs need no trained home
 CE = DistilSettings(
@@ -47,7 +47,7 @@ def test_plain_run_names_pass():
 
 def test_run_name_that_climbs_out_of_runs_is_refused(tmp_path: Path):
     home = tmp_path / "home"
-    result = run_front_end(
+    result = run_in_process(
         "train.py", ["--task", "fashion-mini", "--method", "ce", "--run", "x/../../../escaped"], home
     )
     assert_one_line_error(result, "--run", "plain name")

@@ -1,4 +1,4 @@
-"""The learning-rate schedules: the seed's StepLR and a cosine decay over the run."""
+"""The learning-rate schedules: the reference app's StepLR and a cosine decay over the run."""
 
 from __future__ import annotations
 

@@ -14,9 +14,8 @@ from amalgam.distill.losses import apply_class_weights, soft_cross_entropy, uhc_
 from amalgam.distill.losses.neighbours import nearest_neighbours, neighbour_mean, pooled_features, soften
 from amalgam.distill.methods import MethodOptions, TeacherOutputs, build_method
 from amalgam.errors import UserError
-from tests.conftest import assert_one_line_error, run_front_end
-from tests.test_class_balance import teacher_logits
-from tests.test_label_free import roster_of
+from tests.helpers.front_ends import assert_one_line_error, run_in_process
+from tests.helpers.small_models import roster_of, teacher_logits
 
 
 def unit_circle(*degrees: float) -> torch.Tensor:
@@ -100,6 +99,6 @@ def test_impossible_neighbour_counts_are_refused():
 def test_a_negative_neighbour_count_is_a_one_line_error(tmp_path):
     args = ["--task", "fashion-mini", "--method", "amalgam-kd", "--labels", "none",
             "--target-neighbours", "-1"]
-    result = run_front_end("train.py", [*args, "--quiet"], tmp_path / "home")
+    result = run_in_process("train.py", [*args, "--quiet"], tmp_path / "home")
     assert_one_line_error(result, "--target-neighbours", ">= 0", "-1")
     assert not (tmp_path / "home" / "runs").exists()

@@ -5,114 +5,21 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from amalgam.cli.tasks_cli import class_overlaps
 from amalgam.errors import UserError
 from amalgam.harness.report_dirs import latest_report_dir
-from amalgam.models.cas771_format import Cas771TeacherCNN
 from amalgam.tasks.builtin import get_task, load_task_toml
 from amalgam.tasks.loader import load_task_data
 from amalgam.tasks.readers import read_raw_splits
 from amalgam.tasks.toml_task import load_task_file
-from tests.conftest import assert_one_line_error, run_front_end
+from tests.helpers.front_ends import assert_one_line_error, run_in_process
+from tests.helpers.task_files import FOLDER_TOML, PTH_TOML, SHAPES, write_folder_task, write_pth_task
 
-SHAPES = ("circle", "square", "cross")
 FAST = ["--img-size", "32", "--batch-size", "8", "--quiet", "--device", "cpu"]
 STUDENT = ["--epochs", "1", "--student", "mobilenetv3_small", *FAST]
-
-FOLDER_TOML = """
-name = "shapes"
-description = "three hand-drawn shapes"
-classes = ["circle", "square", "cross"]
-img_size = 16
-
-[[teacher]]
-name = "round"
-classes = ["circle", "square"]
-checkpoint = "ckpt/round"
-
-[[teacher]]
-name = "angular"
-classes = ["square", "cross"]
-arch = "cnn-small"
-checkpoint = "ckpt/angular"
-
-[data]
-kind = "folder"
-train = "images/train"
-test = "images/test"
-"""
-
-PTH_TOML = """
-name = "animals"
-classes = ["hyena", "zebra", "lynx"]
-img_size = 16
-
-[[teacher]]
-name = "savanna"
-classes = ["hyena", "zebra"]
-format = "seed"
-checkpoint = "seed/savanna.pth"
-
-[[teacher]]
-name = "hunters"
-classes = ["hyena", "lynx"]
-format = "cas771"
-checkpoint = "seed/hunters.pth"
-
-[data]
-kind = "cas771-pth"
-root = "pth"
-
-[data.files]
-savanna = { train = "train_1.pth", test = "val_1.pth" }
-hunters = { train = "train_2.pth", test = "val_2.pth" }
-
-[data.original_labels]
-hyena = 34
-zebra = 80
-lynx = 201
-"""
-
-
-def write_folder_task(root: Path, train: int = 6, test: int = 3) -> Path:
-    rng = np.random.default_rng(0)
-    for split, count in (("train", train), ("test", test)):
-        for index, name in enumerate(SHAPES):
-            folder = root / "images" / split / name
-            folder.mkdir(parents=True)
-            for i in range(count):
-                pixels = rng.integers(0, 256, size=(20, 20, 3), dtype=np.uint8)
-                pixels[:, :, index] = 255  # a colour cue, so the task is learnable at all
-                Image.fromarray(pixels).save(folder / f"{i}.png")
-            Image.fromarray(pixels[:, :, 0]).save(folder / "gray.png")  # mode L is converted
-            (folder / ".DS_Store").write_bytes(b"\0junk")  # ignored: hidden, not an image
-    path = root / "shapes.toml"
-    path.write_text(FOLDER_TOML)
-    return path
-
-
-def write_pth_task(root: Path) -> Path:
-    (root / "pth").mkdir(parents=True)
-    rng = np.random.default_rng(1)
-    for k, originals in ((1, [34, 80]), (2, [34, 201])):
-        for split, count in (("train", 6), ("val", 3)):
-            labels = np.repeat(np.asarray(originals), count)
-            images = rng.integers(0, 256, size=(len(labels), 16, 16, 3), dtype=np.uint8)
-            images[:, 0, 0, 0] = k
-            torch.save({"data": torch.from_numpy(images), "labels": torch.from_numpy(labels)},
-                       root / "pth" / f"{split}_{k}.pth")
-    (root / "seed").mkdir()
-    torch.manual_seed(0)
-    for name in ("savanna", "hunters"):
-        torch.save(Cas771TeacherCNN(2).state_dict(), root / "seed" / f"{name}.pth")
-    path = root / "animals.toml"
-    path.write_text(PTH_TOML)
-    return path
 
 
 # --- in process: parsing and reading --------------------------------------------------------
@@ -138,7 +45,7 @@ def test_student_img_size_is_the_students_default_input(tmp_path: Path):
 
 def test_pth_task_maps_original_labels_and_counts_test_once(tmp_path: Path):
     spec = load_task_file(write_pth_task(tmp_path))
-    assert [t.format for t in spec.teachers] == ["cas771", "cas771"]  # "seed" is an alias of "cas771"
+    assert [t.format for t in spec.teachers] == ["cas771", "cas771"]  # "seed": the old spelling
     assert [t.arch for t in spec.teachers] == ["seed-cnn", "seed-cnn"]
     data = load_task_data(spec)
     raw = read_raw_splits(spec, None)
@@ -220,22 +127,23 @@ def test_folder_problems_are_user_errors(tmp_path: Path):
 # --- as a user runs it ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_every_command_runs_on_a_folder_task(tmp_path: Path):
     home = tmp_path / "home"
     toml = write_folder_task(tmp_path)
 
-    listed = run_front_end("train.py", ["tasks"], home)
+    listed = run_in_process("train.py", ["tasks"], home)
     assert listed.returncode == 0, listed.stderr
     assert "fashion-mini" in listed.stdout and "CAS771 Task B" in listed.stdout
 
-    checked = run_front_end("train.py", ["tasks", "--check", str(toml)], home)
+    checked = run_in_process("train.py", ["tasks", "--check", str(toml)], home)
     assert checked.returncode == 0, checked.stderr
     assert "shared class 'square': round, angular" in checked.stdout
 
     # "train me": teachers without a `checkpoint` line are trained into checkpoints/<task>/
     toml.write_text(toml.read_text().replace('checkpoint = "ckpt/round"\n', "")
                     .replace('checkpoint = "ckpt/angular"\n', ""))
-    teachers = run_front_end("train.py", ["teachers", "--task", str(toml), "--epochs", "1", *FAST], home)
+    teachers = run_in_process("train.py", ["teachers", "--task", str(toml), "--epochs", "1", *FAST], home)
     assert teachers.returncode == 0, teachers.stderr
     for name in ("round", "angular"):
         card = json.loads((home / "checkpoints" / "shapes" / f"{name}.json").read_text())
@@ -243,12 +151,12 @@ def test_every_command_runs_on_a_folder_task(tmp_path: Path):
     assert not (tmp_path / "ckpt").exists()
 
     run_dir = home / "runs" / "shapes_kd"
-    trained = run_front_end("train.py", [*STUDENT, "--task", str(toml), "--out", str(run_dir)], home)
+    trained = run_in_process("train.py", [*STUDENT, "--task", str(toml), "--out", str(run_dir)], home)
     assert trained.returncode == 0, trained.stderr
     assert (run_dir / "best.safetensors").exists() and (run_dir / "config.json").exists()
 
-    graded = run_front_end("evaluation.py", ["--task", str(toml), "--checkpoint", str(run_dir / "best"),
-                                             "--out", str(home / "evaluation"), "--quiet"], home)
+    graded = run_in_process("evaluation.py", ["--task", str(toml), "--checkpoint", str(run_dir / "best"),
+                                              "--out", str(home / "evaluation"), "--quiet"], home)
     assert graded.returncode == 0, graded.stderr
     results = json.loads((latest_report_dir(home / "evaluation" / "shapes") / "results.json").read_text())
     assert results["task"] == "shapes" and set(results["per_class_accuracy"]) == set(SHAPES)
@@ -256,18 +164,19 @@ def test_every_command_runs_on_a_folder_task(tmp_path: Path):
     assert not (Path(__file__).resolve().parent.parent / "checkpoints" / "shapes").exists()
 
 
-def test_distil_and_grade_a_pth_task_with_seed_teachers(tmp_path: Path):
+@pytest.mark.slow
+def test_distil_and_grade_a_pth_task_with_reference_app_teachers(tmp_path: Path):
     home = tmp_path / "home"
     toml = write_pth_task(tmp_path)
 
     assert class_overlaps(load_task_file(toml)) == {"hyena": ["savanna", "hunters"]}
 
     run_dir = home / "runs" / "animals_kd"
-    trained = run_front_end("train.py", [*STUDENT, "--task", str(toml), "--out", str(run_dir)], home)
+    trained = run_in_process("train.py", [*STUDENT, "--task", str(toml), "--out", str(run_dir)], home)
     assert trained.returncode == 0, trained.stderr
 
-    graded = run_front_end("evaluation.py", ["--task", str(toml), "--checkpoint", str(run_dir / "best"),
-                                             "--out", str(home / "evaluation"), "--quiet"], home)
+    graded = run_in_process("evaluation.py", ["--task", str(toml), "--checkpoint", str(run_dir / "best"),
+                                              "--out", str(home / "evaluation"), "--quiet"], home)
     assert graded.returncode == 0, graded.stderr
     results = json.loads((latest_report_dir(home / "evaluation" / "animals") / "results.json").read_text())
     assert results["n_samples"] == 9 and set(results["per_class_accuracy"]) == {"hyena", "zebra", "lynx"}
@@ -276,11 +185,11 @@ def test_distil_and_grade_a_pth_task_with_seed_teachers(tmp_path: Path):
 def test_bad_toml_on_the_command_line_is_one_error_line(tmp_path: Path):
     path = tmp_path / "broken.toml"
     path.write_text(FOLDER_TOML.replace('kind = "folder"', 'kind = "csv"'))
-    result = run_front_end("train.py", ["tasks", "--check", str(path)], tmp_path / "home")
+    result = run_in_process("train.py", ["tasks", "--check", str(path)], tmp_path / "home")
     assert result.returncode == 2
     assert_one_line_error(result, "broken.toml", "'kind'")
 
     path.write_text("name = [unclosed")
-    result = run_front_end("evaluation.py", ["--task", str(path), "--quiet"], tmp_path / "home")
+    result = run_in_process("evaluation.py", ["--task", str(path), "--quiet"], tmp_path / "home")
     assert result.returncode == 2
     assert_one_line_error(result, "broken.toml", "not valid TOML")

@@ -24,7 +24,7 @@ from amalgam.errors import UserError
 from amalgam.models.checkpoint import ModelCard, save_checkpoint
 from amalgam.models.model_input import ModelInput
 from amalgam.models.teacher_archs import create_teacher
-from tests.test_teacher_cache import (
+from tests.helpers.tiny_teachers import (
     BIG,
     CPU,
     FEATURE_TOLERANCE,

@@ -19,6 +19,7 @@ CE = DistilSettings(
 )
 
 
+@pytest.mark.slow
 def test_every_number_of_every_epoch_reaches_tensorboard(tmp_path: Path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

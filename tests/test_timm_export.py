@@ -18,7 +18,7 @@ from amalgam.harness.hub_push import push_to_hub
 from amalgam.models.checkpoint import ModelCard, build_from_card, load_model, save_checkpoint
 from amalgam.models.timm_folder import CONFIG_FILE, WEIGHTS_FILE, write_timm_folder
 from amalgam.tasks.builtin import get_task
-from tests.conftest import assert_one_line_error, run_front_end
+from tests.helpers.front_ends import assert_one_line_error, run_in_process
 
 CLASSES = list(get_task("fashion-mini").classes)
 MEAN, STD = [0.29, 0.29, 0.29], [0.35, 0.35, 0.35]
@@ -51,7 +51,7 @@ def make_run(folder: Path, card: ModelCard | None = None) -> Path:
 def exported(tmp_path_factory) -> tuple[Path, Path, str]:
     home = tmp_path_factory.mktemp("home")
     run = make_run(home / "run")
-    result = run_front_end("train.py", ["export", str(run), "--format", "timm"], home)
+    result = run_in_process("train.py", ["export", str(run), "--format", "timm"], home)
     assert result.returncode == 0, result.stderr
     return run, run / "timm", result.stdout
 
@@ -162,6 +162,6 @@ def test_push_cli_never_writes_into_a_foreign_folder(tmp_path: Path):
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
-    result = run_front_end("train.py", ["push", str(run), "me/x", "--out", str(foreign)], tmp_path)
+    result = run_in_process("train.py", ["push", str(run), "me/x", "--out", str(foreign)], tmp_path)
     assert_one_line_error(result, str(foreign), "did not write")
     assert [p.name for p in foreign.iterdir()] == ["notes.txt"]

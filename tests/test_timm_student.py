@@ -15,7 +15,7 @@ from amalgam.distill.runs.run import DistilSettings, distil
 from amalgam.errors import UserError
 from amalgam.models.checkpoint import load_model
 from amalgam.models.students import canonical_student, create_student
-from tests.conftest import TINY, assert_one_line_error, run_front_end
+from tests.helpers.front_ends import TINY, assert_one_line_error, run_front_end, run_in_process
 
 CE_TINY = [*TINY, "--method", "ce", "--epochs", "1"]
 
@@ -25,7 +25,7 @@ def test_a_timm_model_that_is_no_alias_trains_one_epoch(tmp_path: Path):
     saved card rebuilds it from the timm architecture alone."""
     out = tmp_path / "runs" / "vit"
     args = [*CE_TINY, "--model", "test_vit", "-b", "16", "--out", str(out)]
-    result = run_front_end("train.py", args, tmp_path)
+    result = run_in_process("train.py", args, tmp_path)
     assert result.returncode == 0, result.stderr
     assert json.loads((out / "config.json").read_text())["student"] == "test_vit"
     model, card = load_model(out / "best")
@@ -34,7 +34,7 @@ def test_a_timm_model_that_is_no_alias_trains_one_epoch(tmp_path: Path):
 
 
 def test_the_short_names_stay_aliases():
-    assert canonical_student("EfficientNet") == "efficientnet"  # the seed's spelling
+    assert canonical_student("EfficientNet") == "efficientnet"  # the reference app's spelling
     assert canonical_student("efficientnet_b0") == "efficientnet"  # its timm name
     assert canonical_student("mobilenetv3_small") == "mobilenetv3_small"
     assert canonical_student("resnet10t") == "resnet10t"  # any other timm name as it is
@@ -91,6 +91,7 @@ def test_a_folder_without_config_or_weights_is_refused(model_folder, tmp_path: P
     assert "\n" not in str(caught.value) and "model.safetensors" in str(caught.value)
 
 
+@pytest.mark.e2e  # a subprocess: the Hub reads HF_HUB_OFFLINE when it is imported
 def test_offline_pretrained_is_one_line_on_placing_the_weights(tmp_path: Path, monkeypatch):
     """No network is tried: the Hub is offline and its cache is an empty folder."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -3,7 +3,7 @@
 torchrun parses its arguments with argparse, which also reads options after the script name
 and accepts any unambiguous prefix of its own: `--run` is refused as ambiguous with
 `--run-path`, and a prefix of exactly one torchrun option would be taken by torchrun. So the
-run name is spelled `--run-name` (the seed's `--run` stays, for plain `python train.py`)."""
+run name is spelled `--run-name` (the reference app's `--run` stays, for plain `python train.py`)."""
 
 from __future__ import annotations
 

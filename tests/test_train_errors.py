@@ -19,8 +19,8 @@ from amalgam.models.model_input import ModelInput
 from amalgam.tasks.builtin import get_task
 from amalgam.tasks.loader import load_task_data
 from amalgam.workflows.pipeline import run_pipeline
-from tests.conftest import assert_one_line_error, run_front_end
-from tests.test_task_toml import write_folder_task
+from tests.helpers.front_ends import assert_one_line_error, run_in_process
+from tests.helpers.task_files import write_folder_task
 
 CE = DistilSettings(
     task="fashion-mini", student="mobilenetv3_small", method="ce",
@@ -80,7 +80,7 @@ def test_teachers_never_write_to_a_checkpoint_the_task_names(tmp_path: Path):
     outside.mkdir()
     (outside / "round.json").write_text('{"mine": "a file the app did not write"}')
     home = tmp_path / "home"
-    result = run_front_end(
+    result = run_in_process(
         "train.py", ["teachers", "--task", str(toml), "--epochs", "1", "--img-size", "16",
                      "--batch-size", "8", "--quiet", "--device", "cpu"], home,
     )
@@ -153,7 +153,7 @@ def test_resume_refuses_a_truncated_state_file(finished_run: Path, tmp_path: Pat
     run_dir = copy_run(finished_run, tmp_path)
     state = (run_dir / "last_state.pt").read_bytes()
     (run_dir / "last_state.pt").write_bytes(state[: len(state) // 2])
-    result = run_front_end("train.py", ["--resume", str(run_dir), "--quiet"], tmp_path / "home")
+    result = run_in_process("train.py", ["--resume", str(run_dir), "--quiet"], tmp_path / "home")
     assert_one_line_error(result, "damaged", "was not loaded", "last.safetensors")
 
 
@@ -198,8 +198,9 @@ def test_evaluation_of_a_nan_checkpoint_is_one_line(finished_run: Path, tmp_path
     damaged = {k: v * float("nan") if v.is_floating_point() else v for k, v in weights.items()}
     save_file(damaged, str(tmp_path / "best.safetensors"))
     shutil.copy(finished_run / "best.json", tmp_path / "best.json")
-    result = run_front_end("evaluation.py", ["--task", "fashion-mini", "--checkpoint", str(tmp_path / "best"),
-                                             "--out", str(tmp_path / "reports"), "--quiet"], tmp_path)
+    args = ["--task", "fashion-mini", "--checkpoint", str(tmp_path / "best"),
+            "--out", str(tmp_path / "reports")]
+    result = run_in_process("evaluation.py", [*args, "--quiet"], tmp_path)
     assert_one_line_error(result, "not finite", "damaged")
     assert not (tmp_path / "reports" / "fashion-mini" / "results.json").exists()
 
@@ -230,14 +231,14 @@ def test_pipeline_checks_its_flags_before_training_teachers(tmp_path: Path, chan
 
 def test_pipeline_teacher_epochs_zero_names_its_flag(tmp_path: Path):
     args = ["pipeline", "--task", "fashion-mini", "--teacher-epochs", "0"]
-    result = run_front_end("train.py", args, tmp_path)
+    result = run_in_process("train.py", args, tmp_path)
     assert_one_line_error(result, "--teacher-epochs")
 
 
 def test_compare_out_naming_a_file_is_one_line(tmp_path: Path):
     target = tmp_path / "report.txt"
     target.write_text("keep me")
-    result = run_front_end("train.py", ["compare", "--task", "fashion-mini", "--methods", "ce",
+    result = run_in_process("train.py", ["compare", "--task", "fashion-mini", "--methods", "ce",
                                         "--out", str(target)], tmp_path / "home")
     assert_one_line_error(result, "--out", "is a file")
     assert target.read_text() == "keep me"

@@ -8,20 +8,7 @@ import torch
 import typer
 
 from amalgam.errors import UserError
-
-
-def resolve_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise UserError(f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name} asked for CUDA but none is available; use --device cpu")
-    if device.type not in ("cpu", "cuda"):
-        raise UserError(f"--device {name} is not supported; use auto, cpu, cuda or cuda:N")
-    return str(device)
+from amalgam.writable import describe_write_failure
 
 
 def _click_class(name: str) -> type[Exception]:
@@ -39,6 +26,8 @@ def run_cli(app: typer.Typer) -> None:
 
     Click's own usage errors (unknown option, bad value) would otherwise print a
     multi-line box; a UserError carries its exit code (2, or 130 for an interruption).
+    An OSError that says a place cannot be written (read-only, full, not ours) is a user's to fix
+    too: one line naming the path.
     """
     try:
         outcome = app(standalone_mode=False)
@@ -53,6 +42,11 @@ def run_cli(app: typer.Typer) -> None:
         _fail(str(exc), getattr(exc, "exit_code", 2))
     except KeyboardInterrupt:
         _fail("interrupted", 130, prefix="")
+    except OSError as exc:  # a read-only home, a full disk: the place is wrong, not the program
+        message = describe_write_failure(exc)
+        if message is None:
+            raise
+        _fail(message, 2)
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()

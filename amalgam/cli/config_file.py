@@ -25,7 +25,7 @@ from amalgam.distill.runs.settings import RECORD_ONLY_KEY
 from amalgam.errors import UserError
 
 SECTIONS = ("train", "method_options")  # config.json's nested tables (DistilSettings)
-RENAMED = {"run_name": "run", "compile": "compile_model"}  # config.json fields → parameter names
+RENAMED = {"run_name": "run"}  # config.json fields → parameter names, where they differ
 # Click's type names; older Click releases (Typer 0.27) call them int / bool, newer integer / boolean
 _CLICK_TYPES = {"integer": int, "int": int, "float": float, "boolean": bool, "bool": bool,
                 "text": str, "str": str, "path": str}
@@ -38,7 +38,13 @@ def read_config_file(path: Path) -> dict:
         raise UserError(f"--config {path}: use a .toml, .yaml/.yml or .json file")
     if not path.is_file():
         raise UserError(f"--config {path}: no such file")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"--config {path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
+                        f"{exc.start}); save it as UTF-8") from exc
+    except OSError as exc:
+        raise UserError(f"--config {path} cannot be read ({exc.strerror}); check its permissions") from exc
     try:
         if suffix == ".toml":
             data = tomllib.loads(text)
@@ -159,7 +165,11 @@ def load_config(ctx: typer.Context, param: typer.CallbackParam, value: Path | No
     """The eager `--config` callback: fill `ctx.default_map` before any other option is read."""
     if value is None or ctx.resilient_parsing:
         return value
-    defaults = default_map_for(ctx.command, read_config_file(value), str(value))
+    table, where = read_config_file(value), str(value)
+    own = table.get(ctx.info_name) if ctx.parent is not None else None
+    if isinstance(own, dict):  # `train.py teachers --config f` reads f's [teachers] table, as
+        table, where = own, f"{value} [{ctx.info_name}]"  # `train.py --config f teachers` does
+    defaults = default_map_for(ctx.command, table, where)
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
     return value
 

@@ -11,7 +11,9 @@ import typer
 from rich.table import Table
 
 from amalgam import PROJECT_ROOT
-from amalgam.cli.common import resolve_device
+from amalgam.cli.help_panels import PanelCommand, PanelGroup
+from amalgam.distill.engine.devices import resolve_device
+from amalgam.distill.option_fields import HARDWARE_PANEL, RUN_PANEL, STUDENT_PANEL, TASK_PANEL
 from amalgam.errors import UserError
 from amalgam.tasks.builtin import released_tasks
 from amalgam.ui import console
@@ -20,25 +22,33 @@ if TYPE_CHECKING:
     from amalgam.harness.grading import GradeOutcome
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
-                  rich_markup_mode=None,  # Click's help: long option names never cut to "--…"
+                  rich_markup_mode=None,  # Click's help, the options in our panels (help_panels.py)
                   help="Grade distilled students and fetch released assets.")
 ManifestOpt = typer.Option(None, "--manifest",
-                           help="asset manifest (default: amalgam/harness/release_manifest.toml)")
+                           help="asset manifest (default: amalgam/harness/release_manifest.toml)",
+                           rich_help_panel=TASK_PANEL)
+QuietOpt = typer.Option(False, "--quiet", "-q", help="no progress bars", rich_help_panel=RUN_PANEL)
 
 
-@app.callback(invoke_without_command=True)
+@app.callback(invoke_without_command=True, cls=PanelGroup)
 def evaluate_command(
     ctx: typer.Context,
-    task: str | None = typer.Option(None, "--task", help="task to grade; default: CAS771 Task A and B"),
-    checkpoint: str | None = typer.Option(None, "--checkpoint", help="student to grade (default: newest)"),
+    task: str | None = typer.Option(None, "--task", help="task to grade; default: CAS771 Task A and B",
+                                    rich_help_panel=TASK_PANEL),
+    checkpoint: str | None = typer.Option(None, "--checkpoint", help="student to grade (default: newest)",
+                                          rich_help_panel=STUDENT_PANEL),
     fmt: str = typer.Option(
-        "auto", "--format", help="auto, amalgam or cas771 (alias seed: the CAS771 reference app's .pth)"
+        "auto", "--format", help="auto, amalgam or cas771 (the CAS771 reference app's .pth)",
+        rich_help_panel=STUDENT_PANEL,
     ),
     manifest: Path | None = ManifestOpt,
-    data_dir: str | None = typer.Option(None, "--data-dir"),
-    out: Path = typer.Option(PROJECT_ROOT / "evaluation", "--out", help="folder for the reports"),
-    device: str = typer.Option("auto", "--device"),
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    data_dir: str | None = typer.Option(None, "--data-dir", help="folder holding the task's data files",
+                                        rich_help_panel=TASK_PANEL),
+    out: Path = typer.Option(PROJECT_ROOT / "evaluation", "--out", help="folder for the reports",
+                             rich_help_panel=RUN_PANEL),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N",
+                               rich_help_panel=HARDWARE_PANEL),
+    quiet: bool = QuietOpt,
 ) -> None:
     """Grade one task (--task) or, with no task, fetch and grade CAS771 Task A and Task B."""
     from amalgam.harness.grading import grade_released_tasks, grade_task
@@ -87,11 +97,11 @@ def _line(text: str) -> None:
     console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
-@app.command("fetch")
+@app.command("fetch", cls=PanelCommand)
 def fetch_command(
     names: list[str] = typer.Argument(None, help="assets to fetch (default: all in the manifest)"),
     manifest: Path | None = ManifestOpt,
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    quiet: bool = QuietOpt,
 ) -> None:
     """Download, verify and unpack released assets listed in the manifest."""
     from amalgam.harness.assets import fetch

@@ -9,28 +9,27 @@ from pathlib import Path
 import typer
 
 from amalgam.cli.config_file import ConfigOpt
+from amalgam.cli.field_flags import TRAIN_FLAGS, with_field_flags
+from amalgam.cli.help_panels import PanelCommand, PanelGroup
 from amalgam.cli.method_options import METHOD_OPTION_FLAGS, method_flag, with_method_options
+from amalgam.cli.recipe_flags import apply_recipe
 from amalgam.cli.tasks_cli import tasks_command
 from amalgam.cli.train_options import (
-    AugmentOpt,
     DataDirOpt,
-    DeviceOpt,
     ExtraTeacherOnlyOpt,
     ExtraTeacherOpt,
     ImgSizeOpt,
-    LabelsOpt,
     LogOpt,
-    OptOpt,
+    MethodOpt,
     PerClassOpt,
-    QuietOpt,
-    SchedulerOpt,
+    StudentOpt,
     TaskOpt,
-    TeacherPrecisionOpt,
+    TeacherRecipeOpt,
     ValFracOpt,
-    WarmupOpt,
-    WeightDecayOpt,
+    check_fraction,
     check_img_size,
     check_non_negative,
+    check_teacher_recipe,
     train_config,
 )
 from amalgam.cli.train_subcommands import (
@@ -40,94 +39,78 @@ from amalgam.cli.train_subcommands import (
     push_command,
     teachers_command,
 )
-from amalgam.distill.methods import DEFAULT_METHOD, METHODS, MethodOptions
+from amalgam.distill.engine.train_config import TrainConfig
+from amalgam.distill.methods import METHODS, MethodOptions
+from amalgam.distill.option_fields import RUN_PANEL, STUDENT_PANEL
 from amalgam.distill.runs.folders import check_run_name
 from amalgam.distill.runs.run import DistilSettings, distil, resume
 from amalgam.distill.teachers.extra import resolve_extra_teachers
-from amalgam.models.students import DEFAULT_STUDENT, STUDENT_HELP, canonical_student
+from amalgam.models.students import canonical_student
 from amalgam.ui import console, say
 
 app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode=None,  # Click's help: long option names get their own line instead of "--…"
+    rich_markup_mode=None,  # Click's help, with the options in panels of our own (help_panels.py)
     help="Distil one student from several partial teachers.",
 )
 
-@app.callback(invoke_without_command=True)
+@app.callback(invoke_without_command=True, cls=PanelGroup)
 @with_method_options
+@with_field_flags(TrainConfig, TRAIN_FLAGS, "distil")
 def distil_command(
     ctx: typer.Context,
     config: Path | None = ConfigOpt,  # eager: read first, it sets the other options' defaults
     task: str = TaskOpt,
-    student: str = typer.Option(
-        DEFAULT_STUDENT,
-        "--student",
-        "--model",
-        "--student_model",
-        "--student-model",
-        help=STUDENT_HELP,
-    ),
-    method: str = typer.Option(DEFAULT_METHOD, "--method", help=f"one of {sorted(METHODS)}"),
+    student: str = StudentOpt,
+    method: str = MethodOpt,
     method_options: dict = METHOD_OPTION_FLAGS,  # --temperature, --alpha, …: one per MethodOptions field
-    labels: str = LabelsOpt,
     extra_teachers: list[str] = ExtraTeacherOpt,  # named as in config.json, so --config reads it
     extra_teachers_only: bool = ExtraTeacherOnlyOpt,
-    epochs: int = typer.Option(12, "--epochs", "--num_epochs", "--num-epochs"),
-    batch_size: int = typer.Option(64, "--batch-size", "-b", "--batch_size"),
-    lr: float = typer.Option(1e-3, "--lr"),
-    weight_decay: float = WeightDecayOpt,
-    opt: str = OptOpt,
-    scheduler: str = SchedulerOpt,
-    warmup_epochs: int = WarmupOpt,
-    scheduler_step: int = typer.Option(
-        30, "--scheduler-step", "--scheduler_step", "--decay-epochs", help="step: epochs between decays"
-    ),
-    scheduler_gamma: float = typer.Option(
-        0.5, "--scheduler-gamma", "--scheduler_gamma", "--decay-rate", help="step: factor at each decay"
-    ),
-    seed: int = typer.Option(42, "--seed"),
+    teacher_recipe: str = TeacherRecipeOpt,
+    train: dict = TRAIN_FLAGS,  # --epochs, --lr, --seed, …: one per TrainConfig field
     run: str = typer.Option(
         "", "--run-name", "--run",
-        help="suffix for the run directory name (letters, digits, ., _, -); --run is the seed's "
-        "spelling, which torchrun mistakes for its own --run-path",
+        help="suffix for the run directory name (letters, digits, ., _, -); --run is the reference "
+        "app's spelling, which torchrun mistakes for its own --run-path", rich_help_panel=RUN_PANEL,
     ),
-    augment: str = AugmentOpt,
     img_size: int | None = ImgSizeOpt,
     val_fraction: float = ValFracOpt,
     train_per_class: int | None = PerClassOpt,
     data_dir: str | None = DataDirOpt,
     pretrained: bool = typer.Option(
-        False, "--pretrained", help="start from the weights the student's name points to (as in timm)"
+        False, "--pretrained", help="start from the weights the student's name points to (as in timm)",
+        rich_help_panel=STUDENT_PANEL,
     ),
-    device: str = DeviceOpt,
     out: Path | None = typer.Option(
-        None, "--out", help="run directory (default runs/<time>_task_<T>[_<run>])"
+        None, "--out", help="run directory (default runs/<time>_task_<T>[_<run>])", rich_help_panel=RUN_PANEL,
     ),
-    resume_dir: Path | None = typer.Option(None, "--resume", help="continue a stopped run directory"),
-    checkpoint_every: int = typer.Option(0, "--checkpoint-every", help="also save state every N steps"),
-    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the student (opt-in)"),
-    amp: bool = typer.Option(True, "--amp/--no-amp", help="bf16 autocast for the student on CUDA"),
-    channels_last: bool = typer.Option(True, "--channels-last/--no-channels-last", help="on CUDA"),
+    resume_dir: Path | None = typer.Option(None, "--resume", help="continue a stopped run directory",
+                                           rich_help_panel=RUN_PANEL),
+    checkpoint_every: int = typer.Option(0, "--checkpoint-every", help="also save state every N steps",
+                                         rich_help_panel=RUN_PANEL),
     log: str = LogOpt,
-    teacher_precision: str = TeacherPrecisionOpt,
-    quiet: bool = QuietOpt,
 ) -> None:
-    """Distil a student from all of the task's teachers (`--alpha 0` or `--method ce`: no teachers)."""
+    """Distil a student from all of the task's teachers (`--alpha 0` or `--method ce`: no teachers).
+
+    Without --method it runs the default recipe for any setting not given: configs/default.toml
+    (24 epochs), or with --labels none configs/label-free.toml."""
     if ctx.invoked_subcommand is not None:
         return
     if resume_dir is not None:
-        result = resume(resume_dir, epochs if _given(ctx, "epochs") else None, quiet)
+        result = resume(resume_dir, train["epochs"] if _given(ctx, "epochs") else None, train["quiet"])
         labels = result.trainer.config.labels
     else:
+        labels = train["labels"]
+        method = apply_recipe(ctx, method, labels, train, method_options)  # `--labels none` alone: label-free
         settings = DistilSettings(
             task=task,
             student=canonical_student(student),
             method="ce" if method_options["alpha"] == 0 else method,
             method_options=MethodOptions(**method_options),
-            train=train_config(ctx.params, compile=compile_model),
+            train=train_config(train),
             img_size=check_img_size(img_size),
-            val_fraction=val_fraction,
+            val_fraction=check_fraction(val_fraction, "--val-fraction"),
             train_per_class=train_per_class,
             data_dir=data_dir,
             pretrained=pretrained,
@@ -136,6 +119,7 @@ def distil_command(
             log=log,
             extra_teachers=resolve_extra_teachers(extra_teachers, extra_teachers_only),
             extra_teachers_only=extra_teachers_only,
+            teacher_recipe=check_teacher_recipe(teacher_recipe),
         )
         _warn_unused_options(ctx, settings.method)
         if extra_teachers and settings.method in METHODS and not METHODS[settings.method].uses_teachers:
@@ -166,7 +150,7 @@ def _warn_unused_options(ctx: typer.Context, method: str) -> None:
         flags = ", ".join(map(method_flag, unused))
         say(f"[yellow]warning:[/] method {method} does not use {flags}; "
             f"it reads {', '.join(map(method_flag, used)) or 'no method options'} "
-            "(for Hinton KD with the seed's rule pass --method kd)")
+            "(for Hinton KD with the reference app's rule pass --method kd)")
 
 
 def _given(ctx: typer.Context, name: str) -> bool:
@@ -174,12 +158,12 @@ def _given(ctx: typer.Context, name: str) -> bool:
     return source is not None and source.name == "COMMANDLINE"
 
 
-app.command("teachers")(teachers_command)
-app.command("pipeline")(pipeline_command)
-app.command("tasks")(tasks_command)
-app.command("compare")(compare_command)
-app.command("export")(export_command)
-app.command("push")(push_command)
+app.command("teachers", cls=PanelCommand)(teachers_command)
+app.command("pipeline", cls=PanelCommand)(pipeline_command)
+app.command("tasks", cls=PanelCommand)(tasks_command)
+app.command("compare", cls=PanelCommand)(compare_command)
+app.command("export", cls=PanelCommand)(export_command)
+app.command("push", cls=PanelCommand)(push_command)
 
 
 def main() -> None:

@@ -11,56 +11,61 @@ from pathlib import Path
 import typer
 
 from amalgam import PROJECT_ROOT
-from amalgam.cli.common import resolve_device
 from amalgam.cli.config_file import ConfigOpt
+from amalgam.cli.field_flags import TRAIN_FLAGS, with_field_flags
 from amalgam.cli.method_options import METHOD_OPTION_FLAGS, with_method_options
 from amalgam.cli.train_options import (
-    AugmentOpt,
     DataDirOpt,
-    DeviceOpt,
     ExtraTeacherOnlyOpt,
     ExtraTeacherOpt,
     ImgSizeOpt,
-    LabelsOpt,
-    OptOpt,
+    MethodOpt,
     PerClassOpt,
-    QuietOpt,
-    SchedulerOpt,
+    StudentOpt,
     TaskOpt,
-    TeacherPrecisionOpt,
+    TeacherRecipeOpt,
     ValFracOpt,
-    WarmupOpt,
-    WeightDecayOpt,
+    check_fraction,
     check_img_size,
+    check_teacher_recipe,
     train_config,
 )
-from amalgam.distill.methods import DEFAULT_METHOD, METHODS, MethodOptions
+from amalgam.distill.engine.train_config import TrainConfig
+from amalgam.distill.methods import METHODS, MethodOptions
+from amalgam.distill.option_fields import METHOD_PANEL, RUN_PANEL, TEACHERS_PANEL
 from amalgam.errors import UserError
-from amalgam.models.students import DEFAULT_STUDENT, STUDENT_HELP, canonical_student
+from amalgam.models.students import canonical_student
 from amalgam.ui import console, say
 
 
+@with_field_flags(TrainConfig, TRAIN_FLAGS, "teachers")
 def teachers_command(
     ctx: typer.Context,
     config: Path | None = ConfigOpt,
     task: str = TaskOpt,
-    epochs: int = typer.Option(15, "--epochs", "--num_epochs"),
-    batch_size: int = typer.Option(64, "--batch-size", "-b", "--batch_size"),
-    lr: float = typer.Option(2e-3, "--lr"),
-    seed: int = typer.Option(42, "--seed"),
-    augment: str = typer.Option("crop-flip", "--augment"),
+    recipe: str = typer.Option(
+        "default", "--recipe", "--teacher-recipe",
+        help="default: the task's architecture, in checkpoints/<task>/; strong: cnn-medium, 30 epochs, "
+        "in checkpoints/<task>/teachers-strong/", rich_help_panel=TEACHERS_PANEL,
+    ),
+    train: dict = TRAIN_FLAGS,  # --epochs, --lr, --seed, …: TrainConfig's fields, the teachers' defaults
     img_size: int | None = ImgSizeOpt,
     val_fraction: float = ValFracOpt,
     train_per_class: int | None = PerClassOpt,
     data_dir: str | None = DataDirOpt,
-    device: str = DeviceOpt,
-    quiet: bool = QuietOpt,
 ) -> None:
-    """Train each teacher on its own classes; saves checkpoints/<task>/teacher_<k>."""
+    """Train each teacher on its own classes; saves checkpoints/<task>/teacher_<k>
+    (`--recipe strong`: checkpoints/<task>/teachers-strong/teacher_<k>)."""
     from amalgam.distill.teachers.training import train_task_teachers
+    from amalgam.tasks.teacher_recipes import teacher_recipe
 
+    chosen = teacher_recipe(recipe)
+    source = ctx.get_parameter_source("epochs")
+    given = source is not None and source.name in ("COMMANDLINE", "DEFAULT_MAP")
+    config = train_config(train) if given else train_config(train, epochs=chosen.epochs)
     reports = train_task_teachers(
-        task, data_dir, val_fraction, train_per_class, train_config(ctx.params), check_img_size(img_size)
+        task, data_dir, check_fraction(val_fraction, "--val-fraction"), train_per_class, config,
+        check_img_size(img_size), recipe=chosen.name,
     )
     if not reports:
         console.print("nothing to train: every teacher of the task has a checkpoint of its own")
@@ -71,43 +76,44 @@ def teachers_command(
         )
 
 
+@with_field_flags(TrainConfig, TRAIN_FLAGS, "pipeline", only=("epochs", "seed", "device", "quiet"))
 def pipeline_command(
     config: Path | None = ConfigOpt,
     task: str = TaskOpt,
-    student: str = typer.Option(
-        DEFAULT_STUDENT, "--student", "--model", "--student_model", help=STUDENT_HELP
-    ),
-    method: str = typer.Option(DEFAULT_METHOD, "--method"),
-    epochs: int = typer.Option(15, "--epochs", help="student epochs (CE baseline and distilled)"),
-    teacher_epochs: int = typer.Option(10, "--teacher-epochs"),
+    student: str = StudentOpt,
+    method: str = MethodOpt,
+    train: dict = TRAIN_FLAGS,  # --epochs, --seed, --device, --quiet: TrainConfig's fields
+    teacher_epochs: int = typer.Option(10, "--teacher-epochs", help="epochs to train each teacher",
+                                       rich_help_panel=TEACHERS_PANEL),
+    teacher_recipe: str = TeacherRecipeOpt,
     img_size: int | None = ImgSizeOpt,
     train_per_class: int | None = PerClassOpt,
-    seed: int = typer.Option(42, "--seed"),
     data_dir: str | None = DataDirOpt,
-    device: str = DeviceOpt,
-    quiet: bool = QuietOpt,
 ) -> None:
     """Teachers → CE baseline → distilled student → evaluation, then one summary table."""
     from amalgam.workflows.pipeline import print_summary, run_pipeline
 
+    checked = train_config(train)  # the values checked as every command checks them, device resolved
     summary = run_pipeline(
         task=task,
         student=canonical_student(student),
         method=method,
-        epochs=epochs,
+        epochs=checked.epochs,
         teacher_epochs=teacher_epochs,
         img_size=check_img_size(img_size),
-        seed=seed,
+        seed=checked.seed,
         train_per_class=train_per_class,
         data_dir=data_dir,
-        device=resolve_device(device),
-        quiet=quiet,
+        device=checked.device,
+        quiet=checked.quiet,
+        teacher_recipe=check_teacher_recipe(teacher_recipe),
     )
     print_summary(summary)
     say(f"reports in {summary['evaluation_dir']}")
 
 
 @with_method_options
+@with_field_flags(TrainConfig, TRAIN_FLAGS, "compare")
 def compare_command(
     ctx: typer.Context,
     config: Path | None = ConfigOpt,
@@ -115,61 +121,57 @@ def compare_command(
     methods: str = typer.Option(
         ",".join(METHODS), "--methods",
         help="comma-separated; METHOD:none trains that arm without labels, METHOD:train with them "
-        "(default: --labels)"),
-    labels: str = LabelsOpt,
+        "(default: --labels)", show_default="every method", rich_help_panel=METHOD_PANEL),
     extra_teachers: list[str] = ExtraTeacherOpt,  # named as in config.json, so --config reads it
     extra_teachers_only: bool = ExtraTeacherOnlyOpt,
+    teacher_recipes: str = typer.Option(
+        "default", "--teacher-recipe", "--teacher-recipes",
+        help="which trained teachers: default or strong (`train.py teachers --recipe strong`); with "
+        "--rosters a comma-separated list (default,strong) compares each roster with each"),
     seeds: int = typer.Option(3, "--seeds", help="runs per method (seeds seed, seed+1, …)"),
     rosters: str | None = typer.Option(
         None, "--rosters", help="comma-separated roster seeds: compare on each drawn roster "
         "(task fashion or fashion-mini) and pool; teachers of each must be trained first"),
-    student: str = typer.Option(
-        DEFAULT_STUDENT, "--student", "--model", "--student_model", help=STUDENT_HELP
-    ),
-    epochs: int = typer.Option(12, "--epochs", "--num_epochs"),
-    batch_size: int = typer.Option(64, "--batch-size", "-b", "--batch_size"),
-    lr: float = typer.Option(1e-3, "--lr"),
-    weight_decay: float = WeightDecayOpt,
-    opt: str = OptOpt,
-    scheduler: str = SchedulerOpt,
-    warmup_epochs: int = WarmupOpt,
+    student: str = StudentOpt,
+    train: dict = TRAIN_FLAGS,  # --epochs, --lr, --seed, …: one per TrainConfig field
     method_options: dict = METHOD_OPTION_FLAGS,  # --temperature, --alpha, …: one per MethodOptions field
-    augment: str = AugmentOpt,
     img_size: int | None = ImgSizeOpt,
     train_per_class: int | None = PerClassOpt,
-    seed: int = typer.Option(42, "--seed"),
     data_dir: str | None = DataDirOpt,
-    out: Path | None = typer.Option(None, "--out", help="report folder (default reports/<task>)"),
-    device: str = DeviceOpt,
-    teacher_precision: str = TeacherPrecisionOpt,
-    quiet: bool = QuietOpt,
+    out: Path | None = typer.Option(None, "--out", help="report folder (default reports/<task>)",
+                                    rich_help_panel=RUN_PANEL),
 ) -> None:
     """Train every method with the same budget over several seeds; write reports/<task>/compare.*."""
     from amalgam.distill.teachers.extra import resolve_extra_teachers
     from amalgam.workflows.compare import parse_methods, run_compare
+    from amalgam.workflows.roster_compare import parse_teacher_recipes
 
-    config = train_config(ctx.params)  # `--labels` is only the default of each arm's (`--methods`)
+    config = train_config(train)  # `--labels` is only the default of each arm's (`--methods`)
     options = MethodOptions(**method_options)
     compare_args = dict(
-        methods=parse_methods(methods, labels), seeds=seeds, student=canonical_student(student),
+        methods=parse_methods(methods, train["labels"]), seeds=seeds, student=canonical_student(student),
         options=options, config=config, img_size=check_img_size(img_size), train_per_class=train_per_class,
         data_dir=data_dir,
     )
     extra = resolve_extra_teachers(extra_teachers, extra_teachers_only)
+    recipes = parse_teacher_recipes(teacher_recipes)
+    if len(recipes) > 1 and rosters is None:
+        raise UserError("several --teacher-recipe values need --rosters; without it compare one at a time")
     if rosters is not None:
         if extra:
             raise UserError("--extra-teacher is for one task; with --rosters, compare each roster on its own")
         from amalgam.workflows.roster_compare import parse_roster_seeds, run_roster_compare
 
         out = out or PROJECT_ROOT / "reports" / f"{task}-rosters"
-        pooled = run_roster_compare(task, parse_roster_seeds(rosters), out, **compare_args)
+        pooled = run_roster_compare(task, parse_roster_seeds(rosters), out, recipes=recipes, **compare_args)
         for name, stats in pooled["methods"].items():
             console.print(f"{name:>11}: pooled accuracy {stats['accuracy']['mean']:.2%} ± "
                           f"{stats['accuracy']['std']:.2%} over {stats['runs']} runs")
         say(f"pooled report: {out / 'pooled.md'}")
         return
     report = run_compare(
-        task, out_dir=out, extra_teachers=extra, extra_teachers_only=extra_teachers_only, **compare_args
+        task, out_dir=out, extra_teachers=extra, extra_teachers_only=extra_teachers_only,
+        teacher_recipe=recipes[0], **compare_args
     )
     for name, stats in report["methods"].items():
         console.print(

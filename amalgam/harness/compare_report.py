@@ -57,6 +57,8 @@ def markdown(report: dict) -> str:
             else ""
         )
         + f", {report['test_images']} test images."
+        + (f" Teachers: the `{report['teacher_recipe']}` recipe's (`--teacher-recipe`)."
+           if report.get("teacher_recipe", "default") != "default" else "")
         + (" Training: " + ", ".join(f"{k} {v}" for k, v in report["training"].items()) + "."
            if report.get("training") else ""),
         "",

@@ -66,7 +66,7 @@ def load_any_student(
     path: Path, classes: tuple[str, ...], fmt: str = "auto", data: TaskData | None = None
 ) -> LoadedStudent:
     """An amalgam checkpoint, a file from `train.py export` (.onnx, or a TorchScript .pt
-    carrying amalgam.json), or (`--format cas771`/`seed`, or another .pth/.pt) the CAS771
+    carrying amalgam.json), or (`--format cas771`, or another .pth/.pt) the CAS771
     reference app's state_dict.
 
     Exported files carry their classes and preprocessing. The reference app's files carry none;
@@ -76,7 +76,8 @@ def load_any_student(
     path = Path(path)
     fmt = FORMAT_ALIASES.get(fmt, fmt)
     if fmt not in ("auto", "amalgam", CAS771_FORMAT):
-        raise UserError(f"--format must be auto, amalgam or {CAS771_FORMAT} (alias seed), got {fmt!r}")
+        raise UserError(f"--format must be one of: auto, amalgam, {CAS771_FORMAT} (the reference app's "
+                        f".pth); got {fmt!r}")
     if fmt == "auto" and is_exported_file(path):
         predictor, model_input, params = load_exported(path, classes)
         return LoadedStudent(predictor, model_input, path, params)

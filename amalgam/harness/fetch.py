@@ -57,7 +57,8 @@ from amalgam.harness.manifest import (
     recorded_files,
     write_record,
 )
-from amalgam.harness.unpack import Placement, place_file, sha256_file, unpack_zip
+from amalgam.harness.unpack import Placement, UnsafeArchive, place_file, sha256_file, unpack_zip
+from amalgam.writable import check_writable, describe_write_failure, existing_ancestor
 
 TIMEOUT_S = 30.0
 _CHUNK = 1 << 20
@@ -191,6 +192,9 @@ def _download(asset: Asset, download: Path, dest: Path, quiet: bool, console: Co
                 framed = _download_http(asset.url, partial, progress, asset.name)
     except (OSError, http.client.HTTPException) as err:
         # The .partial stays where it is, so the next run resumes instead of starting over.
+        unwritable = describe_write_failure(err) if isinstance(err, OSError) else None
+        if unwritable is not None:  # the disk, not the network: downloading by hand would not help
+            raise UserError(f"could not download {asset.name}: {unwritable}") from err
         raise UserError(
             f"could not download {asset.name} from {source_url(asset.url)} ({_reason(err)}); "
             f"download it by hand and put it at {download} (or unpack it into {dest}), "
@@ -218,11 +222,11 @@ def _verify(asset: Asset, download: Path) -> str:
     return digest
 
 
-def _trust_on_first_use(asset: Asset, digest: str, download: Path, root: Path, console: Console) -> None:
-    """Unpinned: the first digest seen is recorded, and a different one later is refused."""
+def _check_recorded_digest(asset: Asset, digest: str, download: Path, root: Path) -> bool:
+    """Unpinned: refuse a digest other than the one recorded at the first fetch; True when this
+    is the first fetch (nothing recorded), so that the digest is being trusted on first use."""
     if asset.sha256:
-        return
-    marker = marker_path(asset, root)
+        return False
     recorded = read_record(asset, root).get("sha256")
     if isinstance(recorded, str) and recorded:
         if recorded != digest:
@@ -230,9 +234,17 @@ def _trust_on_first_use(asset: Asset, digest: str, download: Path, root: Path, c
             raise UserError(
                 f"{asset.name}: the download's sha256 {digest} differs from {recorded}, recorded when "
                 f"it was first fetched; nothing was unpacked and the download was deleted - if the "
-                f'release really changed, pin sha256 = "{digest}" in the manifest or delete {marker}'
+                f"release really changed, pin sha256 = \"{digest}\" in the manifest or delete "
+                f"{marker_path(asset, root)}"
             )
-        return
+        return False
+    return True
+
+
+def _warn_trusted(asset: Asset, digest: str, root: Path, console: Console) -> None:
+    """Said once the files are unpacked and the digest recorded, never for a download that was
+    then refused (a truncated or unsafe archive must not be the digest a user pins)."""
+    marker = marker_path(asset, root)
     # Printed even with --quiet: the user is trusting whatever the server sent this time.
     console.print(
         f"warning: {asset.name}: sha256 is not pinned in the manifest, so this download is trusted "
@@ -246,7 +258,10 @@ def _place(asset: Asset, download: Path, placement: Placement) -> dict[str, str]
     if asset.archive != "zip":
         return place_file(download, placement, asset.filename)
     try:
-        return unpack_zip(download, placement)
+        return unpack_zip(download, placement, asset.limits)
+    except UnsafeArchive as err:  # kept, the next fetch would only refuse it again
+        download.unlink(missing_ok=True)
+        raise UserError(f"{err}; the download {download} was deleted") from err
     except zipfile.BadZipFile as err:
         download.unlink(missing_ok=True)
         raise UserError(
@@ -271,6 +286,9 @@ def fetch_asset(
         _say(console, quiet, f"{asset.name}: already present in {dest}, nothing to do")
         return dest
     cache = Path(cache_dir) if cache_dir is not None else root / ".cache" / "downloads"
+    check_writable(cache, f"the download of {asset.name}")  # before any byte is downloaded
+    if existing_ancestor(dest).is_dir():  # a file in the way: unpacking names the member it blocks
+        check_writable(dest, asset.name)
     cache.mkdir(parents=True, exist_ok=True)
     download = cache / asset.filename
     if download.is_file():
@@ -278,11 +296,13 @@ def fetch_asset(
     else:
         _download(asset, download, dest, quiet, console)
     digest = _verify(asset, download)
-    _trust_on_first_use(asset, digest, download, root, console)
+    first_use = _check_recorded_digest(asset, digest, download, root)
     owned = recorded_files(read_record(asset, root))
     placement = Placement(asset.name, root, dest, allowed_folders(asset), owned)
     files = _place(asset, download, placement)
     write_record(asset, root, digest, files)
+    if first_use:
+        _warn_trusted(asset, digest, root, console)
     _say(console, quiet, f"{asset.name}: ready in {dest}")
     return dest
 

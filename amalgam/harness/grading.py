@@ -11,10 +11,17 @@ from amalgam import PROJECT_ROOT
 from amalgam.errors import UserError
 from amalgam.harness.assets import fetch_asset, is_present, load_manifest, released_student
 from amalgam.harness.evaluate import LoadedStudent, evaluate_student, load_any_student, newest_student
-from amalgam.harness.report_dirs import check_latest_is_ours, claim_report_dir, point_latest
+from amalgam.harness.report_dirs import (
+    check_latest_is_ours,
+    claim_report_dir,
+    discard_unfinished,
+    point_latest,
+)
+from amalgam.models.export import resolve_source
 from amalgam.tasks.builtin import get_task
 from amalgam.tasks.loader import TaskData, load_task_data
 from amalgam.tasks.spec import TaskSpec
+from amalgam.writable import check_writable
 
 
 @dataclass
@@ -45,7 +52,9 @@ def ensure_task_assets(spec: TaskSpec, manifest: Path | None, root: Path, quiet:
 def choose_student(spec: TaskSpec, checkpoint: str | None, manifest: Path | None, root: Path) -> Path:
     """--checkpoint, else the newest run's best student, else the released one in the manifest."""
     if checkpoint:
-        return Path(checkpoint)
+        path = Path(checkpoint)
+        # a run folder, as `export`, `--resume` and `--extra-teacher` take it: its best student
+        return resolve_source(path)[0] if path.is_dir() else path
     try:
         return newest_student(spec.name, root / "runs")
     except UserError:
@@ -55,11 +64,19 @@ def choose_student(spec: TaskSpec, checkpoint: str | None, manifest: Path | None
         return released
 
 
+def check_report_root(out_root: Path) -> None:
+    """--out is a folder (made if missing) that takes files: checked before any download or scoring."""
+    if out_root.exists() and not out_root.is_dir():
+        raise UserError(f"--out {out_root} is a file, not a folder; pass a folder for the reports")
+    check_writable(out_root, "reports")
+
+
 def grade_task(task: str, checkpoint: str | None, fmt: str, manifest: Path | None, data_dir: str | None,
                out_root: Path, device: torch.device, quiet: bool, root: Path = PROJECT_ROOT,
                fetch_missing: bool = False) -> GradeOutcome:
     """Grade one student; its reports go to out_root/<task>/<student>/ (report_dirs)."""
     spec = get_task(task)
+    check_report_root(out_root)
     task_root = out_root / spec.dir_name
     check_latest_is_ours(task_root)  # before any download or scoring
     failures = ensure_task_assets(spec, manifest, root, quiet) if fetch_missing else []
@@ -79,7 +96,13 @@ def report_student(
 ) -> tuple[dict, Path]:
     """Grade into the student's own folder under task_root, then point latest.json at it."""
     report_dir = claim_report_dir(task_root, student.path)
-    results = evaluate_student(student, data, report_dir, device)
+    fresh = not any(report_dir.iterdir())
+    try:
+        results = evaluate_student(student, data, report_dir, device)
+    except BaseException:
+        if fresh:
+            discard_unfinished(report_dir)
+        raise
     point_latest(task_root, report_dir, results)
     return results, report_dir
 
@@ -88,6 +111,7 @@ def grade_released_tasks(tasks: list[str], fmt: str, manifest: Path | None, data
                          out_root: Path, device: torch.device, quiet: bool,
                          root: Path = PROJECT_ROOT) -> list[GradeOutcome]:
     """Grade each task; one that cannot run is reported as skipped with its reason."""
+    check_report_root(out_root)  # a reason that is every task's: one error, not one skip per task
     outcomes = []
     for task in tasks:
         try:

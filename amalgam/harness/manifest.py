@@ -18,6 +18,7 @@ from typing import Any
 
 from amalgam.errors import UserError
 from amalgam.harness.asset_paths import OWN_PREFIX, path_parts, path_problem, source_problem
+from amalgam.harness.unpack import DEFAULT_MAX_RATIO, DEFAULT_MAX_UNPACKED, ArchiveLimits
 
 DEFAULT_MANIFEST = Path(__file__).with_name("release_manifest.toml")  # package data
 ARCHIVES = ("zip", "none")
@@ -25,7 +26,7 @@ ARCHIVES = ("zip", "none")
 ARTEFACT_FOLDERS = frozenset({"data", "checkpoints", "best_models"})
 
 _REQUIRED = ("name", "url", "sha256", "archive", "dest")
-_OPTIONAL = ("filename", "provides", "students", "tasks")
+_OPTIONAL = ("filename", "provides", "students", "tasks", "max_unpacked_mib", "max_ratio")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _GDRIVE_ID = re.compile(r"[A-Za-z0-9_-]+")
@@ -44,6 +45,7 @@ class Asset:
     provides: tuple[str, ...] = ()
     students: dict[str, str] = field(default_factory=dict, hash=False)
     tasks: tuple[str, ...] = ()
+    limits: ArchiveLimits = ArchiveLimits()
 
 
 class _Table:
@@ -68,6 +70,15 @@ class _Table:
         problem = path_problem(value) or source_problem(path_parts(value))
         if problem is not None:
             raise self.fail(key, f"path {value!r} {problem}; use a path inside the project")
+        return value
+
+    def positive(self, key: str) -> float | None:
+        """An optional number above zero (a limit an asset raises); None when absent."""
+        value = self.table.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < float("inf"):
+            raise self.fail(key, f"must be a number above 0, got {value!r}")
         return value
 
     def str_list(self, key: str) -> list[Any]:
@@ -121,7 +132,12 @@ def _parse_asset(table: Any, where: str) -> Asset:
     if not isinstance(students, dict):
         raise t.fail("students", "must be a table mapping task name to checkpoint path")
     students = {str(task): t.rel_path("students", p) for task, p in students.items()}
-    return Asset(name, url, sha256, archive, dest, filename, provides, students, tuple(tasks))
+    max_mib, max_ratio = t.positive("max_unpacked_mib"), t.positive("max_ratio")
+    limits = ArchiveLimits(
+        int(max_mib * 2**20) if max_mib is not None else DEFAULT_MAX_UNPACKED,
+        float(max_ratio) if max_ratio is not None else DEFAULT_MAX_RATIO,
+    )
+    return Asset(name, url, sha256, archive, dest, filename, provides, students, tuple(tasks), limits)
 
 
 def load_manifest(path: Path | None = None) -> list[Asset]:

@@ -8,6 +8,7 @@ folder or pointer this code did not write is never written into or replaced.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from datetime import UTC, datetime
@@ -70,6 +71,17 @@ def claim_report_dir(task_root: Path, student_path: Path) -> Path:
                 f"cannot write reports under {task_root}: {exc.filename} is a file; pass another --out"
             ) from exc
     raise UserError(f"{task_root} already holds 999 folders named {base}*; pass another --out")
+
+
+def discard_unfinished(report_dir: Path) -> None:
+    """Remove a new report folder whose grading failed before results.json (a full disk half-way
+    through the plots), and its task folder if that is left empty: nothing half-written stays."""
+    with contextlib.suppress(OSError):  # called while another error propagates: never mask it
+        for entry in report_dir.iterdir():
+            if entry.name in REPORT_FILES or (entry.name.startswith(".") and entry.name.endswith(".tmp")):
+                entry.unlink()
+        report_dir.rmdir()  # fails, harmlessly, when something else is in it
+        report_dir.parent.rmdir()
 
 
 def check_latest_is_ours(task_root: Path) -> None:

@@ -7,6 +7,11 @@ anything is written: it must stay inside the artefact home, land under a folder 
 may fill, not look like project source, and not replace a file this asset did not put
 there. Extraction then goes through a staging folder so a failure half-way leaves the
 destination as it was.
+
+Sizes are checked too, since a few hundred KiB can inflate to GiB: the archive's declared
+total must stay under a limit, no member (and not the whole) may inflate more than a ratio,
+the disk must have room for what will be written, and what is read may never exceed what
+was declared. An asset's manifest table may raise both limits (`ArchiveLimits`).
 """
 
 from __future__ import annotations
@@ -26,8 +31,12 @@ from pathlib import Path
 
 from amalgam.errors import UserError
 from amalgam.harness.asset_paths import OWN_PREFIX, path_parts, path_problem, source_problem
+from amalgam.writable import existing_ancestor, size_text
 
 _JUNK_DIRS = frozenset({"__MACOSX"})
+DEFAULT_MAX_UNPACKED = 16 * 2**30  # the CAS771 archives hold well under 1 GiB
+DEFAULT_MAX_RATIO = 100.0  # images and tensors compress a few times at most; a bomb, ~1000 times
+RATIO_FLOOR = 2**20  # below this much unpacked, a high ratio (a file of zeros) harms nothing
 _JUNK_FILES = frozenset({".DS_Store"})
 _CHUNK = 1 << 20
 
@@ -51,6 +60,18 @@ class Placement:
     owned: Mapping[str, str] = field(default_factory=dict)  # dest-relative path -> sha256 we wrote
 
 
+@dataclass(frozen=True)
+class ArchiveLimits:
+    """How much one archive may unpack to, and how many times its members may inflate."""
+
+    max_bytes: int = DEFAULT_MAX_UNPACKED
+    max_ratio: float = DEFAULT_MAX_RATIO
+
+
+class UnsafeArchive(UserError):
+    """The archive itself is the problem (unsafe names, a bomb): the download is not worth keeping."""
+
+
 @dataclass
 class _Entry:
     name: str  # as written in the archive, for messages
@@ -66,8 +87,11 @@ class _Entry:
         return self._digest
 
 
-def _refuse(placement: Placement, source: Path, name: str, problem: str, fix: str) -> UserError:
-    return UserError(
+def _refuse(
+    placement: Placement, source: Path, name: str, problem: str, fix: str, unsafe: bool = True
+) -> UserError:
+    """`unsafe`: the archive is at fault; else (a user's file in the way) the archive may be fine."""
+    return (UnsafeArchive if unsafe else UserError)(
         f"refusing to unpack {placement.asset} ({source.name}): member {name!r} {problem}; "
         f"nothing was extracted - {fix}"
     )
@@ -106,17 +130,17 @@ def _keeps_existing(placement: Placement, source: Path, entry: _Entry) -> bool:
         above = placement.home.joinpath(*home_rel[:depth])
         if above.exists() and not above.is_dir():
             raise _refuse(placement, source, entry.name, f"needs a folder where the file {above} is",
-                          "move that file away, then run again")
+                          "move that file away, then run again", unsafe=False)
     if not target.exists():
         return False
     if entry.is_dir:
         if target.is_dir():
             return True
         raise _refuse(placement, source, entry.name, f"is a folder but {target} is a file",
-                      "move that file away, then run again")
+                      "move that file away, then run again", unsafe=False)
     if target.is_dir():
         raise _refuse(placement, source, entry.name, f"is a file but {target} is a folder",
-                      "move that folder away, then run again")
+                      "move that folder away, then run again", unsafe=False)
     on_disk = sha256_file(target)
     if on_disk == entry.digest():
         return True
@@ -124,7 +148,7 @@ def _keeps_existing(placement: Placement, source: Path, entry: _Entry) -> bool:
         return False
     raise _refuse(placement, source, entry.name,
                   f"would replace {target}, which this asset did not put there (or which changed since)",
-                  "move that file away if the asset's copy should win, then run again")
+                  "move that file away if the asset's copy should win, then run again", unsafe=False)
 
 
 def _plan(placement: Placement, source: Path, entries: list[_Entry]) -> list[_Entry]:
@@ -164,7 +188,7 @@ def _zip_entries(archive: Path, zf: zipfile.ZipFile) -> list[tuple[zipfile.ZipIn
         if problem is None and _is_symlink(info):
             problem = "is a symbolic link"
         if problem is not None:
-            raise UserError(
+            raise UnsafeArchive(
                 f"refusing to unpack {archive}: member {info.filename!r} {problem}; nothing was "
                 "extracted - the archive is unsafe, get it from the original publisher"
             )
@@ -184,13 +208,51 @@ def _member_digest(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> str:
     return digest.hexdigest()
 
 
-def _copy_hashing(src, target: Path) -> str:  # noqa: ANN001 - any binary file object
+def _copy_hashing(src, target: Path, declared: int | None = None) -> str:  # noqa: ANN001 - any binary file
+    """Copy and hash; with `declared`, refuse a member that yields more bytes than its header said."""
     digest = hashlib.sha256()
+    read = 0
     with target.open("wb") as out:
         for block in iter(lambda: src.read(_CHUNK), b""):
+            read += len(block)
+            if declared is not None and read > declared:
+                raise UnsafeArchive(f"a member of the archive unpacks to more than the {declared} bytes it "
+                                    "declares; nothing was extracted - get it from the original publisher")
             digest.update(block)
             out.write(block)
     return digest.hexdigest()
+
+
+def _check_sizes(placement: Placement, archive: Path, members: list[zipfile.ZipInfo],
+                 writes: list[zipfile.ZipInfo], limits: ArchiveLimits) -> None:
+    """Refuse a bomb from its headers (total, and each member's and the whole's inflation),
+    and an archive the disk has no room for, before anything is written."""
+    files = [info for info in members if not info.is_dir()]
+    total = sum(info.file_size for info in files)
+    raise_it = "if the release really is so, raise {key} in its [[asset]] table of the manifest"
+    if total > limits.max_bytes:
+        raise _refuse(placement, archive, files[0].filename if files else "",
+                      f"is one of {len(files)} that declare {size_text(total)} in all, over the "
+                      f"{size_text(limits.max_bytes)} limit", raise_it.format(key="max_unpacked_mib"))
+    packed = max(archive.stat().st_size, 1)
+    worst = max(files, key=lambda i: i.file_size / max(i.compress_size, 1), default=None)
+    if worst is not None and worst.file_size > RATIO_FLOOR \
+            and worst.file_size / max(worst.compress_size, 1) > limits.max_ratio:
+        raise _refuse(placement, archive, worst.filename,
+                      f"inflates {worst.file_size / max(worst.compress_size, 1):.0f} times "
+                      f"({size_text(worst.compress_size)} to {size_text(worst.file_size)}), over the "
+                      f"limit of {limits.max_ratio:g}", raise_it.format(key="max_ratio"))
+    if total > RATIO_FLOOR and total / packed > limits.max_ratio:
+        raise _refuse(placement, archive, files[0].filename,
+                      f"is one of {len(files)} that inflate {total / packed:.0f} times in all "
+                      f"({size_text(packed)} to {size_text(total)}), over the limit of {limits.max_ratio:g}",
+                      raise_it.format(key="max_ratio"))
+    need = sum(info.file_size for info in writes)
+    free = shutil.disk_usage(existing_ancestor(placement.dest)).free
+    if need > free:
+        raise UserError(f"cannot unpack {placement.asset} ({archive.name}) into {placement.dest}: it needs "
+                        f"{size_text(need)} but the disk has {size_text(free)} free; nothing was extracted - "
+                        "free some space, then run again")
 
 
 def _merge(src: Path, dst: Path) -> None:
@@ -213,17 +275,21 @@ def _disk_error(source: Path, dest: Path, err: OSError) -> UserError:
     return UserError(f"could not unpack {source} into {dest} ({err}); {fix}, then run again")
 
 
-def unpack_zip(archive: Path, placement: Placement) -> dict[str, str]:
+def unpack_zip(archive: Path, placement: Placement, limits: ArchiveLimits | None = None) -> dict[str, str]:
     """Extract a zip into placement.dest, skipping macOS litter; returns {dest-relative path: sha256}.
 
     Raises zipfile.BadZipFile for damaged archives (the caller decides what to do with the
-    download) and UserError for unsafe ones or disk problems.
+    download), UnsafeArchive for unsafe ones and UserError for disk problems.
     """
     dest = placement.dest
+    limits = limits or ArchiveLimits()
     try:
         with zipfile.ZipFile(archive) as zf:
             pairs = _zip_entries(archive, zf)
+            _check_sizes(placement, archive, [info for info, _ in pairs], [], limits)  # before any hashing
             todo = {id(e) for e in _plan(placement, archive, [entry for _, entry in pairs])}
+            _check_sizes(placement, archive, [info for info, _ in pairs],
+                         [info for info, entry in pairs if id(entry) in todo], limits)
             written: dict[str, str] = {}
             dest.mkdir(parents=True, exist_ok=True)
             # Staged inside dest so the final moves are same-filesystem renames.
@@ -236,7 +302,7 @@ def unpack_zip(archive: Path, placement: Placement) -> dict[str, str]:
                     elif id(entry) in todo:
                         target.parent.mkdir(parents=True, exist_ok=True)
                         with zf.open(info) as src:
-                            written["/".join(entry.parts)] = _copy_hashing(src, target)
+                            written["/".join(entry.parts)] = _copy_hashing(src, target, info.file_size)
                     else:
                         written["/".join(entry.parts)] = entry.digest()  # already there, identical
                 _merge(staging, dest)

@@ -7,6 +7,7 @@ local order, preprocessing, metrics, provenance). Both are written atomically.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -20,7 +21,8 @@ import timm
 import torch
 import torch.nn as nn
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
 from amalgam.errors import UserError
 from amalgam.models.registry import teacher_builder
@@ -140,10 +142,14 @@ def atomic_write_bytes(target: Path, write) -> None:
 
     mkstemp makes the temporary file 0600 whatever the umask; it gets the mode any other file
     the user creates would have (0666 less the umask), so reports and checkpoints are as
-    readable as the plots beside them.
+    readable as the plots beside them. An OSError (a read-only or full disk) names `target`,
+    not the temporary file, so the front end's one-line error points at the file the user knows.
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(target)) from exc
     os.close(fd)
     try:
         write(Path(tmp))
@@ -151,16 +157,34 @@ def atomic_write_bytes(target: Path, write) -> None:
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, target)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(target)) from exc
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def safetensors_writer(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None):
+    """A `write` for atomic_write_bytes: serialised in memory first, so that a full disk raises
+    the OSError it is (safetensors' own file writer reports it as a SafetensorError)."""
+    data = safetensors_bytes(tensors, metadata=metadata)
+    return lambda path: path.write_bytes(data)
+
+
+def torch_save_writer(obj: Any):
+    """A `write` for atomic_write_bytes: torch.save into memory first, since torch.save into a
+    file on a full disk fails as a RuntimeError ("unexpected pos") naming neither cause nor file."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    data = buffer.getvalue()
+    return lambda path: path.write_bytes(data)
 
 
 def save_checkpoint(stem: str | Path, state_dict: dict[str, torch.Tensor], card: ModelCard) -> Path:
     stem = checkpoint_stem(stem)
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
     weights, sidecar = checkpoint_files(stem)
-    atomic_write_bytes(weights, lambda p: save_file(tensors, str(p)))
+    atomic_write_bytes(weights, safetensors_writer(tensors))
     text = json.dumps(asdict(card), indent=2)
     atomic_write_bytes(sidecar, lambda p: p.write_text(text))
     return stem

@@ -23,6 +23,7 @@ line says why; the metadata's `exporter` field records which one wrote it.
 
 from __future__ import annotations
 
+import io
 import json
 import warnings
 import zipfile
@@ -41,6 +42,7 @@ from amalgam.models.checkpoint import (
 )
 from amalgam.models.model_input import ModelInput
 from amalgam.models.onnx_exporters import INSTALL_HINT, onnx_proto
+from amalgam.writable import check_writable
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 FOLDER_FORMATS = ("timm",)  # a folder, not a file: models/timm_folder.py
@@ -95,13 +97,15 @@ def export_student(source: Path, fmt: str = "onnx", out: Path | None = None) -> 
     Defaults: RUN_DIR/student.onnx or RUN_DIR/student.pt; for a stem, the file beside it.
     """
     if fmt not in FORMATS:
-        raise UserError(f"--format must be one of {sorted([*FORMATS, *FOLDER_FORMATS])}, got {fmt!r}")
+        formats = ", ".join(sorted([*FORMATS, *FOLDER_FORMATS]))
+        raise UserError(f"--format must be one of: {formats}; got {fmt!r}")
     suffix = FORMATS[fmt]
     stem, home = resolve_source(Path(source))
     if out is None:
         out = home / f"student{suffix}" if Path(source).is_dir() else stem.with_name(stem.name + suffix)
     elif out.suffix != suffix:
         raise UserError(f"--out must end in {suffix} for --format {fmt} (graders tell formats by suffix)")
+    check_export_target(out)
     model, card = load_model(stem)
     model = model.cpu().eval()
     params = sum(p.numel() for p in model.parameters())
@@ -114,6 +118,29 @@ def export_student(source: Path, fmt: str = "onnx", out: Path | None = None) -> 
     else:
         _write_torchscript(model, example, metadata, out)
     return out
+
+
+def check_export_target(out: Path) -> None:
+    """Refuse, before exporting, a target that is a folder, or a file `train.py export` did not
+    write (a user's own model.pt must never be replaced), or a folder that cannot be written."""
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder; name the file to write")
+    if out.exists() and not written_by_export(out):
+        raise UserError(
+            f"--out {out} already exists and was not written by `train.py export`; name a new file "
+            "(nothing was replaced)"
+        )
+    check_writable(out.parent, "the exported file")
+
+
+def written_by_export(path: Path) -> bool:
+    """Whether `path` is a file this command wrote (it carries our metadata), so replacing it
+    loses nothing the user made."""
+    try:
+        read_export_metadata(path)
+    except Exception:  # a foreign file fails in onnx's or zipfile's own way
+        return False
+    return True
 
 
 def _write_onnx(model: nn.Module, example: torch.Tensor, metadata: dict, target: Path) -> None:
@@ -136,7 +163,9 @@ def _write_torchscript(model: nn.Module, example: torch.Tensor, metadata: dict, 
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(model, example)
         extra = {EXTRA_FILE: json.dumps({**metadata, "exporter": "torch.jit.trace"}, indent=2)}
-        atomic_write_bytes(target, lambda p: torch.jit.save(traced, str(p), _extra_files=extra))
+        buffer = io.BytesIO()  # torch.jit.save into a file on a full disk aborts the process
+        torch.jit.save(traced, buffer, _extra_files=extra)
+        atomic_write_bytes(target, lambda p: p.write_bytes(buffer.getvalue()))
 
 
 # --- reading exported files back ----------------------------------------------------------

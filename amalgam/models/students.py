@@ -3,7 +3,7 @@
 `--student` takes what `timm.create_model` takes: a registry name (`resnet10t`,
 `convnext_atto.d2_in1k`), `hf-hub:ORG/NAME`, or `local-dir:FOLDER` (a plain path to a folder
 holding config.json and model.safetensors means the same). The four short names of earlier
-versions (and the seed's spellings) stay as aliases. `pretrained` means what it means in timm:
+versions (and the reference app's spellings) stay as aliases. `pretrained` means what it means in timm:
 start from the weights the name points to (the registry's default tag, the Hub repo, the folder).
 """
 

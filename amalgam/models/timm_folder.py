@@ -19,16 +19,17 @@ it is new, empty or written by us before: a folder we did not create is never to
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import timm
 import torch.nn as nn
-from safetensors.torch import save_file
 
 from amalgam import __version__
 from amalgam.errors import UserError
-from amalgam.models.checkpoint import ModelCard, atomic_write_bytes, load_model
+from amalgam.models.checkpoint import ModelCard, atomic_write_bytes, load_model, safetensors_writer
 from amalgam.models.export import resolve_source
+from amalgam.writable import check_writable
 
 TIMM_FORMAT = "amalgam-timm/1"
 CONFIG_FILE = "config.json"
@@ -132,14 +133,22 @@ def write_timm_folder(source: Path, out: Path | None = None) -> Path:
     stem, _ = resolve_source(Path(source))
     folder = Path(out) if out is not None else default_folder(source)
     check_writable_folder(folder)
+    check_writable(folder, "the timm folder")
     model, card = load_model(stem)
     arch = timm_architecture(model, card)
     config = timm_config(model, card, arch, stem)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    new = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
-    # weights first, config last: a folder whose config names us always has its weights
-    atomic_write_bytes(folder / WEIGHTS_FILE, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
-    atomic_write_bytes(folder / CARD_FILE, lambda p: p.write_text(model_card_text(config), encoding="utf-8"))
-    text = json.dumps(config, indent=2)
-    atomic_write_bytes(folder / CONFIG_FILE, lambda p: p.write_text(text, encoding="utf-8"))
+    try:
+        # weights first, config last: a folder whose config names us always has its weights
+        atomic_write_bytes(folder / WEIGHTS_FILE, safetensors_writer(tensors, {"format": "pt"}))
+        card_text = model_card_text(config)
+        atomic_write_bytes(folder / CARD_FILE, lambda p: p.write_text(card_text, encoding="utf-8"))
+        text = json.dumps(config, indent=2)
+        atomic_write_bytes(folder / CONFIG_FILE, lambda p: p.write_text(text, encoding="utf-8"))
+    except BaseException:
+        if new:  # a full disk half-way: no half folder is left for a later push to upload
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
     return folder

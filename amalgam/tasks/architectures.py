@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 COMPACT_CNNS = ("cnn-small", "cnn-medium", "cnn-large")
-CAS771_CNN = "seed-cnn"  # the CAS771 reference app's teacher CNN (name kept as users wrote it)
+CAS771_CNN = "seed-cnn"  # the CAS771 reference app's teacher CNN (the name task files already use)
 TEACHER_ARCHS = (*COMPACT_CNNS, CAS771_CNN)
 
 

@@ -138,6 +138,6 @@ def get_task(name: str) -> TaskSpec:
     if drawn and drawn[0] in DRAWABLE_TASKS:
         return with_drawn_roster(tasks[drawn[0]], drawn[1])
     raise UserError(
-        f"unknown task {name!r}; use one of {sorted(tasks)} or a path to a task.toml "
+        f"unknown task {name!r}; use one of: {', '.join(sorted(tasks))}, or a path to a task.toml "
         f"(`python train.py tasks` lists them), or {'/'.join(DRAWABLE_TASKS)}-roster<seed> for a drawn roster"
     )

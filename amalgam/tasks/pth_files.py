@@ -13,6 +13,7 @@ import importlib
 import io
 import pickle
 import pickletools
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,9 @@ def numpy_safe_globals() -> list[Any]:
 def load_pth_safely(path: Path, what: str, fix: str = AGAIN) -> Any:
     """`torch.load` with weights_only and the numpy allow-list; every failure is a UserError."""
     try:
-        with torch.serialization.safe_globals(numpy_safe_globals()):
+        # torch warns about a raw pickle's protocol before refusing it; our one line says it all
+        with torch.serialization.safe_globals(numpy_safe_globals()), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise (_holds_code(path, what, str(exc)) or damaged_file(path, what, str(exc), fix)) from exc

@@ -59,6 +59,9 @@ class TaskSpec:
     aliases: tuple[str, ...] = ()  # other names `--task` accepts (TaskA and a for A)
     dir_name: str = ""  # its folder under checkpoints/, runs/, evaluation/, .cache/; default: name
     released_assets: tuple[str, ...] = ()  # release-manifest assets it ships with; graded by default
+    # where trained teachers live under checkpoints/<dir_name>/ ("": there); set by a teacher
+    # recipe (amalgam/tasks/teacher_recipes.py) so stronger teachers never replace today's
+    teacher_folder: str = ""
 
     def __post_init__(self) -> None:
         if not self.dir_name:
@@ -176,4 +179,4 @@ def resolve_checkpoint_stem(spec: TaskSpec, teacher: TeacherSpec, root: Path) ->
     if teacher.checkpoint:
         path = Path(teacher.checkpoint)
         return path if path.is_absolute() else root / path
-    return root / "checkpoints" / spec.dir_name / teacher.name
+    return root / "checkpoints" / spec.dir_name / spec.teacher_folder / teacher.name

@@ -33,7 +33,9 @@ from amalgam.models.metrics import teacher_pair_errors
 from amalgam.tasks.builtin import get_task
 from amalgam.tasks.loader import load_task_data
 from amalgam.tasks.roster_draw import describe_roster, roster_record
+from amalgam.tasks.teacher_recipes import DEFAULT_TEACHER_RECIPE, with_teacher_recipe
 from amalgam.ui import say
+from amalgam.writable import check_writable, is_write_failure
 
 METRICS = ("accuracy", "macro_f1", "nll", "ece", "ece_ts",
            "errors_shared_teacher", "errors_no_shared_teacher")
@@ -50,14 +52,14 @@ def parse_methods(text: str, labels: str = LABELED) -> list[str]:
         method, _, mode = entry.partition(":")
         mode = mode or labels
         if method not in METHODS:
-            raise UserError(f"--methods has unknown {method!r}; choose from {sorted(METHODS)}")
+            raise UserError(f"--methods has unknown {method!r}; choose from: {', '.join(sorted(METHODS))}")
         if mode not in LABEL_MODES:
-            raise UserError(f"--methods {entry!r}: the suffix must be one of {list(LABEL_MODES)} "
+            raise UserError(f"--methods {entry!r}: the suffix must be one of: {', '.join(LABEL_MODES)} "
                             "(e.g. amalgam-kd:none)")
         check_labels_mode(method, mode)
         arms.append(method if mode == LABELED else f"{method}:{mode}")
     if not arms:
-        raise UserError(f"--methods has nothing; choose from {sorted(METHODS)}")
+        raise UserError(f"--methods has nothing; choose from: {', '.join(sorted(METHODS))}")
     return list(dict.fromkeys(arms))
 
 
@@ -111,6 +113,7 @@ def check_report_dir(out_dir: Path) -> None:
             f"--out {out_dir} is not empty and holds no comparison; pass a new or empty folder "
             "(nothing in it is replaced)"
         )
+    check_writable(out_dir, "the comparison")
 
 
 def run_compare(
@@ -128,14 +131,16 @@ def run_compare(
     shared: dict[str, dict] | None = None,
     extra_teachers: tuple[str, ...] = (),
     extra_teachers_only: bool = False,
+    teacher_recipe: str = DEFAULT_TEACHER_RECIPE,
 ) -> dict:
     """Every arm over `seeds` seeds into out_dir's compare.json / .md / .png. Arms in `shared`
     are not trained: their results are taken as given (another drawn roster's, for a method
     that reads no teacher, which trains the same on every roster: see roster_compare.py)."""
     if seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {seeds}")
-    spec = with_extra_teachers(get_task(task), extra_teachers, extra_teachers_only)
-    out_dir = out_dir or root / "reports" / spec.dir_name
+    spec = with_teacher_recipe(get_task(task), teacher_recipe)
+    spec = with_extra_teachers(spec, extra_teachers, extra_teachers_only)
+    out_dir = out_dir or root / "reports" / spec.dir_name / spec.teacher_folder
     check_report_dir(out_dir)
     say(f"task {spec.name}: {describe_roster(spec.teachers)}", config.quiet)
     data = load_task_data(spec, data_dir, train_per_class=train_per_class)
@@ -145,6 +150,7 @@ def run_compare(
     report = {
         "task": spec.name,
         "roster": roster_record(spec),
+        "teacher_recipe": teacher_recipe,
         "extra_teachers": list(extra_teachers),
         "extra_teachers_only": extra_teachers_only,
         "student": student,
@@ -192,6 +198,7 @@ def run_compare(
                 run_name=f"compare_{slug}_seed{seed}",
                 extra_teachers=extra_teachers,
                 extra_teachers_only=extra_teachers_only,
+                teacher_recipe=teacher_recipe,
             )
             try:
                 result = distil(settings, out_dir=runs_dir / f"{slug}_seed{seed}", root=root, data=data)
@@ -199,6 +206,8 @@ def run_compare(
             except TrainingInterrupted:
                 raise  # Ctrl-C stops the whole comparison, not just this arm
             except Exception as exc:  # a failed arm is reported, never hidden or fatal
+                if is_write_failure(exc):
+                    raise  # a full or read-only disk: every later arm would fail the same way
                 report["failed"].setdefault(arm, []).append(
                     {
                         "seed": seed,

@@ -19,7 +19,9 @@ from amalgam.harness.grading import report_student
 from amalgam.harness.teacher_scores import teacher_scores
 from amalgam.tasks.builtin import get_task
 from amalgam.tasks.loader import load_task_data
+from amalgam.tasks.teacher_recipes import DEFAULT_TEACHER_RECIPE, with_teacher_recipe
 from amalgam.ui import console, say
+from amalgam.writable import check_writable
 
 
 def run_pipeline(
@@ -35,10 +37,13 @@ def run_pipeline(
     device: str,
     quiet: bool,
     root=PROJECT_ROOT,
+    teacher_recipe: str = DEFAULT_TEACHER_RECIPE,
 ) -> dict:
-    spec = get_task(task)
+    spec = with_teacher_recipe(get_task(task), teacher_recipe)
     build_method(method, spec.roster(), MethodOptions())  # an unknown --method fails before any work
     base, student_config = pipeline_configs(teacher_epochs, epochs, seed, device, quiet)
+    for folder, what in (("checkpoints", "teacher checkpoints"), ("runs", "runs"), ("evaluation", "reports")):
+        check_writable(root / folder, what)  # all three before the teachers train, not after
     data = load_task_data(spec, data_dir, train_per_class=train_per_class)
     size = img_size or spec.img_size
     say(f"[bold]1/4[/] teachers of task {spec.name}", quiet)
@@ -56,6 +61,7 @@ def run_pipeline(
             data_dir=data_dir,
             run_name=f"pipeline_{arm}",
             train_per_class=train_per_class,
+            teacher_recipe=teacher_recipe,
         )
         results[arm] = distil(settings, root=root, data=data)
     say("[bold]4/4[/] evaluation on the test split", quiet)
@@ -72,6 +78,7 @@ def run_pipeline(
         own_class_acc[teacher.name] = float(confusion[idx, idx].sum() / confusion[idx].sum().clamp_min(1))
     return {
         "task": spec.name,
+        "teacher_recipe": teacher_recipe,
         "method": method,
         "student": student,
         "teachers": teachers["per_teacher"],

@@ -11,6 +11,7 @@ those runs with `shared_from` naming that roster, and pooling counts them once.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -20,6 +21,7 @@ from amalgam.errors import UserError
 from amalgam.harness.compare_report import spread_cell
 from amalgam.models.checkpoint import atomic_write_bytes
 from amalgam.tasks.builtin import DRAWABLE_TASKS, get_task
+from amalgam.tasks.teacher_recipes import DEFAULT_TEACHER_RECIPE, TEACHER_RECIPES, teacher_recipe
 from amalgam.workflows.compare import METRICS, check_report_dir, run_compare, split_arm
 
 
@@ -33,17 +35,38 @@ def parse_roster_seeds(text: str) -> list[int]:
     return seeds
 
 
-def run_roster_compare(task: str, roster_seeds: list[int], out_dir: Path, **compare_args) -> dict:
-    """One `run_compare` per roster into out_dir/<task>-roster<seed>/, then the pooled report."""
+def parse_teacher_recipes(text: str) -> list[str]:
+    """`default,strong` → the teacher recipes to compare with, each checked."""
+    names = list(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    if not names:
+        raise UserError(f"--teacher-recipe needs one of {list(TEACHER_RECIPES)}, got {text!r}")
+    return [teacher_recipe(name).name for name in names]
+
+
+def report_folder(roster: str, recipe: str) -> str:
+    """A roster's report folder under the pooled one: `fashion-roster300` for today's teachers,
+    `fashion-roster300-teachers-strong` for another recipe's."""
+    folder = teacher_recipe(recipe).folder
+    return f"{roster}-{folder}" if folder else roster
+
+
+def run_roster_compare(task: str, roster_seeds: list[int], out_dir: Path,
+                       recipes: Sequence[str] = (DEFAULT_TEACHER_RECIPE,), **compare_args) -> dict:
+    """One `run_compare` per roster and teacher recipe into out_dir/<task>-roster<seed>[-<recipe
+    folder>]/, then the pooled report."""
     if get_task(task).name not in DRAWABLE_TASKS:
         raise UserError(f"--rosters draws rosters for {list(DRAWABLE_TASKS)} only, not {task!r}")
     check_report_dir(out_dir)
     reports: dict[str, dict] = {}
     shared: dict[str, dict] = {}
     for seed in roster_seeds:
-        name = f"{get_task(task).name}-roster{seed}"
-        reports[name] = run_compare(name, out_dir=out_dir / name, shared=shared, **compare_args)
-        if not shared:
+        for recipe in recipes:
+            roster = f"{get_task(task).name}-roster{seed}"
+            name = report_folder(roster, recipe)
+            reports[name] = run_compare(roster, out_dir=out_dir / name, shared=shared, teacher_recipe=recipe,
+                                        **compare_args)
+            if shared:
+                continue
             shared = {arm: {**stats, "shared_from": name} for arm, stats in reports[name]["methods"].items()
                       if not _reads_teachers(arm)}
     return write_pooled(reports, out_dir)
@@ -86,6 +109,7 @@ def pool(reports: dict[str, dict]) -> dict:
     for name, report in reports.items():
         pooled["rosters"][name] = {
             "roster": report["roster"],
+            "teacher_recipe": report.get("teacher_recipe", DEFAULT_TEACHER_RECIPE),
             "teachers_union_accuracy": report["teachers_union_accuracy"],
             "teachers_uhc_accuracy": report["teachers_uhc_accuracy"],
             "teachers_uhc_balanced_accuracy": report.get("teachers_uhc_balanced_accuracy"),
@@ -95,20 +119,51 @@ def pool(reports: dict[str, dict]) -> dict:
             "failed": report["failed"],
         }
     for method in methods:
-        runs = [run for report in reports.values() if method in report["methods"]
-                and "shared_from" not in report["methods"][method]  # another roster's runs: counted there
-                for run in report["methods"][method]["per_seed"]]
-        stats = {}
-        for metric in METRICS:
-            values = torch.tensor([r[metric] for r in runs], dtype=torch.float64)
-            stats[metric] = {"mean": float(values.mean()),
-                             "std": float(values.std(unbiased=True)) if len(values) > 1 else 0.0}
-        pooled["methods"][method] = {**stats, "runs": len(runs)}
+        pooled["methods"][method] = _pool_runs(reports.values(), method)
+    recipes = list(dict.fromkeys(info["teacher_recipe"] for info in pooled["rosters"].values()))
+    if len(recipes) > 1:  # per teacher recipe too: a method that reads no teacher is in each
+        pooled["by_teacher_recipe"] = {}
+        for recipe in recipes:
+            chosen = [report for report in reports.values()
+                      if report.get("teacher_recipe", DEFAULT_TEACHER_RECIPE) == recipe]
+            pooled["by_teacher_recipe"][recipe] = {method: _pool_runs(chosen, method, shared_too=True)
+                                                  for method in methods}
     return pooled
+
+
+def _pool_runs(reports, method: str, shared_too: bool = False) -> dict:
+    """Every metric of `method` over the runs of `reports`; a method's runs shared from another
+    roster are counted where they ran (or, with `shared_too`, once here if they ran elsewhere)."""
+    runs, seen = [], set()
+    for report in reports:
+        stats = report["methods"].get(method)
+        if stats is None or ("shared_from" in stats and not shared_too):
+            continue
+        origin = stats.get("shared_from", report.get("task"))
+        if origin in seen and "shared_from" in stats:
+            continue
+        seen.add(origin)
+        runs.extend(stats["per_seed"])
+    if not runs:
+        return {"runs": 0}
+    pooled = {}
+    for metric in METRICS:
+        values = torch.tensor([r[metric] for r in runs], dtype=torch.float64)
+        pooled[metric] = {"mean": float(values.mean()),
+                          "std": float(values.std(unbiased=True)) if len(values) > 1 else 0.0}
+    return {**pooled, "runs": len(runs)}
+
+
+def _mean_cell(stats: dict) -> str:
+    if not stats.get("runs"):
+        return "not run"
+    return f"{100 * stats['accuracy']['mean']:.2f} ± {100 * stats['accuracy']['std']:.2f}"
 
 
 def pooled_markdown(pooled: dict) -> str:
     rosters = list(pooled["rosters"])
+    by_recipe = pooled.get("by_teacher_recipe", {})
+    recipe_heads = "".join(f" pooled, {recipe} teachers |" for recipe in by_recipe)
     lines = [
         "# Comparison over drawn rosters",
         "",
@@ -116,8 +171,10 @@ def pooled_markdown(pooled: dict) -> str:
         "over its seeds, pooled over every roster and seed. Each roster's own report is in its folder. "
         "A method that reads no teacher (`ce`) trains the same way on every roster.",
         "",
-        "| method | " + " | ".join(rosters) + " | pooled | pooled ECE after T-scaling |",
-        "|---" * (len(rosters) + 3) + "|",
+        "| method | " + " | ".join(rosters) + " | pooled |" + recipe_heads + " pooled ECE after T-scaling |",
+        "|---" * (len(rosters) + 3 + len(by_recipe)) + "|",
+        "| teachers | " + " | ".join(pooled["rosters"][r].get("teacher_recipe", DEFAULT_TEACHER_RECIPE)
+                                    for r in rosters) + " | |" + " |" * len(by_recipe) + " |",
     ]
     for method, stats in pooled["methods"].items():
         cells = []
@@ -128,8 +185,9 @@ def pooled_markdown(pooled: dict) -> str:
                 continue
             cells.append(spread_cell(info["accuracy"][method], info["accuracy_std"][method],
                                      info["seeds"][method], 100, 2))
-        lines.append(f"| {method} | " + " | ".join(cells) + f" | {100 * stats['accuracy']['mean']:.2f} ± "
-                     f"{100 * stats['accuracy']['std']:.2f} | {stats['ece_ts']['mean']:.3f} |")
+        recipe_cells = "".join(f" {_mean_cell(by_recipe[recipe][method])} |" for recipe in by_recipe)
+        lines.append(f"| {method} | " + " | ".join(cells) + f" | {_mean_cell(stats)} |{recipe_cells} "
+                     f"{stats['ece_ts']['mean']:.3f} |")
     for key, label in (("teachers_union_accuracy", "teachers combined (mean of probabilities)"),
                        ("teachers_uhc_accuracy", "teachers combined (UHC)"),
                        ("teachers_uhc_balanced_accuracy", "teachers combined (UHC, balanced)")):
@@ -137,7 +195,7 @@ def pooled_markdown(pooled: dict) -> str:
         if any(value is None for value in values):  # a report from before this line existed
             continue
         cells = [f"{100 * value:.2f}" for value in values]
-        lines.append(f"| {label} | " + " | ".join(cells) + " | | |")
+        lines.append(f"| {label} | " + " | ".join(cells) + " | |" + " |" * len(by_recipe) + " |")
     lines += ["", "Rosters:", ""]
     for roster, info in pooled["rosters"].items():
         teachers = "; ".join(f"{t} = {{{', '.join(c)}}}" for t, c in info["roster"].items())

@@ -99,3 +99,14 @@ def broadcast_from_main(value, env: DistEnv):
     holder = [value]
     dist.broadcast_object_list(holder, src=0)
     return holder[0]
+
+
+def gather_from_all(value, env: DistEnv) -> list:
+    """Every rank's `value` (picklable, small), in rank order, on every rank; [value] alone.
+
+    Object collectives travel over gloo even on CUDA (see `backend_for`)."""
+    if not env.active:
+        return [value]
+    gathered = [None] * env.world_size
+    dist.all_gather_object(gathered, value)
+    return gathered

@@ -28,7 +28,7 @@ def label_free_methods() -> list[str]:
 def check_labels_mode(method: str, labels: str) -> None:
     """Refuse an unknown mode, or `--labels none` with a method that reads labels."""
     if labels not in LABEL_MODES:
-        raise UserError(f"--labels must be one of {list(LABEL_MODES)}, got {labels!r}")
+        raise UserError(f"--labels must be one of: {', '.join(LABEL_MODES)}; got {labels!r}")
     if labels == LABEL_FREE and method in METHODS and METHODS[method].needs_labels:
         raise UserError(f"method {method!r} reads training labels, so it cannot train with --labels none; "
                         f"use a label-free method: {', '.join(label_free_methods())}")

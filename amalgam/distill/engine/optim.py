@@ -2,10 +2,10 @@
 
 `--opt` is any name `timm.optim.create_optimizer_v2` knows (adam, adamw, sgd, lamb, …) and
 `--sched` one of timm's epoch schedules (`timm.scheduler.create_scheduler_v2`), with
-`--warmup-epochs` of linear warm-up. The defaults are the seed's: Adam with L2 weight decay on
+`--warmup-epochs` of linear warm-up. The defaults are the reference app's: Adam with L2 weight decay on
 every parameter (the parameters are passed as a list, so timm's no-decay-on-bias/norm grouping
 does not silently change them) and a cosine decay to zero over the run; `--sched step` is the
-seed's StepLR (`--scheduler-step`, `--scheduler-gamma`).
+reference app's StepLR (`--scheduler-step`, `--scheduler-gamma`).
 """
 
 from __future__ import annotations

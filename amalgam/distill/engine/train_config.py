@@ -1,5 +1,10 @@
 """The settings of one training run, checked when built, so a bad flag fails before any data
-or teacher is loaded; recorded in config.json so a resume trains the same way."""
+or teacher is loaded; recorded in config.json so a resume trains the same way.
+
+Each field is declared once (amalgam/distill/option_fields.py): `train.py`, `train.py compare` and
+`train.py teachers` build their flags from these fields, with each command's own default where
+it differs (teachers train longer, faster and on random crops).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,20 @@ from dataclasses import asdict, dataclass
 from amalgam.distill.engine.label_modes import LABEL_MODES
 from amalgam.distill.engine.optim import DEFAULT_OPT, SCHEDULERS, check_opt
 from amalgam.distill.engine.views import AUGMENTATIONS
+from amalgam.distill.option_fields import (
+    ABOVE_0,
+    AT_LEAST_0,
+    AT_LEAST_1,
+    HARDWARE_PANEL,
+    RUN_PANEL,
+    SCHEDULE_PANEL,
+    TASK_PANEL,
+    TEACHERS_PANEL,
+    Range,
+    check_fields,
+    one_of,
+    option_field,
+)
 from amalgam.errors import UserError
 from amalgam.models.frozen import TEACHER_PRECISIONS
 
@@ -16,51 +35,69 @@ from amalgam.models.frozen import TEACHER_PRECISIONS
 # after 12 epochs. A flip has two fixed views, so the teachers' outputs on both come from the
 # cache (amalgam/distill/teachers/cache.py); random crops need the teachers online.
 STUDENT_AUGMENT = "flip"
+# The command that trains teachers, not a student: it reads no teacher and needs labels.
+TEACHER_TRAINING = "teachers"
+STUDENT_COMMANDS = ("distil", "compare", "pipeline")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 12
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 5e-4
-    scheduler: str = "cosine"  # timm's, to 0 over `epochs`; step: the reference app's StepLR
-    scheduler_step: int = 30
-    scheduler_gamma: float = 0.5
-    opt: str = DEFAULT_OPT  # any timm optimiser name (amalgam/distill/engine/optim.py)
-    warmup_epochs: int = 0
-    seed: int = 42
-    augment: str = STUDENT_AUGMENT
-    device: str = "cpu"
-    quiet: bool = False
+    epochs: int = option_field(
+        12, "epochs to train", "--num_epochs", "--num-epochs", range=AT_LEAST_1, panel=SCHEDULE_PANEL,
+        command_defaults={TEACHER_TRAINING: 15, "pipeline": 15},
+        command_help={TEACHER_TRAINING: "epochs to train (default: the --recipe's, 15; strong: 30)",
+                      "pipeline": "student epochs (CE baseline and distilled)"},
+    )
+    batch_size: int = option_field(64, "images per step", "-b", "--batch_size", range=Range(low=2),
+                                   panel=SCHEDULE_PANEL)
+    lr: float = option_field(1e-3, "learning rate", range=ABOVE_0, panel=SCHEDULE_PANEL,
+                             command_defaults={TEACHER_TRAINING: 2e-3})
+    weight_decay: float = option_field(5e-4, "L2 weight decay", "--weight_decay", range=AT_LEAST_0,
+                                       panel=SCHEDULE_PANEL)
+    scheduler: str = option_field(
+        "cosine", f"timm's schedule, stepped per epoch, {one_of(SCHEDULERS)}; cosine decays to 0 over "
+        "--epochs, step is the reference app's StepLR (--scheduler-step, --scheduler-gamma)",
+        "--sched", choices=SCHEDULERS, panel=SCHEDULE_PANEL,
+    )
+    scheduler_step: int = option_field(30, "step: epochs between decays", "--scheduler_step",
+                                       "--decay-epochs", range=AT_LEAST_1, panel=SCHEDULE_PANEL)
+    scheduler_gamma: float = option_field(0.5, "step: factor at each decay", "--scheduler_gamma",
+                                          "--decay-rate", range=Range(low=0, high=1, low_open=True),
+                                          panel=SCHEDULE_PANEL)
+    opt: str = option_field(DEFAULT_OPT, "any timm optimiser (adam, adamw, sgd, lamb, lion, …)",
+                            panel=SCHEDULE_PANEL)
+    warmup_epochs: int = option_field(0, "epochs of linear learning-rate warm-up (timm's)",
+                                      range=AT_LEAST_0, panel=SCHEDULE_PANEL)
+    seed: int = option_field(42, "random seed: weights, data order and augmentation", panel=RUN_PANEL)
+    augment: str = option_field(
+        STUDENT_AUGMENT, "training views, flip or none (teachers' outputs cached for each view), or "
+        "crop-flip (teachers run online)", choices=AUGMENTATIONS, panel=TASK_PANEL,
+        command_defaults={TEACHER_TRAINING: "crop-flip"},
+    )
+    device: str = option_field("cpu", "auto, cpu, cuda or cuda:N", panel=HARDWARE_PANEL,
+                               command_defaults={"*": "auto"})
+    quiet: bool = option_field(False, "no progress bars or per-epoch lines", "-q", panel=RUN_PANEL)
     # CUDA-only speed-ups for the student (no effect on CPU); compile is opt-in
-    amp: bool = True
-    channels_last: bool = True  # the student on CUDA; the frozen teachers on any device
-    compile: bool = False
-    # frozen teachers: auto = bf16 where the hardware has native bf16 (see models/frozen.py)
-    teacher_precision: str = "auto"
-    # train: the method may read training labels; none: it is handed none (label_modes.py)
-    labels: str = "train"
+    amp: bool = option_field(True, "bf16 autocast for the student on CUDA", panel=HARDWARE_PANEL)
+    channels_last: bool = option_field(True, "channels-last memory layout on CUDA (the frozen teachers "
+                                       "on any device)", panel=HARDWARE_PANEL)
+    compile: bool = option_field(False, "torch.compile the student (opt-in)", panel=HARDWARE_PANEL)
+    teacher_precision: str = option_field(
+        "auto", "frozen teachers: auto (bf16 where the CPU/GPU has it natively), fp32 or bf16",
+        choices=TEACHER_PRECISIONS, panel=TEACHERS_PANEL, commands=STUDENT_COMMANDS,
+    )
+    labels: str = option_field(
+        "train", "train: methods may read the training labels; none: the training loss never reads one "
+        "(label-free methods only; the task's unlabeled images join the training set); validation "
+        "labels only choose the checkpoint and report", choices=LABEL_MODES, panel=TASK_PANEL,
+        commands=STUDENT_COMMANDS,
+    )
 
     def __post_init__(self) -> None:
-        checks = [
-            (self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
-            (self.batch_size >= 2, f"--batch-size must be >= 2, got {self.batch_size}"),
-            (self.lr > 0, f"--lr must be > 0, got {self.lr}"),
-            (self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}"),
-            (self.scheduler in SCHEDULERS, f"--scheduler must be one of {list(SCHEDULERS)}"),
-            (self.scheduler_step >= 1, f"--scheduler-step must be >= 1, got {self.scheduler_step}"),
-            (check_opt(self.opt) is None, check_opt(self.opt)),
-            (self.warmup_epochs >= 0, f"--warmup-epochs must be >= 0, got {self.warmup_epochs}"),
-            (0 < self.scheduler_gamma <= 1, "--scheduler-gamma must be in (0, 1]"),
-            (self.augment in AUGMENTATIONS, f"--augment must be one of {list(AUGMENTATIONS)}"),
-            (self.teacher_precision in TEACHER_PRECISIONS,
-             f"--teacher-precision must be one of {list(TEACHER_PRECISIONS)}"),
-            (self.labels in LABEL_MODES, f"--labels must be one of {list(LABEL_MODES)}, got {self.labels!r}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise UserError(message)
+        check_fields(self)
+        problem = check_opt(self.opt)
+        if problem is not None:
+            raise UserError(problem)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -13,6 +13,7 @@ import pkgutil
 
 from amalgam.distill.methods.base import (
     METHODS,
+    Capabilities,
     Method,
     MethodFactory,
     MethodOptions,
@@ -36,15 +37,15 @@ def _import_method_files() -> None:
 _import_method_files()
 
 # Chosen on validation accuracy of drawn rosters that are never reported (README, "Choosing
-# defaults"); it reads --temperature and --alpha, so the seed's headline command means what it says.
+# defaults"); it reads --temperature and --alpha, so the reference app's headline command means what it says.
 DEFAULT_METHOD = "fitnet+uhc-kd"
 
 
 def build_method(name: str, roster: Roster, options: MethodOptions) -> Method:
     if name not in METHODS:
-        raise UserError(f"unknown method {name!r}; use one of {sorted(METHODS)}")
+        raise UserError(f"unknown method {name!r}; use one of: {', '.join(sorted(METHODS))}")
     return METHODS[name](roster, options)
 
 
-__all__ = ["METHODS", "DEFAULT_METHOD", "Method", "MethodFactory", "MethodOptions", "TeacherOutputs",
-           "build_method", "register_method"]
+__all__ = ["METHODS", "DEFAULT_METHOD", "Capabilities", "Method", "MethodFactory", "MethodOptions",
+           "TeacherOutputs", "build_method", "register_method"]

@@ -14,6 +14,8 @@ only its input, as a label would.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from amalgam.distill.losses import (
@@ -22,8 +24,8 @@ from amalgam.distill.losses import (
     soft_cross_entropy,
     uhc_union_probs,
 )
-from amalgam.distill.losses.neighbours import nearest_neighbours, neighbour_mean, soften
-from amalgam.distill.methods.base import Method, register_method
+from amalgam.distill.losses.neighbours import exact_search, nearest_neighbours, neighbour_mean, soften
+from amalgam.distill.methods.base import Capabilities, Method, MethodOptions, register_method
 from amalgam.distill.methods.fitnet import FitNetHints
 from amalgam.distill.methods.sum_of_terms import SumOfTerms
 from amalgam.errors import UserError
@@ -36,8 +38,8 @@ FIT_HESSIAN_ENTRIES = 2**25
 @register_method
 class AmalgamKD(Method):
     name = "amalgam-kd"
-    options_used = ("temperature", "class_prior", "target_neighbours")
-    needs_labels = False
+    capabilities = Capabilities(options_used=("temperature", "class_prior", "target_neighbours"),
+                                needs_labels=False)
 
     def __init__(self, roster, options):
         super().__init__(roster, options)
@@ -49,12 +51,22 @@ class AmalgamKD(Method):
         return uhc_union_probs(teacher_logits, self.roster, temperature)
 
     @property
-    def fits_training_set(self) -> bool:
-        return self.options.class_prior == "uniform" or self.options.target_neighbours > 0
+    def fixed_targets(self) -> bool:
+        # with --target-neighbours the targets are fixed per image at start-up already
+        return self.options.target_neighbours == 0
 
-    @property
-    def fit_reads_features(self) -> bool:
-        return self.options.target_neighbours > 1
+    def teacher_targets(self, teacher_logits: torch.Tensor) -> torch.Tensor:
+        """The combination at the run's temperature, before the class prior: the class weights
+        are fitted after the teachers' cache is built, and cheap to apply per batch."""
+        return self.combined(teacher_logits, self.options.temperature)
+
+    @classmethod
+    def capabilities_at(cls, options: MethodOptions) -> Capabilities:
+        # a class prior and neighbour targets are fitted at start-up; neighbours beyond the image
+        # itself are found in the teachers' features
+        return replace(cls.capabilities,
+                       fits_training_set=options.class_prior == "uniform" or options.target_neighbours > 0,
+                       fit_reads_features=options.target_neighbours > 1)
 
     def fit_to_training_set(self, teacher_logits: torch.Tensor,
                             teacher_features: torch.Tensor | None = None) -> str | None:
@@ -80,13 +92,19 @@ class AmalgamKD(Method):
                     raise RuntimeError(f"{self.name}: --target-neighbours {k} needs the teachers' features")
                 probs = neighbour_mean(probs, nearest_neighbours(teacher_features, k))
             self.image_targets = probs
+            search = ""
+            if k > 1 and not exact_search(*teacher_features.shape):
+                search = " (found approximately: too many images to compare every pair)"
             lines.append(f"target neighbours {k}: each training image's target fixed at start-up"
-                         + (f", the mean over its {k} nearest in the teachers' features" if k > 1 else ""))
+                         + (f", the mean over its {k} nearest in the teachers' features{search}"
+                            if k > 1 else ""))
         return "; ".join(lines)
 
-    def targets(self, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-        """The distribution over the union the student is pulled to, from the teachers on a view."""
-        probs = self.combined(teacher_logits, temperature)
+    def targets(self, teacher_logits: torch.Tensor, temperature: float,
+                combined: torch.Tensor | None = None) -> torch.Tensor:
+        """The distribution over the union the student is pulled to, from the teachers on a view
+        (`combined`: their combination at `temperature`, when already computed)."""
+        probs = self.combined(teacher_logits, temperature) if combined is None else combined
         if self.options.class_prior != "uniform":
             return probs
         if self.class_log_weights is None:
@@ -105,7 +123,7 @@ class AmalgamKD(Method):
         if self.options.target_neighbours > 0:
             target = self.image_targets_at(teacher.index, t).to(student_logits.device)
         else:
-            target = self.targets(teacher.logits, t)
+            target = self.targets(teacher.logits, t, teacher.targets)
         return {"loss_kd": soft_cross_entropy(student_logits, target, t)}
 
 

@@ -2,21 +2,33 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn as nn
 
 from amalgam.distill.losses.features import HintTarget
-from amalgam.errors import UserError
+from amalgam.distill.option_fields import (
+    ABOVE_0,
+    AT_LEAST_0,
+    AT_LEAST_1,
+    METHOD_PANEL,
+    Range,
+    check_fields,
+    option_field,
+)
 from amalgam.tasks.spec import Roster
 
+TEACHER_FILTERS = ("none", "covering", "correct")
+CLASS_PRIORS = ("none", "uniform")
 
-def _option(default, help: str, *aliases: str):
+
+def _option(default, help: str, *aliases: str, **bounds):
     """A MethodOptions field: `train.py` and `train.py compare` offer it as --<name-with-dashes>
-    (plus `aliases`) with this default and help (amalgam/cli/method_options.py)."""
-    return field(default=default, metadata={"help": help, "aliases": aliases})
+    (plus `aliases`) with this default and help (amalgam/cli/field_flags.py), and `bounds` (range
+    or choices) are checked when the options are built."""
+    return option_field(default, help, *aliases, panel=METHOD_PANEL, **bounds)
 
 
 @dataclass(frozen=True)
@@ -26,57 +38,44 @@ class MethodOptions:
     A new field is a new command-line flag of `train.py` and `train.py compare`; nothing else to edit.
     """
 
-    temperature: float = _option(4.0, "softening temperature T > 0", "-T")
-    alpha: float = _option(0.5, "weight of the distillation term in [0, 1]; 0 = CE")
-    dkd_alpha: float = _option(1.0, "DKD weight of the target-class term")
-    dkd_beta: float = _option(8.0, "DKD weight of the non-target term")
+    temperature: float = _option(4.0, "softening temperature T > 0", "-T", range=ABOVE_0)
+    alpha: float = _option(0.5, "weight of the distillation term in [0, 1]; 0 = CE",
+                           range=Range(low=0, high=1))
+    dkd_alpha: float = _option(1.0, "DKD weight of the target-class term", range=AT_LEAST_0)
+    dkd_beta: float = _option(8.0, "DKD weight of the non-target term", range=AT_LEAST_0)
     # On validation roster fashion-roster100 a 5-epoch ramp lifted DKD from 73.7 to 76.8 % (README)
-    dkd_warmup: float = _option(5.0, "epochs over which DKD's terms ramp up from 0 (mdistiller: 20 of 240)")
+    dkd_warmup: float = _option(5.0, "epochs over which DKD's terms ramp up from 0 (mdistiller: 20 of 240)",
+                                range=AT_LEAST_0)
     # FitNet's hint weight on the normalised hint loss: the old weight 10 on the raw MSE of the
     # `fashion` teachers (mean square ~1.4) carried over (README, "Choosing defaults")
-    hint_weight: float = _option(15.0, "weight of FitNet's normalised hint loss (fitnet, fitnet+*)")
-    simkd_weight: float = _option(1.0, "weight of SimKD's feature loss")
-    simkd_ratio: int = _option(2, "SimKD projector bottleneck ratio r")
+    hint_weight: float = _option(15.0, "weight of FitNet's normalised hint loss (fitnet, fitnet+*)",
+                                 range=AT_LEAST_0)
+    simkd_weight: float = _option(1.0, "weight of SimKD's feature loss", range=AT_LEAST_0)
+    simkd_ratio: int = _option(2, "SimKD projector bottleneck ratio r", range=AT_LEAST_1)
     confidence_weighting: bool = _option(False, "partial-kd: weight teachers by their confidence")
-    cfl_weight: float = _option(10.0, "cfl: weight w of its MMD + reconstruction terms (CFL: 10)")
-    teacher_filter: str = _option(  # one of TEACHER_FILTERS
-        "none", "none; covering: only teachers that know the label; correct: only those that are also right"
+    cfl_weight: float = _option(10.0, "cfl: weight w of its MMD + reconstruction terms (CFL: 10)",
+                                range=AT_LEAST_0)
+    teacher_filter: str = _option(
+        "none", "none; covering: only teachers that know the label; correct: only those that are also "
+        "right", choices=TEACHER_FILTERS,
     )
-    class_prior: str = _option(  # one of CLASS_PRIORS
+    class_prior: str = _option(
         "none", "label-free targets (amalgam-kd, cfl, adaptive): uniform reweighs the classes so the "
-        "teachers' combined target spreads the training images evenly (for balanced data); none: as is"
+        "teachers' combined target spreads the training images evenly (for balanced data); none: as is",
+        choices=CLASS_PRIORS,
     )
     target_neighbours: int = _option(
         0, "label-free targets (amalgam-kd, cfl, adaptive): K >= 1 gives each training image the mean "
         "of the teachers' combined plain-view targets over its K nearest training images in the "
         "teachers' features (itself included; 1: its own alone); 0: the teachers on the view the "
-        "student saw"
+        "student saw", range=AT_LEAST_0,
     )
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.alpha <= 1.0:
-            raise UserError(f"--alpha must be in [0, 1], got {self.alpha}")
-        if not self.temperature > 0.0:
-            raise UserError(f"--temperature must be > 0, got {self.temperature}")
-        if min(self.dkd_alpha, self.dkd_beta, self.dkd_warmup, self.hint_weight, self.simkd_weight) < 0:
-            raise UserError("--dkd-alpha, --dkd-beta, --dkd-warmup, --hint-weight and --simkd-weight "
-                            "must be >= 0")
-        if self.simkd_ratio < 1:
-            raise UserError(f"--simkd-ratio must be >= 1, got {self.simkd_ratio}")
-        if self.target_neighbours < 0:
-            raise UserError(f"--target-neighbours must be >= 0, got {self.target_neighbours}")
-        if self.teacher_filter not in TEACHER_FILTERS:
-            raise UserError(f"--teacher-filter must be one of {list(TEACHER_FILTERS)}, "
-                            f"got {self.teacher_filter!r}")
-        if self.class_prior not in CLASS_PRIORS:
-            raise UserError(f"--class-prior must be one of {list(CLASS_PRIORS)}, got {self.class_prior!r}")
+        check_fields(self)
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-TEACHER_FILTERS = ("none", "covering", "correct")
-CLASS_PRIORS = ("none", "uniform")
 
 
 @dataclass
@@ -88,29 +87,102 @@ class TeacherOutputs:
     features: list[torch.Tensor] | list[HintTarget] | None = None
     # the batch's training-set indices, for targets fitted per image at start-up
     index: torch.Tensor | None = None
+    # the method's `teacher_targets` for these rows, computed once per image and view when the
+    # teachers' outputs are cached (None: compute them from `logits`)
+    targets: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a method needs from a run, which decides what the run prepares for it: teachers or
+    not, feature maps or only logits, labels or not, a pass over the training set at start-up.
+
+    A method class declares it once (`capabilities = Capabilities(...)`); a sum of terms merges
+    its parts' (`merged`), so each rule for combining a flag is written once.
+    """
+
+    options_used: tuple[str, ...] = ()  # MethodOptions fields the method reads (others are ignored)
+    uses_teachers: bool = True
+    needs_features: bool = False  # teachers' and student's feature maps, not only logits
+    # the teachers' maps are read only through `hint_loss`, so `HintTarget`s (maps reduced to the
+    # student's size: smaller to cache, cheaper to train on) may stand in for them
+    hint_features_only: bool = False
+    needs_labels: bool = True  # reads training labels; False: may train with `--labels none`
+    # start-up hands `fit_to_training_set` the teachers' training-set logits (and, with
+    # `fit_reads_features`, their pooled features); these two may depend on the options
+    fits_training_set: bool = False
+    fit_reads_features: bool = False
+
+    @staticmethod
+    def merged(parts: Sequence[Capabilities]) -> Capabilities:
+        """The capabilities of a method whose loss is the sum of `parts`' terms."""
+        readers = [part for part in parts if part.needs_features]
+        return Capabilities(
+            options_used=tuple(dict.fromkeys(option for part in parts for option in part.options_used)),
+            uses_teachers=any(part.uses_teachers for part in parts),
+            needs_features=bool(readers),
+            # the cache may hold reduced maps only if every part that reads maps reads them as hints
+            hint_features_only=bool(readers) and all(part.hint_features_only for part in readers),
+            needs_labels=any(part.needs_labels for part in parts),
+            fits_training_set=any(part.fits_training_set for part in parts),
+            fit_reads_features=any(part.fit_reads_features for part in parts),
+        )
+
+
+CAPABILITY_NAMES = tuple(Capabilities.__dataclass_fields__)
+
+
+class Capability:
+    """`method.needs_labels` and the like: the field of the same name of its `capabilities`,
+    read alike on a method class, a built method and a sum-of-terms recipe."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: object, owner: type | None = None):
+        return getattr((owner if obj is None else obj).capabilities, self.name)
 
 
 class Method(nn.Module):
     """A distillation method: named loss terms from the student's and teachers' outputs.
 
     Methods own any trainable helpers (regressors, projectors); the trainer optimises them
-    together with the student and never needs to know which method it runs.
+    together with the student and never needs to know which method it runs. What a method
+    needs from the run is its `capabilities`; a subclass may also state a capability as a class
+    attribute (`uses_teachers = False`), which is folded into its `capabilities`.
     """
 
     name = "base"
-    uses_teachers = True
-    needs_features = False  # teachers' and student's feature maps, not only logits
-    # the teachers' maps are read only through `hint_loss`, so `HintTarget`s (maps reduced to the
-    # student's size: smaller to cache, cheaper to train on) may stand in for them
-    hint_features_only = False
-    needs_labels = True  # reads training labels; False: may train with `--labels none`
-    options_used: tuple[str, ...] = ()  # MethodOptions fields this method reads (others are ignored)
+    capabilities = Capabilities()
+    options_used = Capability()
+    uses_teachers = Capability()
+    needs_features = Capability()
+    hint_features_only = Capability()
+    needs_labels = Capability()
+    fits_training_set = Capability()
+    fit_reads_features = Capability()
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        stated = {name: cls.__dict__[name] for name in CAPABILITY_NAMES
+                  if name in cls.__dict__ and not isinstance(cls.__dict__[name], Capability | property)}
+        if stated:
+            cls.capabilities = replace(cls.capabilities, **stated)
+            for name in stated:
+                delattr(cls, name)
 
     def __init__(self, roster: Roster, options: MethodOptions):
         super().__init__()
         self.roster = roster
         self.options = options
+        self.capabilities = self.capabilities_at(options)
         self.epochs_done = 0  # set by the trainer before each epoch, for terms that ramp up
+
+    @classmethod
+    def capabilities_at(cls, options: MethodOptions) -> Capabilities:
+        """The capabilities of this method run with `options`: the class's, unless an option
+        changes them (a fit at start-up that only some options ask for)."""
+        return cls.capabilities
 
     def start_epoch(self, epochs_done: int) -> None:
         self.epochs_done = epochs_done
@@ -121,14 +193,15 @@ class Method(nn.Module):
         feature maps on one dry batch, and the frozen teachers themselves (for their heads)."""
 
     @property
-    def fits_training_set(self) -> bool:
-        """Whether start-up must hand `fit_to_training_set` the teachers' training-set logits."""
+    def fixed_targets(self) -> bool:
+        """Whether `teacher_targets` is what this method pulls the student to, a function of each
+        row's teacher logits alone: then cached teachers' targets are computed once per image and
+        view (`teachers/cache.py`) instead of per batch per epoch."""
         return False
 
-    @property
-    def fit_reads_features(self) -> bool:
-        """Whether `fit_to_training_set` also needs the teachers' pooled features."""
-        return False
+    def teacher_targets(self, teacher_logits: torch.Tensor) -> torch.Tensor:
+        """[B, C] target over the union from the teachers' logits [B, K, L], at this method's options."""
+        raise NotImplementedError(f"{self.name} has no targets from the teachers' logits alone")
 
     def fit_to_training_set(self, teacher_logits: torch.Tensor,
                             teacher_features: torch.Tensor | None = None) -> str | None:

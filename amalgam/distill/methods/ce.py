@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
-from amalgam.distill.methods.base import Method, register_method
+from amalgam.distill.methods.base import Capabilities, Method, register_method
 
 
 @register_method
 class CrossEntropy(Method):
     name = "ce"
-    uses_teachers = False
+    capabilities = Capabilities(uses_teachers=False)
 
     def loss_terms(self, student_logits, student_features, teacher, labels):
         return {"loss_ce": F.cross_entropy(student_logits, labels)}

@@ -20,7 +20,7 @@ import torch.nn as nn
 
 from amalgam.distill.losses import hint_loss, match_spatial, mmd_multi_kernel
 from amalgam.distill.methods.amalgam_kd import AmalgamKD
-from amalgam.distill.methods.base import Method, MethodOptions, register_method
+from amalgam.distill.methods.base import Capabilities, Method, MethodOptions, register_method
 from amalgam.distill.methods.sum_of_terms import SumOfTerms
 from amalgam.errors import UserError
 from amalgam.tasks.spec import Roster
@@ -50,9 +50,7 @@ class CommonFeatures(Method):
     """CFL's feature terms alone (MMD in the common space, reconstruction); a part of `cfl`."""
 
     name = "cfl-features"
-    options_used = ("cfl_weight",)
-    needs_features = True
-    needs_labels = False
+    capabilities = Capabilities(options_used=("cfl_weight",), needs_features=True, needs_labels=False)
 
     def __init__(self, roster: Roster, options: MethodOptions):
         super().__init__(roster, options)

@@ -10,13 +10,15 @@ still random.
 from __future__ import annotations
 
 from amalgam.distill.losses import dkd_loss, filtered_covering_targets
-from amalgam.distill.methods.base import Method, register_method
+from amalgam.distill.methods.base import Capabilities, Method, register_method
 
 
 @register_method
 class DecoupledKD(Method):
     name = "dkd"
-    options_used = ("temperature", "dkd_alpha", "dkd_beta", "dkd_warmup", "teacher_filter")
+    capabilities = Capabilities(
+        options_used=("temperature", "dkd_alpha", "dkd_beta", "dkd_warmup", "teacher_filter")
+    )
 
     def loss_terms(self, student_logits, student_features, teacher, labels):
         o = self.options

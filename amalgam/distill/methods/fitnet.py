@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 
 from amalgam.distill.losses import hint_loss
-from amalgam.distill.methods.base import Method, register_method
+from amalgam.distill.methods.base import Capabilities, Method, register_method
 from amalgam.distill.methods.ce import CrossEntropy
 from amalgam.distill.methods.sum_of_terms import SumOfTerms
 
@@ -21,10 +21,12 @@ class FitNetHints(Method):
     """`hint_weight` times FitNet's hint loss; a part of a sum of terms, not a method alone."""
 
     name = "fitnet-hints"
-    options_used = ("hint_weight",)
-    needs_features = True
-    hint_features_only = True  # the maps only enter hint_loss
-    needs_labels = False  # hints compare feature maps only
+    capabilities = Capabilities(
+        options_used=("hint_weight",),
+        needs_features=True,
+        hint_features_only=True,  # the maps only enter hint_loss
+        needs_labels=False,  # hints compare feature maps only
+    )
 
     def setup(self, student_features: torch.Tensor, teacher_features: list[torch.Tensor],
               teachers: list[nn.Module]) -> None:

@@ -4,13 +4,13 @@ the target averages the teachers that cover the image's class."""
 from __future__ import annotations
 
 from amalgam.distill.losses import filtered_covering_targets, kd_loss
-from amalgam.distill.methods.base import Method, register_method
+from amalgam.distill.methods.base import Capabilities, Method, register_method
 
 
 @register_method
 class CoveringTeachersKD(Method):
     name = "kd"
-    options_used = ("temperature", "alpha", "teacher_filter")
+    capabilities = Capabilities(options_used=("temperature", "alpha", "teacher_filter"))
 
     def loss_terms(self, student_logits, student_features, teacher, labels):
         o = self.options

@@ -11,13 +11,15 @@ from __future__ import annotations
 import torch.nn.functional as F
 
 from amalgam.distill.losses import partial_kd_loss, partial_teacher_weights
-from amalgam.distill.methods.base import Method, register_method
+from amalgam.distill.methods.base import Capabilities, Method, register_method
 
 
 @register_method
 class PartialKD(Method):
     name = "partial-kd"
-    options_used = ("temperature", "alpha", "confidence_weighting", "teacher_filter")
+    capabilities = Capabilities(
+        options_used=("temperature", "alpha", "confidence_weighting", "teacher_filter")
+    )
 
     def loss_terms(self, student_logits, student_features, teacher, labels):
         o = self.options

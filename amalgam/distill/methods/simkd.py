@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from amalgam.distill.losses import common_size, match_spatial, simkd_loss
 from amalgam.distill.losses.targets import combined_teacher_probs
-from amalgam.distill.methods.base import Method, register_method
+from amalgam.distill.methods.base import Capabilities, Method, register_method
 
 
 def projector(c_in: int, c_out: int, ratio: int) -> nn.Sequential:
@@ -30,8 +30,7 @@ def projector(c_in: int, c_out: int, ratio: int) -> nn.Sequential:
 @register_method
 class SimKD(Method):
     name = "simkd"
-    options_used = ("simkd_weight", "simkd_ratio")
-    needs_features = True
+    capabilities = Capabilities(options_used=("simkd_weight", "simkd_ratio"), needs_features=True)
 
     def setup(self, student_features: torch.Tensor, teacher_features: list[torch.Tensor],
               teachers: list[nn.Module]) -> None:

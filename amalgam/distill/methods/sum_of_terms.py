@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from amalgam.distill.methods.base import Method, MethodOptions
+from amalgam.distill.methods.base import Capabilities, Capability, Method, MethodOptions
 from amalgam.tasks.spec import Roster
 
 
@@ -27,26 +27,19 @@ class SumOfTerms:
     name: str
     parts: tuple[type[Method], ...]
 
-    @property
-    def options_used(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(option for part in self.parts for option in part.options_used))
+    # read unbuilt like a method class's (`METHODS[name].needs_labels`)
+    options_used = Capability()
+    uses_teachers = Capability()
+    needs_features = Capability()
+    hint_features_only = Capability()
+    needs_labels = Capability()
+    fits_training_set = Capability()
+    fit_reads_features = Capability()
 
     @property
-    def uses_teachers(self) -> bool:
-        return any(part.uses_teachers for part in self.parts)
-
-    @property
-    def needs_features(self) -> bool:
-        return any(part.needs_features for part in self.parts)
-
-    @property
-    def hint_features_only(self) -> bool:
-        readers = [part for part in self.parts if part.needs_features]
-        return bool(readers) and all(part.hint_features_only for part in readers)
-
-    @property
-    def needs_labels(self) -> bool:
-        return any(part.needs_labels for part in self.parts)
+    def capabilities(self) -> Capabilities:
+        """The parts' classes' capabilities merged; a built method merges its parts' at its options."""
+        return Capabilities.merged([part.capabilities for part in self.parts])
 
     def __call__(self, roster: Roster, options: MethodOptions) -> SummedMethod:
         return SummedMethod(self, [part(roster, options) for part in self.parts], roster, options)
@@ -58,11 +51,7 @@ class SummedMethod(Method):
     def __init__(self, recipe: SumOfTerms, parts: list[Method], roster: Roster, options: MethodOptions):
         super().__init__(roster, options)
         self.name = recipe.name
-        self.options_used = recipe.options_used
-        self.uses_teachers = recipe.uses_teachers
-        self.needs_features = recipe.needs_features
-        self.needs_labels = recipe.needs_labels
-        self.hint_features_only = recipe.hint_features_only
+        self.capabilities = Capabilities.merged([part.capabilities for part in parts])
         self.parts = tuple(parts)  # a tuple, so not submodules: their helpers are adopted in setup
         predictors = [part for part in parts if type(part).predict is not Method.predict]
         if len(predictors) > 1:
@@ -84,12 +73,14 @@ class SummedMethod(Method):
             self.add_module(child_name, child)
 
     @property
-    def fits_training_set(self) -> bool:
-        return any(part.fits_training_set for part in self.parts)
+    def fixed_targets(self) -> bool:
+        # one part's targets only: `TeacherOutputs.targets` has room for one
+        return sum(part.fixed_targets for part in self.parts) == 1
 
-    @property
-    def fit_reads_features(self) -> bool:
-        return any(part.fit_reads_features for part in self.parts)
+    def teacher_targets(self, teacher_logits: torch.Tensor) -> torch.Tensor:
+        if not self.fixed_targets:
+            return super().teacher_targets(teacher_logits)
+        return next(part for part in self.parts if part.fixed_targets).teacher_targets(teacher_logits)
 
     def fit_to_training_set(self, teacher_logits: torch.Tensor,
                             teacher_features: torch.Tensor | None = None) -> str | None:

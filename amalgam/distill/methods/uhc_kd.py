@@ -9,15 +9,20 @@ through the classes they share.
 from __future__ import annotations
 
 from amalgam.distill.losses import kd_loss, uhc_union_probs
-from amalgam.distill.methods.base import Method, register_method
+from amalgam.distill.methods.base import Capabilities, Method, register_method
 
 
 @register_method
 class UnionClassifierKD(Method):
     name = "uhc-kd"
-    options_used = ("temperature", "alpha")
+    capabilities = Capabilities(options_used=("temperature", "alpha"))
+
+    fixed_targets = True  # the combination reads only the teachers' logits: cached teachers' is memoised
+
+    def teacher_targets(self, teacher_logits):
+        return uhc_union_probs(teacher_logits, self.roster, self.options.temperature)
 
     def loss_terms(self, student_logits, student_features, teacher, labels):
         o = self.options
-        targets = uhc_union_probs(teacher.logits, self.roster, o.temperature)
+        targets = teacher.targets if teacher.targets is not None else self.teacher_targets(teacher.logits)
         return kd_loss(student_logits, targets, labels, o.temperature, o.alpha)

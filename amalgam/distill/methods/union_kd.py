@@ -22,7 +22,7 @@ from amalgam.distill.methods.partial_kd import PartialKD
 @register_method
 class UnionKD(Method):
     name = "union-kd"
-    options_used = PartialKD.options_used  # kd's options are a subset of these
+    capabilities = PartialKD.capabilities  # kd's options are a subset of these
 
     def loss_terms(self, student_logits, student_features, teacher, labels):
         o = self.options

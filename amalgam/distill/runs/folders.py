@@ -125,11 +125,25 @@ def check_new_run(run_name: str, out_dir: Path | None) -> None:
         check_out_dir(out_dir)
 
 
+# What a run writes into its folder before its first state (runs/saving.py, runs/metric_log.py);
+# the folder was empty when claimed, so these are ours to remove
+UNSTARTED_FILES = {
+    "config.json", "best.safetensors", "best.json", "best_method.safetensors", "last.safetensors",
+    "last.json", "history.json", "learning_curve.png",
+}
+
+
 def release_unstarted(claim: RunDirClaim) -> None:
-    """Remove a claimed folder whose run failed before saving any state, so it blocks nothing."""
+    """Remove a claimed folder whose run failed before saving any state (a full disk can fail
+    the first epoch's save after best.* and last.* but before last_state.pt), so it blocks
+    nothing and no half run is left to resume; a run with a saved state is kept, resumable."""
     with contextlib.suppress(OSError):  # called while another error propagates: never mask it
-        if {p.name for p in claim.path.iterdir()} - {"config.json"}:
-            return  # a saved state, or files that are not only ours: keep everything
-        (claim.path / "config.json").unlink(missing_ok=True)
-        if claim.created:
+        names = {p.name for p in claim.path.iterdir()}
+        if STATE_FILE in names:
+            return  # resumable: keep everything
+        ours = {n for n in names if n in UNSTARTED_FILES or n.startswith("events.out.tfevents.")
+                or (n.startswith(".") and n.endswith(".tmp"))}
+        for name in ours:
+            (claim.path / name).unlink(missing_ok=True)
+        if claim.created and not names - ours:
             claim.path.rmdir()

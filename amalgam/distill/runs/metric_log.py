@@ -27,7 +27,7 @@ EpochHook = Callable[[dict], None]
 def check_metric_log(name: str) -> None:
     """Refuse, before any work, a log that is unknown or whose package is not installed."""
     if name not in METRIC_LOGS:
-        raise UserError(f"--log must be one of {list(METRIC_LOGS)}, got {name!r}")
+        raise UserError(f"--log must be one of: {', '.join(METRIC_LOGS)}; got {name!r}")
     if name == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
         raise UserError(f"--log tensorboard needs the TensorBoard extra, which is not installed: "
                         f"{INSTALL_TENSORBOARD}")

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from amalgam import PROJECT_ROOT
-from amalgam.distill.engine.distributed import barrier, broadcast_from_main, cuda_device_for, init_distributed
+from amalgam.distill.engine.distributed import broadcast_from_main, cuda_device_for, init_distributed
 from amalgam.distill.engine.label_modes import check_labels_mode, training_data
 from amalgam.distill.engine.loss_log import epoch_line
 from amalgam.distill.engine.train_config import TrainConfig
@@ -41,13 +41,15 @@ from amalgam.distill.runs.state import (
 )
 from amalgam.distill.teachers.cache import teacher_source_for
 from amalgam.distill.teachers.ensemble import TeacherEnsemble
-from amalgam.distill.teachers.loading import load_ensemble
+from amalgam.distill.teachers.given import GivenTeachers
+from amalgam.distill.teachers.loading import load_given_teachers
 from amalgam.models.frozen import resolve_precision
 from amalgam.models.model_input import ModelInput
 from amalgam.models.students import create_student
 from amalgam.tasks.loader import TaskData, load_task_data
 from amalgam.tasks.roster_draw import describe_roster
 from amalgam.ui import say
+from amalgam.writable import check_writable
 
 
 @dataclass
@@ -75,21 +77,29 @@ def distil(
     root: Path = PROJECT_ROOT,
     data: TaskData | None = None,
     resume_from: SavedRun | None = None,
+    given: GivenTeachers | None = None,
 ) -> RunResult:
     """Train one student from the task's teachers (or alone, for `ce`) and save the run.
 
     The run folder is claimed only once start-up is done, so Ctrl-C or an error before
     training leaves nothing behind; a claimed folder that never got a state is removed.
+    `given`: teachers handed over as modules (amalgam.distil), with `data` built from the
+    caller's datasets; the task is then `data.spec`, and nothing is read from task files.
     """
     if resume_from is None:
         check_new_run(settings.run_name, out_dir)
     check_metric_log(settings.log)
+    # a read-only or full home fails here, in a second, not after the teacher cache is built
+    writes_into = resume_from.run_dir if resume_from is not None else out_dir or root / "runs"
+    check_writable(writes_into, "the run")
     try:
-        prepared = start_up(settings, root, data)
+        prepared = start_up(settings, root, data, given)
     except KeyboardInterrupt:
         raise TrainingInterrupted(
             "interrupted during start-up, before training began; no run folder was written"
         ) from None
+    if prepared.is_main:
+        check_writable(writes_into, "the run", need_bytes=run_bytes(prepared.trainer))
     spec = prepared.data.spec
     claim = None
     try:
@@ -102,7 +112,7 @@ def distil(
             if prepared.is_main:
                 default = default_run_dir(root / "runs", spec.dir_name, settings.run_name)
                 claim = claim_run_dir(out_dir, default)
-                write_json(claim.path / "config.json", prepared.settings.record())
+                write_json(claim.path / "config.json", prepared.settings.record(spec if given else None))
             run_dir = broadcast_from_main(claim.path if claim else None, prepared.trainer.dist)
         run_training(prepared, run_dir)
     except BaseException:
@@ -113,9 +123,20 @@ def distil(
     return RunResult(run_dir, trainer.best_epoch(), trainer.history, trainer)
 
 
-def start_up(settings: DistilSettings, root: Path, data: TaskData | None) -> Prepared:
+def run_bytes(trainer: Trainer) -> int:
+    """About what one epoch's save takes: the student's weights in best.* and last.*, its state
+    with the optimiser's moments (last_state.pt), the method's helpers, and a margin for the
+    JSON files and the learning curve."""
+    weights = sum(t.numel() * t.element_size() for t in trainer.student.state_dict().values())
+    helpers = sum(t.numel() * t.element_size() for t in trainer.method.state_dict().values())
+    return 5 * weights + 2 * helpers + 2**20
+
+
+def start_up(
+    settings: DistilSettings, root: Path, data: TaskData | None, given: GivenTeachers | None = None
+) -> Prepared:
     """Data, student, teachers (and their logit cache) and trainer; writes no run folder."""
-    spec = settings.task_spec()
+    spec = data.spec if given is not None and data is not None else settings.task_spec()
     say(f"task {spec.name}: {describe_roster(spec.teachers)}", settings.train.quiet)
     method = build_method(settings.method, spec.roster(), settings.method_options)
     check_labels_mode(settings.method, settings.train.labels)  # before any data is read
@@ -136,15 +157,15 @@ def start_up(settings: DistilSettings, root: Path, data: TaskData | None) -> Pre
     student = create_student(settings.student, spec.num_classes, settings.pretrained, model_input.img_size)
     teachers = None
     if method.uses_teachers:
-        ensemble = load_ensemble(spec, device, root, (data.mean, data.std))
+        # one path for the task's checkpoints and for modules handed over by amalgam.distil
+        given = given or load_given_teachers(spec, root, (data.mean, data.std))
+        ensemble = given.ensemble(spec.roster(), device)
         map_size = None
         if method.needs_features:
             map_size = setup_feature_method(method, student.to(device), model_input, ensemble, data, device)
-        if not env.is_main:
-            barrier(env)  # rank 0 builds the teacher cache first; the others then read it
-        teachers = teacher_source_for(spec, data, method, config, ensemble, root, student_map_size=map_size)
-        if env.is_main:
-            barrier(env)
+        # every rank builds its share of the teacher cache (teachers/shared_build.py)
+        teachers = teacher_source_for(spec, data, method, config, ensemble, root, student_map_size=map_size,
+                                      weight_digests=given.digests, dist_env=env)
         fit_to_training_set(method, teachers, data, config, ensemble)
     trainer = Trainer(
         student, method, model_input, data.train, data.val, spec.num_classes, config, teachers, env

@@ -11,14 +11,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch.nn as nn
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from amalgam.distill.engine.trainer import Trainer
 from amalgam.distill.runs.curves import learning_curve
 from amalgam.distill.runs.folders import write_json
 from amalgam.distill.runs.settings import DistilSettings
 from amalgam.distill.runs.state import save_state
-from amalgam.models.checkpoint import ModelCard, atomic_write_bytes, save_checkpoint
+from amalgam.models.checkpoint import ModelCard, atomic_write_bytes, safetensors_writer, save_checkpoint
 from amalgam.models.model_input import ModelInput
 from amalgam.models.students import canonical_student, card_arch
 from amalgam.tasks.loader import TaskData
@@ -66,7 +66,7 @@ def save_epoch(
         save_checkpoint(run_dir / "best", weights, best_card)
         method_state = {k: v.detach().cpu().contiguous() for k, v in trainer.method.state_dict().items()}
         if method_state:  # projectors / regressors, needed to score SimKD's reused classifiers
-            atomic_write_bytes(run_dir / BEST_METHOD_FILE, lambda p: save_file(method_state, str(p)))
+            atomic_write_bytes(run_dir / BEST_METHOD_FILE, safetensors_writer(method_state))
     save_checkpoint(run_dir / "last", weights, card)
     save_state(trainer, run_dir)
     write_json(run_dir / "history.json", trainer.history)

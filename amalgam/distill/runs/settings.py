@@ -14,8 +14,10 @@ from amalgam.errors import UserError
 from amalgam.tasks.builtin import get_task
 from amalgam.tasks.roster_draw import roster_record
 from amalgam.tasks.spec import TaskSpec
+from amalgam.tasks.teacher_recipes import DEFAULT_TEACHER_RECIPE, with_teacher_recipe
 
 RECORD_ONLY_KEY = "roster"  # in config.json for people to read; not a setting
+IN_MEMORY_TASK = "in-memory:"  # `task` of a run whose data and teachers were given in Python
 
 
 @dataclass(frozen=True)
@@ -37,18 +39,27 @@ class DistilSettings:
     log: str = "none"  # per-epoch metrics to an experiment tracker: none or tensorboard
     extra_teachers: tuple[str, ...] = ()  # absolute checkpoint stems of models teaching beside the task's
     extra_teachers_only: bool = False  # they teach alone (a second round from the first's student)
+    teacher_recipe: str = DEFAULT_TEACHER_RECIPE  # which trained teachers (amalgam/tasks/teacher_recipes.py)
 
     def task_spec(self) -> TaskSpec:
         """The task with this run's extra teachers, if any: what the run distils from."""
-        return with_extra_teachers(get_task(self.task), self.extra_teachers, self.extra_teachers_only)
+        if self.task.startswith(IN_MEMORY_TASK):
+            raise UserError(
+                f"this run's task {self.task.removeprefix(IN_MEMORY_TASK)!r} and teachers were given in "
+                "Python (amalgam.distil), not as files; resume it there: "
+                "amalgam.distil(teachers, ..., resume=RUN_DIR)"
+            )
+        spec = with_teacher_recipe(get_task(self.task), self.teacher_recipe)
+        return with_extra_teachers(spec, self.extra_teachers, self.extra_teachers_only)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def record(self) -> dict:
+    def record(self, spec: TaskSpec | None = None) -> dict:
         """What config.json holds: the settings, plus the task's roster for the reader
-        (derived from `task`, so it is ignored when read back)."""
-        return {**self.to_dict(), RECORD_ONLY_KEY: roster_record(self.task_spec())}
+        (derived from `task`, so it is ignored when read back; from `spec` for a task given in
+        memory, whose name no task file resolves)."""
+        return {**self.to_dict(), RECORD_ONLY_KEY: roster_record(spec or self.task_spec())}
 
     @classmethod
     def from_dict(cls, data: dict) -> DistilSettings:

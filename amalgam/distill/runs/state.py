@@ -19,7 +19,7 @@ import torch
 from amalgam.distill.engine.trainer import Trainer
 from amalgam.distill.runs.folders import STATE_FILE
 from amalgam.errors import UserError
-from amalgam.models.checkpoint import atomic_write_bytes
+from amalgam.models.checkpoint import atomic_write_bytes, torch_save_writer
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ def restore_state(trainer: Trainer, state: dict, run_dir: Path) -> None:
 
 def save_state(trainer: Trainer, run_dir: Path) -> None:
     state = trainer.state_dict()
-    atomic_write_bytes(run_dir / STATE_FILE, lambda p: torch.save(state, p))
+    atomic_write_bytes(run_dir / STATE_FILE, torch_save_writer(state))
 
 
 @contextlib.contextmanager

@@ -13,6 +13,12 @@ Random crops have too many views: their teachers run online, as they do when an 
 would exceed its size budget (16 GiB by default, $AMALGAM_TEACHER_CACHE_GB; 0 turns the cache
 off) or the free disk; a one-line note says which.
 
+A method whose target is a function of the teachers' logits alone (`Method.fixed_targets`: the
+"Unifying Heterogeneous Classifiers" combination of `uhc-kd`, `amalgam-kd` and the defaults
+built on them) gets it computed once per image and view when the entry is read
+(`memoised_targets`), not per batch per epoch. Under torchrun the ranks build a missing entry
+together, each its share of the blocks (amalgam/distill/teachers/shared_build.py).
+
 Any change to a teacher's weights or card, to the training images or labels, to a teacher's
 input recipe, to how the teachers compute, to the views or to the feature precision changes
 the key, so a stale entry is never found, let alone used.
@@ -43,12 +49,14 @@ Evaluation never uses the cache: it runs the unfolded fp32 teachers.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from amalgam import PROJECT_ROOT
+from amalgam.distill.engine.distributed import DistEnv
 from amalgam.distill.engine.train_config import TrainConfig
 from amalgam.distill.engine.trainer import TeacherSource
 from amalgam.distill.engine.views import CACHEABLE_VIEWS
@@ -56,13 +64,13 @@ from amalgam.distill.losses.features import HintTarget, reduce_for_hint
 from amalgam.distill.methods.base import Method, TeacherOutputs
 from amalgam.distill.teachers.ensemble import TeacherEnsemble
 from amalgam.distill.teachers.mapped_rows import MappedRows
+from amalgam.distill.teachers.shared_build import load_or_build_shared
 from amalgam.distill.teachers.store import (
     BUDGET_ENV,
     CACHE_FORMAT,
     CachedTeachers,
     CacheUnavailable,
     cache_budget_bytes,
-    load_or_build,
 )
 from amalgam.models.checkpoint import SUFFIXES, checkpoint_files, checkpoint_stem
 from amalgam.models.frozen import resolve_precision
@@ -70,7 +78,11 @@ from amalgam.models.model_input import ModelInput
 from amalgam.tasks.images import ImageSet
 from amalgam.tasks.loader import TaskData
 from amalgam.tasks.spec import TaskSpec, resolve_checkpoint_stem
-from amalgam.ui import say
+from amalgam.ui import say, track
+
+# Rows per `teacher_targets` call while memoising: UHC's dense Newton step holds a float64
+# [B, C, C] Hessian, so blocks shrink with C² (2^25 entries = 256 MiB).
+MEMO_ENTRIES = 2**25
 
 
 def default_cache_dir(task_dir_name: str, root: Path = PROJECT_ROOT) -> Path:
@@ -102,7 +114,7 @@ def _tensor_bytes(tensor: torch.Tensor) -> memoryview:
 def teacher_cache_key(
     checkpoints: Sequence[str | Path], images: ImageSet, inputs: Sequence[ModelInput],
     numerics: str = "fp32", views: Sequence[str] = ("plain",), features: str | None = None,
-    hint_size: tuple[int, int] | None = None,
+    hint_size: tuple[int, int] | None = None, weight_digests: Sequence[str | None] | None = None,
 ) -> str:
     """sha256 over everything the cached outputs depend on, teacher order included.
 
@@ -116,8 +128,12 @@ def teacher_cache_key(
         raise ValueError(f"{len(checkpoints)} checkpoints but {len(inputs)} input recipes")
     key = hashlib.sha256(CACHE_FORMAT.encode())
     key.update(repr((numerics, tuple(views), features, hint_size and tuple(hint_size))).encode())
-    for checkpoint, model_input in zip(checkpoints, inputs, strict=True):
-        for path in teacher_weight_files(checkpoint):
+    # teachers given in memory (amalgam.distil) have no files: the digests of their tensors stand in
+    digests = weight_digests or [None] * len(checkpoints)
+    for checkpoint, model_input, digest in zip(checkpoints, inputs, digests, strict=True):
+        if digest is not None:
+            key.update(digest.encode())
+        for path in () if digest is not None else teacher_weight_files(checkpoint):
             key.update(_file_digest(path).encode())
         key.update(repr((model_input.img_size, tuple(model_input.mean), tuple(model_input.std),
                          model_input.in_chans)).encode())
@@ -135,12 +151,35 @@ def feature_storage(ensemble: TeacherEnsemble, hints: bool = False) -> str:
     return "bfloat16" if ensemble.precision == "bf16" else "float16"
 
 
-def cached_teacher_source(cache: CachedTeachers, device: torch.device | str = "cpu") -> TeacherSource:
+def memoised_targets(method: Method, logits: torch.Tensor, quiet: bool = True) -> torch.Tensor:
+    """`method.teacher_targets` of every cached row [R, K, L]: [R, C] float32, beside the logits.
+
+    A frozen teacher's row never changes, so neither does the target built from it: computed here
+    once, it is looked up per batch like the logits. It never takes more memory than the logits
+    (every class is known to some teacher, so C <= K * L)."""
+    block = max(1, MEMO_ENTRIES // method.roster.num_classes**2)
+    starts = range(0, len(logits), block)
+    with torch.no_grad():
+        parts = [method.teacher_targets(logits[start:start + block]).float()
+                 for start in track(starts, len(starts), "combined targets, once", quiet)]
+    return torch.cat(parts) if parts else logits.new_zeros(0, method.roster.num_classes)
+
+
+def cached_teacher_source(cache: CachedTeachers, device: torch.device | str = "cpu",
+                          method: Method | None = None, quiet: bool = True) -> TeacherSource:
     """Look the batch's teacher outputs up by training-set index and view instead of running
     teachers. The logits (small: N x V x K x L floats) live on the training device, so their
-    lookup is one gather there; feature maps are read from the memory map, only the batch's rows."""
+    lookup is one gather there; feature maps are read from the memory map, only the batch's rows.
+    With a `method` whose targets are `fixed_targets`, those are computed once per row here and
+    looked up the same way."""
     device = torch.device(device)
     logits = cache.logits.flatten(0, 1).to(device)  # row = image * V + view
+    targets = None
+    if method is not None and method.fixed_targets:
+        started = time.perf_counter()
+        targets = memoised_targets(method, logits, quiet)
+        say(f"the method's targets computed once for {len(targets)} image-views "
+            f"({time.perf_counter() - started:.1f} s)", quiet)
     features: list[MappedRows] | None = cache.features
     hints = cache.hints
     energy = hints.energy.flatten(0, 1).to(device) if hints else None  # [N * V, K]
@@ -154,16 +193,17 @@ def cached_teacher_source(cache: CachedTeachers, device: torch.device | str = "c
                 raise ValueError(f"the teacher cache holds views {list(cache.views)}, not mirrored ones")
             rows = rows + mirrored.cpu().long() * cache.views.index("mirrored")
         batch_logits = logits[rows.to(device)].to(view.device)
+        batch_targets = None if targets is None else targets[rows.to(device)].to(view.device)
         if features is None:
-            return TeacherOutputs(batch_logits, index=index)
+            return TeacherOutputs(batch_logits, index=index, targets=batch_targets)
         maps = [store.rows(rows).to(view.device, non_blocking=True).float() for store in features]
         if hints is None:
-            return TeacherOutputs(batch_logits, maps, index)
+            return TeacherOutputs(batch_logits, maps, index, batch_targets)
         batch_energy = energy[rows.to(device)].to(view.device)
         return TeacherOutputs(batch_logits, [
             HintTarget(reduced, batch_energy[:, k], size)
             for k, (reduced, size) in enumerate(zip(maps, hints.teacher_sizes, strict=True))
-        ], index)
+        ], index, batch_targets)
 
     return source
 
@@ -196,12 +236,14 @@ def inference_ensemble(ensemble: TeacherEnsemble, config: TrainConfig) -> Teache
 def teacher_source_for(
     spec: TaskSpec, data: TaskData, method: Method, config: TrainConfig, ensemble: TeacherEnsemble,
     root: Path = PROJECT_ROOT, cache_dir: Path | None = None, budget_bytes: int | None = None,
-    student_map_size: tuple[int, int] | None = None,
+    student_map_size: tuple[int, int] | None = None, weight_digests: Sequence[str | None] | None = None,
+    dist_env: DistEnv | None = None,
 ) -> TeacherSource:
     """Cached teacher outputs for every view the augmentation can show (with feature maps when
     the method needs them, as hint reductions to `student_map_size` when it reads them only
     through hints); the teachers online, with a one-line note saying why, when the views are
-    random or the cache would not fit its budget."""
+    random or the cache would not fit its budget. Under torchrun (`dist_env`) every rank must
+    call it: the ranks build the entry together (teachers/shared_build.py)."""
     device = torch.device(config.device)
     ensemble = inference_ensemble(ensemble, config)
     with_features = method.needs_features
@@ -217,12 +259,13 @@ def teacher_source_for(
         return online_source(ensemble, with_features, hint_size)
     features = feature_storage(ensemble, hint_size is not None) if with_features else None
     stems = [resolve_checkpoint_stem(spec, teacher, root) for teacher in spec.teachers]
-    key = teacher_cache_key(stems, data.train, ensemble.inputs, ensemble.numerics, views, features, hint_size)
+    key = teacher_cache_key(stems, data.train, ensemble.inputs, ensemble.numerics, views, features, hint_size,
+                            weight_digests)
     directory = cache_dir or default_cache_dir(spec.dir_name, root)
     try:
-        cache = load_or_build(ensemble, data.train, key, directory, views, features, budget, device,
-                              config.quiet, hint_size)
+        cache = load_or_build_shared(dist_env or DistEnv(), ensemble, data.train, key, directory, views,
+                                     features, budget, device, config.quiet, hint_size)
     except CacheUnavailable as exc:
         say(f"note: teachers run on every batch: {exc}")
         return online_source(ensemble, with_features, hint_size)
-    return cached_teacher_source(cache, device)
+    return cached_teacher_source(cache, device, method, config.quiet)

@@ -10,6 +10,8 @@ import torch.nn as nn
 
 from amalgam import PROJECT_ROOT
 from amalgam.distill.teachers.ensemble import TeacherEnsemble
+from amalgam.distill.teachers.given import GivenTeachers
+from amalgam.errors import UserError
 from amalgam.models.cas771_format import cas771_teacher_card, load_cas771_teacher
 from amalgam.models.checkpoint import ModelCard, load_model
 from amalgam.models.model_input import ModelInput, model_input_for
@@ -41,10 +43,31 @@ def load_teachers(
             card = cas771_teacher_card(teacher.classes, model_input, spec.name)
         else:
             model, card = load_model(path, teacher.classes)
+        check_finite_weights(model, teacher.name, path)
         models.append(model)
         inputs.append(model_input_for(card))
         cards.append(card)
     return models, inputs, cards
+
+
+def check_finite_weights(model: nn.Module, name: str, path: Path) -> None:
+    """A teacher with NaN or inf weights makes every loss NaN, which training would otherwise
+    blame on --lr or --temperature; name the teacher instead."""
+    for key, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise UserError(f"teacher {name} ({path}) has non-finite weights (NaN or inf in {key}): its "
+                            "checkpoint is damaged; retrain it with `python train.py teachers` or restore it")
+
+
+def load_given_teachers(
+    spec: TaskSpec, root: Path = PROJECT_ROOT, stats: Stats | None = None
+) -> GivenTeachers:
+    """The task's teachers as a run takes them, whether from checkpoints (here) or handed over as
+    modules (amalgam.distil): ours and the reference app's all have timm's split; the cache keys
+    them by their files (no digest)."""
+    models, inputs, _ = load_teachers(spec, root, stats)
+    count = len(models)
+    return GivenTeachers(models, inputs, [None] * count, [True] * count, [True] * count)
 
 
 def load_ensemble(

@@ -1,6 +1,6 @@
 """Row arrays on disk: written block by block, read back memory-mapped a few rows at a time.
 
-The teacher cache can be larger than RAM (a seed-CNN feature map is 256 KiB per image, view
+The teacher cache can be larger than RAM (a feature map of the reference app's CNN is 256 KiB per image, view
 and teacher in 16 bits), so neither writing nor reading may hold it whole. Writing appends
 blocks of rows to a temporary file that is renamed into place once complete. Reading maps
 the file and copies only the rows a batch asks for; afterwards the mapping's pages are
@@ -88,9 +88,13 @@ class RowWriter:
         return ArrayFile(self.path.name, (self.rows, *(self.row_shape or ())), self.dtype)
 
     def discard(self) -> None:
-        if not self._file.closed:
-            self._file.close()
-        self.tmp.unlink(missing_ok=True)
+        try:
+            if not self._file.closed:
+                self._file.close()  # on a full disk, flushing the last block fails again
+        except OSError:
+            pass
+        finally:
+            self.tmp.unlink(missing_ok=True)
 
 
 class MappedRows:

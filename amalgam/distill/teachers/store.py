@@ -26,13 +26,14 @@ from amalgam.errors import UserError
 from amalgam.models.checkpoint import atomic_write_bytes
 from amalgam.tasks.images import ImageSet
 from amalgam.ui import say, track
+from amalgam.writable import describe_write_failure, size_text
 
 CACHE_FORMAT = "amalgam-teacher-outputs/3"  # part of the key: a format change invalidates all
 # Images per teacher pass while building: on the CPU small enough that the teachers'
-# activations stay under training's own peak (seed-CNN teachers at 64 px, FitNet: a build in
+# activations stay under training's own peak (reference-app CNN teachers at 64 px, FitNet: a build in
 # blocks of 32 peaked 15 MiB above training, in blocks of 16 about 200 MiB below it).
 BUILD_BATCH = {"cpu": 16, "cuda": 256}
-# Disk one entry may take before the teachers run online instead: the seed CNN's feature maps
+# Disk one entry may take before the teachers run online instead: the reference app CNN's feature maps
 # for Task A (7,500 images, 3 teachers, 2 flip views) take 11 GiB.
 DEFAULT_BUDGET_GIB = 16.0
 BUDGET_ENV = "AMALGAM_TEACHER_CACHE_GB"
@@ -78,18 +79,24 @@ def cache_budget_bytes() -> int:
 
 
 def gib(nbytes: int) -> str:
-    """A size for a message: GiB, or MiB below one GiB (so a small entry does not read as 0)."""
-    return f"{nbytes / 2**30:.2f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
+    """A size for a message, never rounded to zero (a tiny task's logits take a few KiB)."""
+    return size_text(nbytes)
+
+
+def build_batch_size(device: torch.device) -> int:
+    """Images per teacher pass while building on `device` (a block of the entry's rows)."""
+    return BUILD_BATCH.get(device.type, 32)
 
 
 def teacher_batches(
     ensemble: TeacherEnsemble, images: ImageSet, device: torch.device, views: Sequence[str],
-    with_features: bool, quiet: bool, batch_size: int | None = None,
+    with_features: bool, quiet: bool, batch_size: int | None = None, shard: tuple[int, int] = (0, 1),
 ) -> Iterator[tuple[torch.Tensor, list[torch.Tensor] | None]]:
     """All teachers on the whole set in index order, once per image per view: per block of
-    images, logits [B, V, K, L] and (with features) each teacher's maps [B, V, C, H, W]."""
-    batch_size = batch_size or BUILD_BATCH.get(device.type, 32)
-    starts = range(0, len(images), batch_size)
+    images, logits [B, V, K, L] and (with features) each teacher's maps [B, V, C, H, W].
+    `shard` (i, n): only blocks i, i + n, i + 2n, ... (the same blocks a whole build runs)."""
+    batch_size = batch_size or build_batch_size(device)
+    starts = range(0, len(images), batch_size)[shard[0]::shard[1]]
     label = f"teacher outputs, {len(views)} view{'s' if len(views) > 1 else ''}"
     for start in track(starts, len(starts), label, quiet):
         plain = to_unit_float(images.images[start : start + batch_size], device)
@@ -175,10 +182,23 @@ def _check_size(nbytes: int, budget: int, cache_dir: Path) -> None:
     if nbytes > budget:
         raise CacheUnavailable(f"their cache would take {gib(nbytes)}, over the {gib(budget)} budget "
                                f"(set {BUDGET_ENV} to raise it)")
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CacheUnavailable(unwritable_cache(exc)) from exc
     free = shutil.disk_usage(cache_dir).free
     if nbytes > free - DISK_HEADROOM:
-        raise CacheUnavailable(f"their cache would take {gib(nbytes)} but {cache_dir} has {gib(free)} free")
+        raise CacheUnavailable(f"their cache would take {gib(nbytes)} but {cache_dir} has {gib(free)} free, "
+                               f"less than that plus the {gib(DISK_HEADROOM)} it leaves for everything else")
+
+
+def unwritable_cache(exc: OSError) -> str:
+    """Why the cache cannot be written (a read-only home, a disk that filled while building);
+    any other OSError is a real fault and propagates."""
+    message = describe_write_failure(exc)
+    if message is None:
+        raise exc
+    return message.split('; ')[0]
 
 
 def _as_hints(maps: list[torch.Tensor],
@@ -202,13 +222,28 @@ def build_entry(
     files first, the index last, so an index only ever points at complete files. With
     `hint_size` the feature maps are stored as their hint reductions for a student map of
     that size (float32, plus one energy per image, view and teacher)."""
+    files, teacher_sizes = write_outputs(ensemble, images, key, cache_dir, views, features, budget, device,
+                                         quiet, hint_size)
+    logit_shape = (len(ensemble.teachers), ensemble.roster.local_mask.shape[1])
+    return commit_entry(cache_dir, key, len(images), views, logit_shape, features, hint_size, files,
+                        teacher_sizes)
+
+
+def write_outputs(
+    ensemble: TeacherEnsemble, images: ImageSet, stem: str, cache_dir: Path, views: Sequence[str],
+    features: str | None, budget: int, device: torch.device, quiet: bool,
+    hint_size: tuple[int, int] | None = None, shard: tuple[int, int] = (0, 1),
+) -> tuple[list[ArrayFile], list[list[int]]]:
+    """`build_entry`'s tensor files `<stem>.*.bin` (logits, maps, energies; none when the shard
+    has no block) and each teacher's map size; `shard` as in `teacher_batches`."""
     k, width = len(ensemble.teachers), ensemble.roster.local_mask.shape[1]
     logit_bytes = len(images) * len(views) * k * width * 4
     _check_size(logit_bytes, budget, cache_dir)  # before any teacher runs, when even logits do not fit
     writers: list[RowWriter] = []
     teacher_sizes: list[list[int]] = []
     try:
-        for logits, maps in teacher_batches(ensemble, images, device, views, features is not None, quiet):
+        for logits, maps in teacher_batches(ensemble, images, device, views, features is not None, quiet,
+                                            shard=shard):
             energy = None
             if maps is not None and hint_size is not None:
                 teacher_sizes = [list(m.shape[-2:]) for m in maps]
@@ -217,11 +252,11 @@ def build_entry(
                 per_image = sum(m[0].numel() for m in maps or []) * (4 if features == "float32" else 2)
                 per_image += 0 if energy is None else energy[0].numel() * 4
                 _check_size(logit_bytes + len(images) * per_image, budget, cache_dir)
-                writers = [RowWriter(cache_dir / f"{key}.logits.bin", "float32")]
-                writers += [RowWriter(cache_dir / f"{key}.features{i}.bin", features)
+                writers = [RowWriter(cache_dir / f"{stem}.logits.bin", "float32")]
+                writers += [RowWriter(cache_dir / f"{stem}.features{i}.bin", features)
                             for i in range(len(maps or []))]
                 if energy is not None:
-                    writers.append(RowWriter(cache_dir / f"{key}.hint_energy.bin", "float32"))
+                    writers.append(RowWriter(cache_dir / f"{stem}.hint_energy.bin", "float32"))
             writers[0].append(logits)
             for writer, feature_map in zip(writers[1 : 1 + len(maps or [])], maps or [], strict=True):
                 stored = feature_map.to(torch.float16) if features == "float16" else feature_map
@@ -235,9 +270,18 @@ def build_entry(
         for writer in writers:
             writer.discard()
         raise
+    return files, teacher_sizes
+
+
+def commit_entry(
+    cache_dir: Path, key: str, n: int, views: Sequence[str], logit_shape: tuple[int, int],
+    features: str | None, hint_size: tuple[int, int] | None, files: list[ArrayFile],
+    teacher_sizes: list[list[int]],
+) -> CachedTeachers:
+    """Write the index of complete tensor `files` (`write_outputs`' order), then read it back."""
     hinted = hint_size is not None and features is not None  # the last file holds the energies
     map_files = files[1 : len(files) - hinted]
-    index = {"format": CACHE_FORMAT, "key": key, "views": list(views), "images": len(images),
+    index = {"format": CACHE_FORMAT, "key": key, "views": list(views), "images": n,
              "logits": files[0].to_dict(), "features": [f.to_dict() for f in map_files],
              "bytes": sum(f.nbytes for f in files), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     if hinted:
@@ -245,7 +289,7 @@ def build_entry(
                          "energy": files[-1].to_dict()}
     text = json.dumps(index, indent=2)
     atomic_write_bytes(cache_dir / f"{key}.json", lambda p: p.write_text(text))
-    return read_entry(cache_dir, key, len(images), views, (k, width), features, hint_size)
+    return read_entry(cache_dir, key, n, views, logit_shape, features, hint_size)
 
 
 def load_or_build(
@@ -266,4 +310,8 @@ def load_or_build(
     what = (" and feature hints" if hint_size else " and feature maps") if features else ""
     say(f"computing teacher logits{what} for {len(images)} images x {len(views)} view(s) "
         f"(cached in {cache_dir})", quiet)
-    return build_entry(ensemble, images, key, cache_dir, views, features, budget, device, quiet, hint_size)
+    try:
+        return build_entry(ensemble, images, key, cache_dir, views, features, budget, device, quiet,
+                           hint_size)
+    except OSError as exc:  # the partial files are gone (build_entry discards them)
+        raise CacheUnavailable(unwritable_cache(exc)) from exc

@@ -22,7 +22,9 @@ from amalgam.models.teacher_archs import create_teacher
 from amalgam.tasks.builtin import get_task
 from amalgam.tasks.loader import TaskData, load_task_data
 from amalgam.tasks.spec import CAS771_FORMAT, Roster, TaskSpec, TeacherSpec, resolve_checkpoint_stem
+from amalgam.tasks.teacher_recipes import DEFAULT_TEACHER_RECIPE, with_teacher_recipe
 from amalgam.ui import say
+from amalgam.writable import check_writable
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,7 @@ def train_teacher(
             "images": len(train),
             "epochs": config.epochs,
             "seed": config.seed,
+            "teacher_folder": spec.teacher_folder,  # "" for today's recipe (teacher_recipes.py)
         },
     )
     target = trained_stem(spec, teacher, root)
@@ -89,7 +92,7 @@ def train_teacher(
 
 def trained_stem(spec: TaskSpec, teacher: TeacherSpec, root: Path) -> Path:
     """Where `train.py teachers` saves a teacher: always under checkpoints/<task>/, never elsewhere."""
-    return root / "checkpoints" / spec.dir_name / teacher.name
+    return root / "checkpoints" / spec.dir_name / spec.teacher_folder / teacher.name
 
 
 def given_checkpoint(spec: TaskSpec, teacher: TeacherSpec, root: Path) -> Path | None:
@@ -137,11 +140,24 @@ def teachers_to_train(spec: TaskSpec, root: Path) -> list[TeacherSpec]:
     return chosen
 
 
+def check_teacher_space(spec: TaskSpec, teachers: list[TeacherSpec], root: Path) -> None:
+    """Before the first teacher trains: its folder takes a file, and the disk has room for every
+    checkpoint, so an hour of training never ends in a save that fails."""
+    if not teachers:
+        return
+    need = 2**16 * len(teachers)  # the cards, and a margin
+    for teacher in teachers:
+        model = create_teacher(teacher.arch, len(teacher.classes))
+        need += sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    check_writable(trained_stem(spec, teachers[0], root).parent, "teacher checkpoints", need_bytes=need)
+
+
 def train_all_teachers(
     data: TaskData, config: TrainConfig, img_size: int, root: Path = PROJECT_ROOT
 ) -> list[TeacherReport]:
     """Train every teacher without a checkpoint of its own; those the task names are only read."""
     to_train = teachers_to_train(data.spec, root)
+    check_teacher_space(data.spec, to_train, root)
     reports = []
     for teacher in data.spec.teachers:
         if teacher not in to_train:
@@ -167,8 +183,10 @@ def train_task_teachers(
     config: TrainConfig,
     img_size: int | None,
     root: Path = PROJECT_ROOT,
+    recipe: str = DEFAULT_TEACHER_RECIPE,
 ) -> list[TeacherReport]:
-    """`train.py teachers`: load the task's data, then train the teachers it does not name checkpoints for."""
-    spec = get_task(task)
+    """`train.py teachers`: load the task's data, then train the teachers it does not name
+    checkpoints for, as the teacher recipe `recipe` says (its architecture and folder)."""
+    spec = with_teacher_recipe(get_task(task), recipe)
     data = load_task_data(spec, data_dir, val_fraction, train_per_class)
     return train_all_teachers(data, config, img_size or spec.img_size, root)

@@ -1,0 +1,59 @@
+"""How a task's teachers are trained, as data: today's recipe, or stronger teachers kept apart.
+
+A distillation recipe is judged against what its teachers know, so one roster is benchmarked
+with teachers of more than one strength. Each recipe's teachers live in their own folder
+(`checkpoints/<task>/` for `default`, `checkpoints/<task>/teachers-strong/` for `strong`), so
+training one never replaces the other, and a run names the recipe it read in its config.json.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from amalgam.errors import UserError
+from amalgam.tasks.spec import CAS771_FORMAT, TaskSpec, TeacherSpec
+
+DEFAULT_TEACHER_RECIPE = "default"
+TEACHER_ARCH_DEFAULT = TeacherSpec.__dataclass_fields__["arch"].default  # "cnn-small"
+
+
+@dataclass(frozen=True)
+class TeacherRecipe:
+    """What `train.py teachers --recipe NAME` trains, and where its checkpoints go."""
+
+    name: str
+    arch: str | None  # replaces the task's default architecture; None keeps the task's
+    epochs: int  # `train.py teachers` epochs unless --epochs says otherwise
+    folder: str  # under checkpoints/<task>/; "" is the task's own folder
+    description: str
+
+
+TEACHER_RECIPES = {
+    recipe.name: recipe
+    for recipe in (
+        TeacherRecipe(DEFAULT_TEACHER_RECIPE, None, 15, "", "the task's architecture, 15 epochs"),
+        # Wider CNN, twice the epochs: on the screening roster 100 these teachers combined
+        # stand above CE where today's do not (docs/benchmarks/quality.md).
+        TeacherRecipe("strong", "cnn-medium", 30, "teachers-strong", "cnn-medium, 30 epochs"),
+    )
+}
+
+
+def teacher_recipe(name: str) -> TeacherRecipe:
+    if name not in TEACHER_RECIPES:
+        raise UserError(f"unknown teacher recipe {name!r}; use one of {list(TEACHER_RECIPES)}")
+    return TEACHER_RECIPES[name]
+
+
+def with_teacher_recipe(spec: TaskSpec, name: str) -> TaskSpec:
+    """`spec` whose teachers are the ones `name` trains: its folder and architecture. Teachers
+    the task names a checkpoint for are given, not trained, so no recipe changes them."""
+    recipe = teacher_recipe(name)
+    if recipe.name == DEFAULT_TEACHER_RECIPE:
+        return spec
+    def trained_by_recipe(t: TeacherSpec) -> bool:
+        return not t.checkpoint and t.format != CAS771_FORMAT and t.arch == TEACHER_ARCH_DEFAULT
+
+    teachers = tuple(replace(t, arch=recipe.arch) if recipe.arch and trained_by_recipe(t) else t
+                     for t in spec.teachers)
+    return replace(spec, teachers=teachers, teacher_folder=recipe.folder)
