@@ -13,6 +13,8 @@ Arms, each in a fresh spawned process so its peak resident memory (`ru_maxrss`) 
     default     the labeled default (`fitnet+uhc-kd`), teachers cached (both flip views, hint
                 reductions), the cache built cold in the arm
     label-free  `fitnet+amalgam-kd --labels none --class-prior uniform`, likewise
+    default-per-batch (only with --arms) the default with its targets combined per batch from the
+                cached logits, as before they were computed once: what the memo saves
 
 Per arm: the time of one epoch of training steps (validation left out; two untimed warm-up
 steps first; the fastest of at least `MIN_EPOCHS` epochs and `MIN_TIMED_S` seconds), start-up
@@ -62,6 +64,7 @@ MIN_EPOCHS, MIN_TIMED_S = 3, 6.0  # timed epochs per arm: at least this many, an
 GRID = [(c, k) for c in (10, 100, 1000) for k in (3, 10, 30)]
 QUICK_GRID = [(10, 3), (100, 10), (1000, 10)]
 ARMS = ("ce", "default", "label-free")
+ALL_ARMS = (*ARMS, "default-per-batch")  # the last on request: the memo off, for comparison
 STARTUP_C, STARTUP_K, STARTUP_NEIGHBOURS, SLICE = 100, 10, 20, 2000
 # the speed the project promises at scale, and over plain CE at C = 10
 TARGETS = {"default_over_ce_c1000_k10": 1.5, "label_free_over_ce_c1000_k10": 1.5,
@@ -154,6 +157,14 @@ def timed_targets(clock):
     return spent
 
 
+def without_memo() -> None:
+    """The cache's teacher source without the method, so without its targets computed once."""
+    import amalgam.distill.teachers.cache as cache_module
+
+    original = cache_module.cached_teacher_source
+    cache_module.cached_teacher_source = lambda cache, device, *args, **kwargs: original(cache, device)
+
+
 def run_arm(arm: str, workdir: Path, num_classes: int, num_teachers: int, max_steps: int | None,
             device_name: str = "cpu") -> dict:
     from amalgam.distill.engine.batching import batch_indices, epoch_generator
@@ -173,7 +184,10 @@ def run_arm(arm: str, workdir: Path, num_classes: int, num_teachers: int, max_st
         "ce": ("ce", MethodOptions(), "train"),
         "default": (DEFAULT_METHOD, MethodOptions(), "train"),
         "label-free": ("fitnet+amalgam-kd", MethodOptions(class_prior="uniform"), "none"),
+        "default-per-batch": (DEFAULT_METHOD, MethodOptions(), "train"),
     }[arm]
+    if arm == "default-per-batch":
+        without_memo()
     config = TrainConfig(batch_size=BATCH, augment="flip", quiet=True, labels=labels, device=device_name,
                          teacher_precision="fp32" if device.type == "cpu" else "auto")
     method = build_method(name, spec.roster(), options)
@@ -300,10 +314,13 @@ def write_rows(rows: list[dict]) -> None:
 
 def merged(rows: list[dict], new_rows: list[dict]) -> list[dict]:
     """`rows` with the grid's tasks in `new_rows` replaced by them, sorted."""
-    done = {(str(r["classes"]), str(r["teachers"])) for r in new_rows}
-    rows = [r for r in rows if r["mode"] != "grid" or (str(r["classes"]), str(r["teachers"])) not in done]
+    def task_arm(row: dict) -> tuple[str, str, str]:
+        return str(row["classes"]), str(row["teachers"]), row["arm"]
+
+    done = {task_arm(r) for r in new_rows}
+    rows = [r for r in rows if r["mode"] != "grid" or task_arm(r) not in done]
     return sorted(rows + new_rows, key=lambda r: (r["mode"], int(r["classes"]), int(r["teachers"]),
-                                                  ARMS.index(r["arm"]) if r["arm"] in ARMS else 0))
+                                                  ALL_ARMS.index(r["arm"]) if r["arm"] in ALL_ARMS else 0))
 
 
 def plot(rows: list[dict]) -> None:
@@ -320,14 +337,14 @@ def plot(rows: list[dict]) -> None:
                             if r["arm"] == arm and int(r["teachers"]) == k and r["epoch_over_ce"])
             if points:
                 left.plot(*zip(*points, strict=True), style, marker="o", label=f"{arm}, K={k}")
-            points = sorted((int(r["classes"]), float(r["startup_s"])) for r in grid
+            points = sorted((int(r["classes"]), 1000 * float(r["startup_s"]) / int(r["images"])) for r in grid
                             if r["arm"] == arm and int(r["teachers"]) == k)
             if points:
                 right.plot(*zip(*points, strict=True), style, marker="o", label=f"{arm}, K={k}")
     left.axhline(1.5, color="grey", lw=0.8, ls=":")
-    left.set(xscale="log", xlabel="classes C", ylabel="epoch time / CE epoch time",
+    left.set(xscale="log", xlabel="classes C", ylabel="epoch CPU time / CE epoch CPU time",
              title="per epoch (teachers cached)")
-    right.set(xscale="log", yscale="log", xlabel="classes C", ylabel="seconds",
+    right.set(xscale="log", yscale="log", xlabel="classes C", ylabel="seconds per 1,000 images",
               title="start-up: cache, targets, class prior")
     left.legend(fontsize=7)
     right.legend(fontsize=7)
@@ -370,6 +387,8 @@ def main() -> None:
                         help="measure start-up at N images (default 100000) instead of the grid")
     parser.add_argument("--report", action="store_true", help="measure nothing: plot, print the ratios")
     parser.add_argument("--device", default="cpu", help="cpu, or cuda (the grid only)")
+    parser.add_argument("--arms", nargs="+", choices=ALL_ARMS, default=list(ARMS),
+                        help="the grid's arms (ce always runs: the ratios need it)")
     parser.add_argument("--csv", type=Path, default=CSV_PATH, help="the table to update (a .png beside it)")
     args = parser.parse_args()
     if args.csv != CSV_PATH:
@@ -401,8 +420,10 @@ def main() -> None:
             with tempfile.TemporaryDirectory(prefix="amalgam-scale-") as tmp:
                 write_task(Path(tmp), c, k, n)
                 results = {arm: in_own_process(arm_main, arm, tmp, c, k, args.max_steps, args.device)
-                           for arm in ARMS}
+                           for arm in dict.fromkeys(["ce", *args.arms])}
             for arm, r in results.items():
+                if arm not in args.arms:
+                    continue  # ce timed for the ratio only: its row stays the one measured with the others
                 row = {"mode": "grid", "classes": c, "teachers": k, "images": n, "arm": arm, **r,
                        "epoch_over_ce": r["epoch_s"] / results["ce"]["epoch_s"]}
                 new_rows.append(row)

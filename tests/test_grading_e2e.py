@@ -20,7 +20,7 @@ from amalgam.harness import grading
 from amalgam.harness.report_dirs import latest_report_dir
 from amalgam.tasks.builtin import get_task
 from tests.helpers.file_server import FileServer, sha
-from tests.helpers.front_ends import assert_one_line_error, run_front_end
+from tests.helpers.front_ends import assert_one_line_error, run_front_end, run_in_process
 from tests.helpers.task_files import TEST_PER_CLASS, cas771_layout_student, write_task_a, write_task_b
 
 STUDENTS = {
@@ -113,7 +113,7 @@ def test_grades_a_and_b_from_nothing(server: FileServer, tmp_path: Path):
         assert 0.0 <= results["overall_accuracy"] <= 100.0
         assert (report / "sample_predictions.png").exists() and (report / "confusion_matrix.png").exists()
 
-    again = run_front_end("evaluation.py", ["--manifest", str(manifest), "--quiet", "--device", "cpu"], home)
+    again = run_in_process("evaluation.py", ["--manifest", str(manifest), "--quiet", "--device", "cpu"], home)
     assert again.returncode == 0, again.stderr
     assert len([r for r in server.requests if r[0].endswith(".zip")]) == 2  # nothing fetched twice
 

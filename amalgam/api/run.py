@@ -33,7 +33,7 @@ from amalgam.distill.runs.saving import load_best
 from amalgam.distill.runs.settings import IN_MEMORY_TASK, DistilSettings, read_settings
 from amalgam.distill.runs.state import SavedRun, load_state
 from amalgam.distill.teachers.given import GivenTeachers
-from amalgam.errors import UserError
+from amalgam.errors import UserError, one_of
 from amalgam.models.model_input import ModelInput
 from amalgam.models.students import DEFAULT_STUDENT, canonical_student
 from amalgam.tasks.images import stratified_split
@@ -120,7 +120,7 @@ def distil(
     else:
         settings = new_settings(task, student, labels, epochs, options)
     if labels not in LABEL_MODES:
-        raise UserError(f"labels must be one of {list(LABEL_MODES)}, got {labels!r}")
+        raise UserError(f"labels must be {one_of(LABEL_MODES)}, got {labels!r}")
     data = task_data(task, classes, specs, train, val, labels, settings.val_fraction)
     given = given_teachers(teachers, specs, data.train, (data.mean, data.std))
     if resume is not None:
@@ -192,7 +192,7 @@ def choose_method(
                 f"training {name}, a logit-only method")  # even when quiet: not the default method
         return name
     if name not in METHODS:
-        raise UserError(f"unknown method {name!r}; use one of {sorted(METHODS)}")
+        raise UserError(f"unknown method {name!r}; use {one_of(sorted(METHODS))}")
     method = build_method(name, spec.roster(), settings.method_options)
     if without and method.uses_teachers and (method.needs_features or method.fit_reads_features):
         logit_only = [n for n, f in METHODS.items() if f.uses_teachers and not f.needs_features]

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from amalgam.errors import UserError
+from amalgam.errors import UserError, one_of  # noqa: F401  (re-exported for the flag declarations)
 
 # The help panels, in the order `--help` shows them (amalgam/cli/help_panels.py).
 TASK_PANEL = "Task and data"
@@ -93,11 +93,6 @@ def option_field(
 def flag_name(name: str) -> str:
     """The command-line flag of field `name`: `hint_weight` → `--hint-weight`."""
     return "--" + name.replace("_", "-")
-
-
-def one_of(choices: Iterable[str]) -> str:
-    """Choices as words for help and messages: `one of: cosine, step, none`."""
-    return "one of: " + ", ".join(choices)
 
 
 def check_number(value: Any, flag: str, bounds: Range | None) -> None:

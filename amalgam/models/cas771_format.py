@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from amalgam.errors import UserError
+from amalgam.errors import UserError, one_of
 from amalgam.models.checkpoint import ModelCard
 from amalgam.models.model_input import ModelInput
 from amalgam.models.registry import register_teacher
@@ -169,7 +169,7 @@ def build_cas771_student(num_classes: int, arch: str = "efficientnet_b0") -> Cas
     """A fresh reference-app-layout student (tests and converters build the exact released layout)."""
     builders = {name: build for name, build in CAS771_STUDENTS.values()}
     if arch not in builders:
-        raise UserError(f"unknown cas771 student {arch!r}; use one of {sorted(builders)}")
+        raise UserError(f"unknown cas771 student {arch!r}; use {one_of(sorted(builders))}")
     return Cas771Student(builders[arch](num_classes))
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from amalgam.errors import UserError
+from amalgam.errors import UserError, one_of
 from amalgam.tasks.cas771 import read_cas771
 from amalgam.tasks.fashion import locate_fashion_dir, read_fashion_mini, read_fashion_split
 from amalgam.tasks.folder import read_folder_task
@@ -43,6 +43,6 @@ def read_raw_splits(spec: TaskSpec, data_dir: str | None) -> RawSplits:
     if reader is None:
         raise UserError(
             f"task {spec.name!r} uses data kind {spec.data.kind!r}, which no reader knows; "
-            f"use one of {sorted(READERS)}"
+            f"use {one_of(sorted(READERS))}"
         )
     return reader(spec, data_dir)

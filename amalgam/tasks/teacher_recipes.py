@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from amalgam.errors import UserError
+from amalgam.errors import UserError, one_of
 from amalgam.tasks.spec import CAS771_FORMAT, TaskSpec, TeacherSpec
 
 DEFAULT_TEACHER_RECIPE = "default"
@@ -41,7 +41,7 @@ TEACHER_RECIPES = {
 
 def teacher_recipe(name: str) -> TeacherRecipe:
     if name not in TEACHER_RECIPES:
-        raise UserError(f"unknown teacher recipe {name!r}; use one of {list(TEACHER_RECIPES)}")
+        raise UserError(f"unknown teacher recipe {name!r}; use {one_of(TEACHER_RECIPES)}")
     return TEACHER_RECIPES[name]
 
 

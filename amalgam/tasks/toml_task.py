@@ -15,7 +15,7 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
-from amalgam.errors import UserError
+from amalgam.errors import UserError, one_of
 from amalgam.tasks.architectures import CAS771_CNN, COMPACT_CNNS, is_teacher_arch
 from amalgam.tasks.spec import (
     CAS771_FORMAT,
@@ -142,7 +142,7 @@ def _teachers(doc: _Reader, base: Path) -> tuple[TeacherSpec, ...]:
 
 def _check_arch(t: _Reader, arch: str) -> None:
     if not is_teacher_arch(arch):
-        raise t.fail("arch", f"{arch!r} is not a teacher architecture; use one of {sorted(COMPACT_CNNS)}, "
+        raise t.fail("arch", f"{arch!r} is not a teacher architecture; use {one_of(sorted(COMPACT_CNNS))}, "
                              f"{CAS771_CNN} or a timm model name")
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from amalgam.distill.methods import METHODS
-from amalgam.errors import UserError
+from amalgam.errors import UserError, one_of
 from amalgam.harness.compare_report import spread_cell
 from amalgam.models.checkpoint import atomic_write_bytes
 from amalgam.tasks.builtin import DRAWABLE_TASKS, get_task
@@ -39,7 +39,7 @@ def parse_teacher_recipes(text: str) -> list[str]:
     """`default,strong` → the teacher recipes to compare with, each checked."""
     names = list(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
     if not names:
-        raise UserError(f"--teacher-recipe needs one of {list(TEACHER_RECIPES)}, got {text!r}")
+        raise UserError(f"--teacher-recipe needs {one_of(TEACHER_RECIPES)}, got {text!r}")
     return [teacher_recipe(name).name for name in names]
 
 
@@ -55,7 +55,7 @@ def run_roster_compare(task: str, roster_seeds: list[int], out_dir: Path,
     """One `run_compare` per roster and teacher recipe into out_dir/<task>-roster<seed>[-<recipe
     folder>]/, then the pooled report."""
     if get_task(task).name not in DRAWABLE_TASKS:
-        raise UserError(f"--rosters draws rosters for {list(DRAWABLE_TASKS)} only, not {task!r}")
+        raise UserError(f"--rosters draws rosters for {' and '.join(DRAWABLE_TASKS)} only, not {task!r}")
     check_report_dir(out_dir)
     reports: dict[str, dict] = {}
     shared: dict[str, dict] = {}

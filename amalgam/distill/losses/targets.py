@@ -163,7 +163,7 @@ def _uhc_solve(local_logits: torch.Tensor, roster: Roster, temperature: float) -
         if active.numel() == 0:
             break
         max_move = UHC_FIRST_MOVE if first else UHC_MAX_MOVE
-        moved, stepped, _ = _line_search(
+        moved, stepped = _line_search(
             u[active], step, gradient, value[active], targets[active], layout, max_move
         )
         u[active] = _settle_lone_classes(stepped, log_targets[active], layout)
@@ -334,10 +334,10 @@ def _settle_lone_classes(u: torch.Tensor, log_targets: torch.Tensor, layout: _Uh
 def _line_search(
     u: torch.Tensor, step: torch.Tensor, gradient: torch.Tensor, value: torch.Tensor,
     targets: torch.Tensor, layout: _UhcLayout, max_move: float,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per sample, u − t·step for the largest t of min(1, max_move / max|step|) halved up to
-    UHC_HALVINGS times that lowers the objective by at least 1e-4·t·(gradient·step) (Armijo),
-    give or take float64 rounding: (moved [b] bool, u [b, C], objective [b]).
+    UHC_HALVINGS times that lowers the objective (`value` at u) by at least
+    1e-4·t·(gradient·step) (Armijo), give or take float64 rounding: (moved [b] bool, u [b, C]).
 
     Why the cap: once a class's mass is far below the ridge (1e-6 before) and its teachers
     want more, the Newton step on it is its target over the ridge, 1e5 nats and more; twelve
@@ -350,18 +350,18 @@ def _line_search(
     decrease = (gradient * step).sum(dim=1).clamp(min=0)  # the objective's slope along −step
     scale = (max_move / step.abs().amax(dim=1)).clamp(max=1.0)
     slack = UHC_OBJECTIVE_SLACK * (1 + value.abs())
-    u, value = u.clone(), value.clone()
+    u = u.clone()
     pending = torch.arange(u.shape[0], device=u.device)
     for _ in range(UHC_HALVINGS):
         candidate = u[pending] - scale[pending, None] * step[pending]
         candidate_value = _uhc_objective(candidate, targets[pending], layout)
         bound = value[pending] - 1e-4 * scale[pending] * decrease[pending] + slack[pending]
         accepted = candidate_value <= bound
-        u[pending[accepted]], value[pending[accepted]] = candidate[accepted], candidate_value[accepted]
+        u[pending[accepted]] = candidate[accepted]
         pending = pending[~accepted]
         if pending.numel() == 0:
             break
         scale[pending] /= 2
     moved = torch.ones(u.shape[0], dtype=torch.bool, device=u.device)
     moved[pending] = False
-    return moved, u, value
+    return moved, u

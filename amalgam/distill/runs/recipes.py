@@ -32,9 +32,10 @@ class Recipe:
 
 
 # Chosen on validation of screening rosters only (docs/benchmarks/quality.md): FitNet's hints plus
-# KD towards the teachers combined as UHC does, at the literature's T = 4 and alpha = 0.5, for 24
-# epochs (24 beat 12 by 1.8 points of validation accuracy on each of rosters 100 and 101; the
-# epoch costs the same, the teachers' outputs are cached).
+# KD towards the teachers combined as UHC does, the target corrected by the label where the
+# teachers are wrong (`fitnet+uhc-ka`, DEFAULT_METHOD), at T = 4 and alpha = 0.5, for 24 epochs
+# (24 beat 12 by 1.8 points of validation accuracy on each of `fashion` rosters 100 and 101, an
+# earlier screen; an epoch costs the same, the teachers' outputs are cached).
 LABELED_RECIPE = Recipe("default", MappingProxyType({
     "method": DEFAULT_METHOD, "temperature": 4.0, "alpha": 0.5, "hint_weight": 15.0, "epochs": 24,
 }))
