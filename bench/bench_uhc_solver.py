@@ -38,7 +38,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from amalgam.distill.losses.targets import UHC_TOLERANCE, _uhc_solve  # noqa: E402
+from amalgam.distill.losses.uhc import UHC_TOLERANCE, _uhc_solve  # noqa: E402
 from tests.uhc_reference import MAX_STEPS, dense_uhc_solve, optimality, random_logits, random_roster  # noqa: E402
 
 ROSTERS = [(10, 3, 4), (100, 5, 25), (200, 8, 30), (1000, 10, 120), (1000, 30, 40)]  # C, K, ~classes each

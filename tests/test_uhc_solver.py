@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from amalgam.distill.losses import uhc_union_probs
-from amalgam.distill.losses.targets import UHC_TOLERANCE, _newton_step, _uhc_solve, _UhcLayout
+from amalgam.distill.losses.uhc import UHC_TOLERANCE, _newton_step, _uhc_solve, _UhcLayout
 from tests.uhc_reference import (
     dense_uhc_solve,
     optimality,

@@ -30,7 +30,6 @@ from amalgam.distill.losses.targets import (
     covering_average_targets,
     filtered_covering_targets,
     partial_teacher_weights,
-    uhc_union_probs,
 )
 from amalgam.distill.losses.task_space import (
     correct_teachers,
@@ -38,6 +37,7 @@ from amalgam.distill.losses.task_space import (
     masked_local_softmax,
     place_in_task_space,
 )
+from amalgam.distill.losses.uhc import uhc_union_probs
 
 __all__ = [
     "CFL_SIGMAS", "least_ambiguous_targets", "least_ambiguous_teacher", "mmd_multi_kernel",
