@@ -44,19 +44,18 @@ import argparse
 import csv
 import json
 import math
-import multiprocessing as mp
 import resource
 import sys
 import tempfile
 import time
 from pathlib import Path
-from queue import Empty
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
+from arm_process import in_own_process  # noqa: E402  (bench/, the script's own folder)
 
 SIZE, STUDENT_SIZE, BATCH, TEACHER_ARCH, OVERLAP = 16, 32, 64, "cnn-small", 1.2
 MIN_IMAGES, MIN_PER_CLASS = 600, 3
@@ -235,22 +234,6 @@ def arm_main(arm: str, workdir: str, num_classes: int, num_teachers: int, max_st
     result = run_arm(arm, Path(workdir), num_classes, num_teachers, max_steps, device)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     queue.put(result)
-
-
-def in_own_process(target, *args) -> dict:
-    context = mp.get_context("spawn")
-    queue = context.Queue()
-    process = context.Process(target=target, args=(*args, queue))
-    process.start()
-    while True:  # a child that dies never answers: do not wait for it forever
-        try:
-            result = queue.get(timeout=5)
-            break
-        except Empty:
-            if not process.is_alive():
-                raise SystemExit(f"{target.__name__}{args[:1]}: exit code {process.exitcode}") from None
-    process.join()
-    return result
 
 
 # --- start-up at N images ---------------------------------------------------------------------

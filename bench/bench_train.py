@@ -35,19 +35,18 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import multiprocessing as mp
 import resource
 import sys
 import tempfile
 import time
 from pathlib import Path
-from queue import Empty
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
+from arm_process import in_own_process  # noqa: E402  (bench/, the script's own folder)
 
 N_TRAIN, N_QUICK, SIZE, BATCH, STUDENT, TEACHER_ARCH = 1500, 384, 64, 32, "mobilenetv3", "seed-cnn"
 ARMS = ("ce", "default", "default-online", "reference-app")
@@ -285,18 +284,7 @@ def arm_main(arm: str, workdir: str, steps: int, warmup: int, precision: str, qu
 
 
 def run_arm(arm: str, workdir: Path, steps: int, warmup: int, precision: str) -> dict:
-    context = mp.get_context("spawn")
-    queue = context.Queue()
-    process = context.Process(target=arm_main, args=(arm, str(workdir), steps, warmup, precision, queue))
-    process.start()
-    while True:  # a child that dies never answers: do not wait for it forever
-        try:
-            result = queue.get(timeout=5)
-            break
-        except Empty:
-            if not process.is_alive():
-                raise SystemExit(f"arm {arm} failed with exit code {process.exitcode}") from None
-    process.join()
+    result = in_own_process(arm_main, arm, str(workdir), steps, warmup, precision)
     result["images_per_s"] = result["images"] / result["seconds"]
     return result
 

@@ -143,7 +143,20 @@ class Capability:
         return getattr((owner if obj is None else obj).capabilities, self.name)
 
 
-class Method(nn.Module):
+class ReadsCapabilities:
+    """Each capability as an attribute of its own (`method.needs_labels`), on a method class, a
+    built method and a sum-of-terms recipe alike; `capabilities` stays the one declaration."""
+
+    options_used = Capability()
+    uses_teachers = Capability()
+    needs_features = Capability()
+    hint_features_only = Capability()
+    needs_labels = Capability()
+    fits_training_set = Capability()
+    fit_reads_features = Capability()
+
+
+class Method(ReadsCapabilities, nn.Module):
     """A distillation method: named loss terms from the student's and teachers' outputs.
 
     Methods own any trainable helpers (regressors, projectors); the trainer optimises them
@@ -154,13 +167,6 @@ class Method(nn.Module):
 
     name = "base"
     capabilities = Capabilities()
-    options_used = Capability()
-    uses_teachers = Capability()
-    needs_features = Capability()
-    hint_features_only = Capability()
-    needs_labels = Capability()
-    fits_training_set = Capability()
-    fit_reads_features = Capability()
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from amalgam.distill.methods.base import Capabilities, Capability, Method, MethodOptions
+from amalgam.distill.methods.base import Capabilities, Method, MethodOptions, ReadsCapabilities
 from amalgam.tasks.spec import Roster
 
 
 @dataclass(frozen=True)
-class SumOfTerms:
+class SumOfTerms(ReadsCapabilities):
     """The recipe: called with (roster, options) like a method class, it builds the method.
 
     Parts must not share a loss-term name (that term would be counted twice, e.g. two CE
@@ -26,15 +26,6 @@ class SumOfTerms:
 
     name: str
     parts: tuple[type[Method], ...]
-
-    # read unbuilt like a method class's (`METHODS[name].needs_labels`)
-    options_used = Capability()
-    uses_teachers = Capability()
-    needs_features = Capability()
-    hint_features_only = Capability()
-    needs_labels = Capability()
-    fits_training_set = Capability()
-    fit_reads_features = Capability()
 
     @property
     def capabilities(self) -> Capabilities:
