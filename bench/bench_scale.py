@@ -345,7 +345,7 @@ def ratios(rows: list[dict]) -> dict[str, float]:
             name = arm.replace("-", "_")
             if c == 1000 and k == 10:
                 found[f"{name}_over_ce_c1000_k10"] = float(row["epoch_over_ce"])
-            if c == 10 and k == 3:  # issue 14's setting: three teachers
+            if c == 10 and k == 3:  # the speed benchmark's setting: three teachers
                 found[f"{name}_over_ce_c10"] = float(row["epoch_over_ce"])
             if c == 10:
                 key = f"{name}_over_ce_c10_worst_k"

@@ -90,7 +90,7 @@ def test_the_docs_example_runs_labeled_and_label_free(home):
         assert config["task"] == "in-memory:in-memory" and config["train"]["labels"] == labels
         assert len(run.history) == 1 and (run.run_dir / "best.safetensors").is_file()
         assert not run.student.training
-    assert namespace["result"].method == "fitnet+uhc-kd"  # hooked 4-D features serve the default
+    assert namespace["result"].method == "fitnet+uhc-ka"  # hooked 4-D features serve the default
     assert namespace["free"].method == "fitnet+amalgam-kd"
 
 

@@ -83,7 +83,7 @@ def test_distil_writes_a_complete_run_dir(distilled: Path):
         "seconds",
     }
     config = json.loads((distilled / "config.json").read_text())
-    assert config["method_options"]["temperature"] == 3.0 and config["method"] == "fitnet+uhc-kd"
+    assert config["method_options"]["temperature"] == 3.0 and config["method"] == "fitnet+uhc-ka"
     assert config["train"]["epochs"] == 1 and config["student"] == "mobilenetv3_small"
     assert config["train"]["teacher_precision"] in {"fp32", "bf16"}  # `auto` resolved for this machine
     # the default recipe: flipped views, cosine decay, hint weight 15 on the normalised hints

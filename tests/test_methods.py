@@ -313,4 +313,4 @@ def test_a_new_method_file_registers_itself_without_other_edits(tmp_path, monkey
 def test_methods_are_listed_in_compare_order():
     assert list(METHODS) == ["ce", "kd", "partial-kd", "union-kd", "uhc-kd", "dkd", "fitnet", "simkd",
                              "fitnet+kd", "fitnet+partial-kd", "fitnet+union-kd", "fitnet+uhc-kd",
-                             "amalgam-kd", "fitnet+amalgam-kd", "cfl", "adaptive"]
+                             "amalgam-kd", "fitnet+amalgam-kd", "cfl", "adaptive", "uhc-ka", "fitnet+uhc-ka"]

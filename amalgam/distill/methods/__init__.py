@@ -36,11 +36,10 @@ def _import_method_files() -> None:
 
 _import_method_files()
 
-# Chosen on validation accuracy of drawn rosters that are never reported (README, "Choosing
-# defaults"); it reads --temperature and --alpha, so the reference app's headline command means what it says.
-# Issue 28: `fitnet+uhc-ka` (the UHC target corrected by the label where the teachers are wrong)
-# beat `fitnet+uhc-kd` and CE on validation of screening rosters 100 and 101 of fashion-mini
-# (docs/benchmarks/quality.md).
+# Chosen on validation accuracy of drawn rosters that are never reported: the UHC target corrected
+# by the label where the teachers combined are wrong beat `fitnet+uhc-kd` and CE on the screening
+# rosters (docs/benchmarks/quality.md). It reads --temperature and --alpha, so the reference app's
+# headline command means what it says.
 DEFAULT_METHOD = "fitnet+uhc-ka"
 
 
