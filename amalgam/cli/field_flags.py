@@ -45,8 +45,9 @@ def field_option(field: Field, command: str) -> Any:
     if isinstance(default, bool) and default:
         name = f"{name}/--no-{name.removeprefix('--')}"
     help_text = field.metadata["command_help"].get(command, field.metadata["help"])
+    # a command's own help that states its default (e.g. a recipe's) replaces the bare value
     return typer.Option(default, name, *field.metadata["aliases"], help=help_text,
-                        rich_help_panel=field.metadata["panel"])
+                        show_default="default:" not in help_text, rich_help_panel=field.metadata["panel"])
 
 
 def with_field_flags(cls: type, placeholder: Any, command: str,

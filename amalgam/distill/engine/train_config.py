@@ -46,6 +46,7 @@ class TrainConfig:
         12, "epochs to train", "--num_epochs", "--num-epochs", range=AT_LEAST_1, panel=SCHEDULE_PANEL,
         command_defaults={TEACHER_TRAINING: 15, "pipeline": 15},
         command_help={TEACHER_TRAINING: "epochs to train (default: the --recipe's, 15; strong: 30)",
+                      "distil": "epochs to train (default: the recipe's, 24, see configs/; 12 with --method)",
                       "pipeline": "student epochs (CE baseline and distilled)"},
     )
     batch_size: int = option_field(64, "images per step", "-b", "--batch_size", range=Range(low=2),
@@ -91,6 +92,10 @@ class TrainConfig:
         "(label-free methods only; the task's unlabeled images join the training set); validation "
         "labels only choose the checkpoint and report", choices=LABEL_MODES, panel=TASK_PANEL,
         commands=STUDENT_COMMANDS,
+        command_help={"distil": "train: methods may read the training labels; none: the training loss never "
+                      "reads one (label-free methods only; the task's unlabeled images join the training "
+                      "set; with no --method, the label-free recipe of configs/label-free.toml runs); "
+                      "validation labels only choose the checkpoint and report"},
     )
 
     def __post_init__(self) -> None:
