@@ -1,8 +1,8 @@
 """Every run of the given comparisons as one table row, each beside its teachers combined
 (docs/benchmarks/quality.md renders the CSV with scripts/render_docs.py).
 
-    python scripts/quality_csv.py reports/f28/screen > docs/benchmarks/data/quality-screen.csv
-    python scripts/quality_csv.py --targets reports/f28/report > docs/benchmarks/data/quality-targets.csv
+    python scripts/quality_csv.py reports/quality/screen > docs/benchmarks/data/quality-screen.csv
+    python scripts/quality_csv.py --targets reports/quality/report > docs/benchmarks/data/quality-targets.csv
 
 Finds every compare.json under the folders given, or, for a comparison stopped before it wrote
 one, every run's history.json (validation only: such a run has no test score). One row per arm
