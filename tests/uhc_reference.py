@@ -34,7 +34,12 @@ def dense_uhc_solve(
             break
         outer = torch.einsum("bkc,bkd->bcd", restricted, restricted)
         hessian = torch.diag_embed(restricted.sum(dim=1)) - outer
-        step = torch.linalg.solve(hessian + ridge, gradient)
+        # The old code called torch.linalg.solve, which on some LAPACK paths (seen with two
+        # OpenBLAS threads, on the stalled images of tests/test_uhc_solver.py) raises on a
+        # near-singular system; here such an image takes no step, so it counts as not converged.
+        step, info = torch.linalg.solve_ex(hessian + ridge, gradient, check_errors=False)
+        failed = (info != 0) | ~torch.isfinite(step).all(dim=1)
+        step = torch.where(failed[:, None], torch.zeros_like(step), step)
         u, value = _halve_until_lower(u, step, value, probs, coverage)
         steps += 1
     return torch.softmax(u, dim=1), steps
