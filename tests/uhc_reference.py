@@ -34,15 +34,27 @@ def dense_uhc_solve(
             break
         outer = torch.einsum("bkc,bkd->bcd", restricted, restricted)
         hessian = torch.diag_embed(restricted.sum(dim=1)) - outer
-        # The old code called torch.linalg.solve, which on some LAPACK paths (seen with two
-        # OpenBLAS threads, on the stalled images of tests/test_uhc_solver.py) raises on a
-        # near-singular system; here such an image takes no step, so it counts as not converged.
-        step, info = torch.linalg.solve_ex(hessian + ridge, gradient, check_errors=False)
-        failed = (info != 0) | ~torch.isfinite(step).all(dim=1)
-        step = torch.where(failed[:, None], torch.zeros_like(step), step)
+        step = _solve_or_stay(hessian + ridge, gradient)
         u, value = _halve_until_lower(u, step, value, probs, coverage)
         steps += 1
     return torch.softmax(u, dim=1), steps
+
+
+def _solve_or_stay(systems: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
+    """The old code's `torch.linalg.solve`, except that an image whose system the LAPACK build
+    refuses (in the full suite under CI, on a stalled image of tests/test_uhc_solver.py, MKL's LU
+    raised "Pivots given to lu_solve must all be greater or equal to 1") takes no step, and so
+    counts as not converged, instead of failing the whole batch."""
+    try:
+        step = torch.linalg.solve(systems, gradient)
+    except RuntimeError:
+        step = torch.zeros_like(gradient)
+        for row in range(systems.shape[0]):
+            try:
+                step[row] = torch.linalg.solve(systems[row], gradient[row])
+            except RuntimeError:
+                pass
+    return torch.where(torch.isfinite(step).all(dim=1, keepdim=True), step, torch.zeros_like(step))
 
 
 def _objective(u: torch.Tensor, probs: torch.Tensor, coverage: torch.Tensor) -> torch.Tensor:
