@@ -21,7 +21,3 @@ def knowledge_adjusted(target_probs: torch.Tensor, labels: torch.Tensor) -> torc
     p_label = target_probs.gather(1, label)
     return target_probs.scatter(1, top, p_label).scatter(1, label, p_top)
 
-
-def teachers_wrong_fraction(target_probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """The share of rows whose target's top class is not the label (how often it adjusts)."""
-    return (target_probs.argmax(dim=1) != labels).float().mean()

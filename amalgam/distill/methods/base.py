@@ -209,6 +209,10 @@ class Method(ReadsCapabilities, nn.Module):
         """[B, C] target over the union from the teachers' logits [B, K, L], at this method's options."""
         raise NotImplementedError(f"{self.name} has no targets from the teachers' logits alone")
 
+    def targets_for(self, teacher: TeacherOutputs) -> torch.Tensor:
+        """The batch's `teacher_targets`: memoised with the cache when it holds them, else computed."""
+        return teacher.targets if teacher.targets is not None else self.teacher_targets(teacher.logits)
+
     def fit_to_training_set(self, teacher_logits: torch.Tensor,
                             teacher_features: torch.Tensor | None = None) -> str | None:
         """Fit what depends on the whole training set, from every teacher's logits [N, K, L] on

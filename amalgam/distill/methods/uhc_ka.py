@@ -23,9 +23,8 @@ class AdjustedUnionClassifierKD(UnionClassifierKD):
 
     def loss_terms(self, student_logits, student_features, teacher, labels):
         o = self.options
-        cached = getattr(teacher, "targets", None)
-        targets = cached if cached is not None else self.teacher_targets(teacher.logits)
-        return kd_loss(student_logits, knowledge_adjusted(targets, labels), labels, o.temperature, o.alpha)
+        adjusted = knowledge_adjusted(self.targets_for(teacher), labels)
+        return kd_loss(student_logits, adjusted, labels, o.temperature, o.alpha)
 
 
 register_method(SumOfTerms("fitnet+uhc-ka", (AdjustedUnionClassifierKD, FitNetHints)))

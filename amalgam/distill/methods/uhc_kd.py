@@ -24,5 +24,4 @@ class UnionClassifierKD(Method):
 
     def loss_terms(self, student_logits, student_features, teacher, labels):
         o = self.options
-        targets = teacher.targets if teacher.targets is not None else self.teacher_targets(teacher.logits)
-        return kd_loss(student_logits, targets, labels, o.temperature, o.alpha)
+        return kd_loss(student_logits, self.targets_for(teacher), labels, o.temperature, o.alpha)

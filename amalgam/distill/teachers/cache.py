@@ -80,8 +80,8 @@ from amalgam.tasks.loader import TaskData
 from amalgam.tasks.spec import TaskSpec, resolve_checkpoint_stem
 from amalgam.ui import say, track
 
-# Rows per `teacher_targets` call while memoising: UHC's dense Newton step holds a float64
-# [B, C, C] Hessian, so blocks shrink with C² (2^25 entries = 256 MiB).
+# Rows per `teacher_targets` call while memoising: UHC's Newton step works on float64 [B, K, L]
+# and [B, C] tensors, so a block holds about 2^25 such entries (a few of them: ~1 GiB at most).
 MEMO_ENTRIES = 2**25
 
 
@@ -157,7 +157,7 @@ def memoised_targets(method: Method, logits: torch.Tensor, quiet: bool = True) -
     A frozen teacher's row never changes, so neither does the target built from it: computed here
     once, it is looked up per batch like the logits. It never takes more memory than the logits
     (every class is known to some teacher, so C <= K * L)."""
-    block = max(1, MEMO_ENTRIES // method.roster.num_classes**2)
+    block = max(1, MEMO_ENTRIES // (logits.shape[1] * logits.shape[2] + method.roster.num_classes))
     starts = range(0, len(logits), block)
     with torch.no_grad():
         parts = [method.teacher_targets(logits[start:start + block]).float()
