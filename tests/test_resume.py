@@ -12,6 +12,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -20,11 +21,11 @@ from amalgam.distill.methods import MethodOptions
 from amalgam.distill.runs.run import DistilSettings, distil, resume
 
 
-def settings(epochs: int) -> DistilSettings:
+def settings(epochs: int, method: str = "kd", augment: str = "crop-flip", **options) -> DistilSettings:
     return DistilSettings(
-        task="fashion-mini", student="mobilenetv3_small", method="kd",
-        method_options=MethodOptions(temperature=3.0, alpha=0.5),
-        train=TrainConfig(epochs=epochs, batch_size=32, seed=7, augment="crop-flip", quiet=True,
+        task="fashion-mini", student="mobilenetv3_small", method=method,
+        method_options=MethodOptions(temperature=3.0, alpha=0.5, **options),
+        train=TrainConfig(epochs=epochs, batch_size=32, seed=7, augment=augment, quiet=True,
                           scheduler="step", scheduler_step=1, scheduler_gamma=0.5),
         img_size=32, train_per_class=10,
     )
@@ -34,9 +35,14 @@ def without_time(history: list[dict]) -> list[dict]:
     return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
 
 
-def test_resume_matches_an_uninterrupted_run(trained_home: Path, tmp_path: Path):
-    straight = distil(settings(2), out_dir=tmp_path / "straight", root=trained_home)
-    stopped = distil(settings(1), out_dir=tmp_path / "stopped", root=trained_home)
+# the second: the student's strong views and the per-class trust it learnt in epoch 1 carry over
+TRUST_AND_STRONG_VIEWS = {"method": "uhc-ka", "augment": "strong", "teacher_trust": "per-class"}
+
+
+@pytest.mark.parametrize("variant", [{}, TRUST_AND_STRONG_VIEWS])
+def test_resume_matches_an_uninterrupted_run(trained_home: Path, tmp_path: Path, variant: dict):
+    straight = distil(settings(2, **variant), out_dir=tmp_path / "straight", root=trained_home)
+    stopped = distil(settings(1, **variant), out_dir=tmp_path / "stopped", root=trained_home)
     assert len(stopped.history) == 1
     resumed = resume(stopped.run_dir, epochs=2, root=trained_home)
     assert without_time(resumed.history) == without_time(straight.history)
@@ -57,3 +63,11 @@ def test_resume_of_a_finished_run_trains_nothing(trained_home: Path, tmp_path: P
     again = resume(done.run_dir, root=trained_home)
     assert len(again.history) == 1
     assert (done.run_dir / "last.safetensors").read_bytes() == before
+
+
+def test_the_trust_a_resumed_run_goes_on_with_is_the_one_it_saved(trained_home: Path, tmp_path: Path):
+    """The per-class trust after epoch 1 is below one somewhere (else the resume above could not
+    tell a lost trust from a kept one), and the resumed run starts epoch 2 with it."""
+    stopped = distil(settings(1, **TRUST_AND_STRONG_VIEWS), out_dir=tmp_path / "stopped", root=trained_home)
+    saved = torch.load(stopped.run_dir / "last_state.pt", weights_only=False)["method"]["class_trust.trust"]
+    assert (saved < 1).any()

@@ -23,7 +23,7 @@ from amalgam.distill.engine.label_modes import LABEL_FREE, check_labels_mode
 from amalgam.distill.engine.loss_log import add_measures, batch_measures, epoch_measures
 from amalgam.distill.engine.optim import make_optimizer, make_scheduler
 from amalgam.distill.engine.train_config import TrainConfig
-from amalgam.distill.engine.views import augment_with_flips, to_unit_float
+from amalgam.distill.engine.views import to_unit_float, training_views
 from amalgam.distill.methods.base import Method, TeacherOutputs
 from amalgam.errors import UserError
 from amalgam.models.metrics import classification_scores
@@ -39,6 +39,13 @@ class TeacherSource(Protocol):
 
     def __call__(self, index: torch.Tensor, view: torch.Tensor,
                  mirrored: torch.Tensor | None = None) -> TeacherOutputs: ...
+
+
+def validation_per_class(scores: dict) -> torch.Tensor:
+    """[C] per-class validation accuracy from `classification_scores`; NaN for a class the
+    validation set has no image of."""
+    accuracy, support = torch.tensor(scores["per_class_accuracy"]), torch.tensor(scores["support"])
+    return torch.where(support > 0, accuracy, torch.nan)
 
 
 class NonFiniteLoss(UserError):
@@ -160,12 +167,12 @@ class Trainer:
 
     def _step(self, index: torch.Tensor, generator: torch.Generator, step: int):
         view = to_unit_float(self._batch_images(index), self.device)
-        view, mirrored = augment_with_flips(view, self.config.augment, generator)
+        student_view, view, mirrored = training_views(view, self.config.augment, generator)
         # --labels none: not even read, so the loss cannot depend on them (nor train acc/CE report them)
         labels = None
         if not self.labels_hidden:
             labels = self.train_set.labels[index].to(self.device, non_blocking=True)
-        x = self.student_input(view)
+        x = self.student_input(student_view)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with self._autocast():
@@ -243,6 +250,7 @@ class Trainer:
         lr = self.optimizer.param_groups[0]["lr"]
         self.scheduler.step()
         val = self.validate()
+        self.method.observe_validation(validation_per_class(val))
         self.epoch += 1
         row = {
             "epoch": self.epoch,

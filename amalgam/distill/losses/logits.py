@@ -28,11 +28,24 @@ def kd_loss(
     labels: torch.Tensor,
     temperature: float,
     alpha: float,
+    weights: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Hinton KD: (1-a)·CE(z_s, y) + a·T²·KL(p_t || softmax(z_s/T)), as named terms."""
+    """Hinton KD: (1-a)·CE(z_s, y) + a·T²·KL(p_t || softmax(z_s/T)), as named terms.
+
+    `weights` [B] in [0, 1] (per-class trust, losses/trust.py) scale a per image: image i's
+    terms are (1 - a·w_i)·CE_i and a·w_i·T²·KL_i, averaged over the batch.
+    """
+    if weights is None:
+        return {
+            "loss_ce": (1.0 - alpha) * F.cross_entropy(student_logits, labels),
+            "loss_kd": alpha * soft_cross_entropy(student_logits, target_probs, temperature),
+        }
+    log_q = F.log_softmax(student_logits / temperature, dim=1)
+    kl = (torch.xlogy(target_probs, target_probs) - target_probs * log_q).sum(dim=1)  # [B]
+    weighted = alpha * weights
     return {
-        "loss_ce": (1.0 - alpha) * F.cross_entropy(student_logits, labels),
-        "loss_kd": alpha * soft_cross_entropy(student_logits, target_probs, temperature),
+        "loss_ce": ((1.0 - weighted) * F.cross_entropy(student_logits, labels, reduction="none")).mean(),
+        "loss_kd": (weighted * kl).mean() * temperature**2,
     }
 
 

@@ -21,6 +21,7 @@ from amalgam.distill.option_fields import (
 from amalgam.tasks.spec import Roster
 
 TEACHER_FILTERS = ("none", "covering", "correct")
+TEACHER_TRUSTS = ("fixed", "per-class")
 CLASS_PRIORS = ("none", "uniform")
 
 
@@ -63,6 +64,12 @@ class MethodOptions:
         "none", "label-free targets (amalgam-kd, cfl, adaptive): uniform reweighs the classes so the "
         "teachers' combined target spreads the training images evenly (for balanced data); none: as is",
         choices=CLASS_PRIORS,
+    )
+    teacher_trust: str = _option(
+        "fixed", "uhc-kd, uhc-ka: fixed weighs the teachers by --alpha on every image; per-class by "
+        "--alpha times how far they know each class better than the student (validation accuracy, "
+        "re-read every epoch), so a student that passes its teachers on a class learns it from labels",
+        choices=TEACHER_TRUSTS,
     )
     target_neighbours: int = _option(
         0, "label-free targets (amalgam-kd, cfl, adaptive): K >= 1 gives each training image the mean "
@@ -112,6 +119,9 @@ class Capabilities:
     # `fit_reads_features`, their pooled features); these two may depend on the options
     fits_training_set: bool = False
     fit_reads_features: bool = False
+    # start-up hands `fit_to_validation` the teachers' logits on the validation images, and
+    # every validation hands `observe_validation` the student's per-class accuracy
+    fits_validation: bool = False
 
     @staticmethod
     def merged(parts: Sequence[Capabilities]) -> Capabilities:
@@ -126,6 +136,7 @@ class Capabilities:
             needs_labels=any(part.needs_labels for part in parts),
             fits_training_set=any(part.fits_training_set for part in parts),
             fit_reads_features=any(part.fit_reads_features for part in parts),
+            fits_validation=any(part.fits_validation for part in parts),
         )
 
 
@@ -154,6 +165,7 @@ class ReadsCapabilities:
     needs_labels = Capability()
     fits_training_set = Capability()
     fit_reads_features = Capability()
+    fits_validation = Capability()
 
 
 class Method(ReadsCapabilities, nn.Module):
@@ -221,6 +233,17 @@ class Method(ReadsCapabilities, nn.Module):
         pure function of the teachers and the images. Returns a line for the log saying what was
         fitted."""
         return None
+
+    def fit_to_validation(self, teacher_logits: torch.Tensor, labels: torch.Tensor) -> str | None:
+        """Fit what depends on how the teachers do on the validation images (their logits
+        [N, K, L], plain view, and the labels); run at start-up and on resume, where
+        `fits_validation`. Returns a line for the log."""
+        return None
+
+    def observe_validation(self, per_class_accuracy: torch.Tensor) -> None:
+        """Told the student's per-class validation accuracy [C] (NaN: no image) after each
+        validation, for weights that follow the student; state kept here must be a buffer, so
+        a resumed run goes on with it."""
 
     def student_forward(self, student: nn.Module, x: torch.Tensor):
         if self.needs_features:

@@ -43,25 +43,31 @@ class SummedMethod(Method):
         super().__init__(roster, options)
         self.name = recipe.name
         self.capabilities = Capabilities.merged([part.capabilities for part in parts])
-        self.parts = tuple(parts)  # a tuple, so not submodules: their helpers are adopted in setup
+        self.parts = tuple(parts)  # a tuple, so not submodules: their helpers are adopted
         predictors = [part for part in parts if type(part).predict is not Method.predict]
         if len(predictors) > 1:
             raise ValueError(f"{recipe.name}: more than one part has its own predict")
         self.predictors = tuple(predictors)  # a tuple, so not a submodule either
+        self._adopt_helpers()
 
-    def setup(self, student_features: torch.Tensor, teacher_features: list[torch.Tensor],
-              teachers: list[nn.Module]) -> None:
+    def _adopt_helpers(self) -> None:
+        """The parts' helpers become this method's own children, so its saved state has the same
+        keys (`regressors.0.weight`) as the part alone, and the trainer optimises and moves them;
+        run when the parts are built and again once `setup` has built the rest."""
         helpers: dict[str, nn.Module] = {}
         for part in self.parts:
-            part.setup(student_features, teacher_features, teachers)
             for child_name, child in part.named_children():
                 if child_name in helpers:
                     raise ValueError(f"{self.name}: two parts both have a {child_name!r}")
                 helpers[child_name] = child
-        # The parts' helpers become this method's own children, so its saved state has the same
-        # keys (`regressors.0.weight`) as the part alone, and the trainer optimises them.
         for child_name, child in helpers.items():
             self.add_module(child_name, child)
+
+    def setup(self, student_features: torch.Tensor, teacher_features: list[torch.Tensor],
+              teachers: list[nn.Module]) -> None:
+        for part in self.parts:
+            part.setup(student_features, teacher_features, teachers)
+        self._adopt_helpers()
 
     @property
     def fixed_targets(self) -> bool:
@@ -77,6 +83,14 @@ class SummedMethod(Method):
                             teacher_features: torch.Tensor | None = None) -> str | None:
         lines = [part.fit_to_training_set(teacher_logits, teacher_features) for part in self.parts]
         return "; ".join(line for line in lines if line) or None
+
+    def fit_to_validation(self, teacher_logits: torch.Tensor, labels: torch.Tensor) -> str | None:
+        lines = [part.fit_to_validation(teacher_logits, labels) for part in self.parts]
+        return "; ".join(line for line in lines if line) or None
+
+    def observe_validation(self, per_class_accuracy: torch.Tensor) -> None:
+        for part in self.parts:
+            part.observe_validation(per_class_accuracy)
 
     def start_epoch(self, epochs_done: int) -> None:
         super().start_epoch(epochs_done)

@@ -24,7 +24,7 @@ class AdjustedUnionClassifierKD(UnionClassifierKD):
     def loss_terms(self, student_logits, student_features, teacher, labels):
         o = self.options
         adjusted = knowledge_adjusted(self.targets_for(teacher), labels)
-        return kd_loss(student_logits, adjusted, labels, o.temperature, o.alpha)
+        return kd_loss(student_logits, adjusted, labels, o.temperature, o.alpha, self.image_weights(labels))
 
 
 register_method(SumOfTerms("fitnet+uhc-ka", (AdjustedUnionClassifierKD, FitNetHints)))

@@ -1,0 +1,182 @@
+"""Score finished runs of `fashion-mini` tasks on the whole Fashion-MNIST test split.
+
+`fashion-mini`'s own test split is 600 images: one image is 0.17 points, a seed's accuracy
+moves by about 1.4 points (binomial standard error at 88 %), and a perfectly calibrated model
+measures an ECE of about 0.03 on it (bench/bench_ece_floor.py), so neither a 2-point margin nor
+an ECE target of 0.03 can be told apart from noise there. The full split (10,000 images, the
+600 among them, none ever trained on) can: this script scores each run's validation-chosen
+epoch on it, with the temperature fitted on the run's own validation images as the harness
+does, and the run's teachers combined on the same images.
+
+    python scripts/full_test_scores.py reports/quality/fresh > docs/benchmarks/data/quality-full.csv
+    python scripts/full_test_scores.py --targets reports/quality/fresh \
+        > docs/benchmarks/data/quality-full-targets.csv
+
+Finds every finished run folder (best.json and config.json) under the folders given.
+
+`--split held-out` scores on 10,000 images of Fashion-MNIST's *training* split that `fashion-mini`
+never uses (the 1,000 of each class after its first 300): a validation set 33 times the size of
+the task's own, for choosing a recipe without looking at any test image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import sys
+from collections import defaultdict
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from amalgam import PROJECT_ROOT
+from amalgam.distill.engine.label_modes import LABELED
+from amalgam.distill.runs.recipes import LABEL_FREE_RECIPE, LABELED_RECIPE
+from amalgam.distill.runs.settings import DistilSettings
+from amalgam.distill.teachers.loading import load_ensemble
+from amalgam.harness.evaluate import load_any_student, score_student
+from amalgam.harness.teacher_scores import teacher_scores
+from amalgam.tasks.builtin import get_task
+from amalgam.tasks.fashion import SYSTEM_DIR, read_fashion_split
+from amalgam.tasks.images import ImageSet
+from amalgam.tasks.loader import load_task_data
+
+MINI_TRAIN_PER_CLASS = 300  # scripts/make_fashion_mini.py: the first 300 of each class
+HELD_OUT_PER_CLASS = 1000
+
+def columns(split: str) -> tuple[str, ...]:
+    return ("task", "teachers", "student", "epochs", "method", "teacher trust", "training labels", "seed",
+            "val accuracy, %", f"{split} accuracy (10,000), %", f"ECE after T-scaling ({split})",
+            f"teachers combined: mean / UHC / UHC balanced ({split}), %")
+
+
+def percent(value: float) -> str:
+    return f"{100 * value:.2f}"
+
+
+def run_folders(roots: list[Path]) -> list[Path]:
+    return sorted({best.parent for root in roots for best in root.rglob("best.json")
+                   if (best.parent / "config.json").is_file()})
+
+
+def held_out_training_images() -> ImageSet:
+    """The 1,000 training images of each class that follow fashion-mini's 300, in file order."""
+    split = read_fashion_split(SYSTEM_DIR, "train")
+    keep = torch.cat([torch.nonzero(split.labels == c).flatten()[MINI_TRAIN_PER_CLASS:][:HELD_OUT_PER_CLASS]
+                      for c in range(10)]).sort().values
+    return ImageSet(split.images[keep], split.labels[keep])
+
+
+def score_runs(roots: list[Path], device: torch.device, split: str = "test") -> list[dict]:
+    scored = load_task_data(get_task("fashion")).test if split == "test" else held_out_training_images()
+    data_of, teachers_of, rows = {}, {}, []
+    for run_dir in run_folders(roots):
+        settings = DistilSettings.from_dict(json.loads((run_dir / "config.json").read_text()))
+        spec = settings.task_spec()
+        if spec.data.kind != "fashion-mini":
+            raise SystemExit(f"{run_dir}: task {spec.name} is not a fashion-mini task")
+        key = (spec.name, settings.val_fraction, settings.train_per_class)
+        if key not in data_of:
+            data = load_task_data(spec, settings.data_dir, settings.val_fraction, settings.train_per_class)
+            data_of[key] = replace(data, test=scored)
+        data = data_of[key]
+        student = load_any_student(run_dir / "best", spec.classes, "auto", data)
+        scores = score_student(student, data, device)
+        if spec.teacher_folder not in teachers_of:
+            ensemble = load_ensemble(spec, device, PROJECT_ROOT, (data.mean, data.std))
+            teachers_of[spec.teacher_folder] = teacher_scores(ensemble, scored, device,
+                                                              balance_on=data.train)
+        teachers = teachers_of[spec.teacher_folder]
+        rows.append({
+            "task": spec.name, "teachers": settings.teacher_recipe, "student": settings.student,
+            "epochs": settings.train.epochs, "method": settings.method,
+            "teacher trust": settings.method_options.teacher_trust, "training labels": settings.train.labels,
+            "seed": settings.train.seed,
+            "val": json.loads((run_dir / "best.json").read_text())["metrics"]["val_acc"],
+            "accuracy": scores["accuracy"], "ece_ts": scores["ece_ts"],
+            "combined": (teachers["union_accuracy"], teachers["uhc_union_accuracy"],
+                         teachers["uhc_balanced_accuracy"]),
+        })
+    return rows
+
+
+def run_table(rows: list[dict]) -> list[list]:
+    return [[r["task"], r["teachers"], r["student"], r["epochs"], r["method"], r["teacher trust"],
+             r["training labels"], r["seed"], percent(r["val"]), percent(r["accuracy"]), f"{r['ece_ts']:.3f}",
+             " / ".join(percent(v) for v in r["combined"])] for r in rows]
+
+
+TARGET_COLUMNS = ("roster", "teachers", "student", "seeds", "CE, %", "best teachers-combined line, %",
+                  "labeled default, %", "labeled target (max + 2)", "label-free default, %",
+                  "label-free target (teachers + 1, >= CE)",
+                  "largest ECE after T-scaling (labeled / label-free)")
+
+
+def arm(row: dict) -> str | None:
+    """Which line of the targets a run is: CE, the labeled default or the label-free default."""
+    if row["method"] == "ce":
+        return "ce"
+    for name, recipe in (("labeled", LABELED_RECIPE), ("label-free", LABEL_FREE_RECIPE)):
+        values = recipe.values
+        if (row["method"], row["training labels"], row["teacher trust"]) == (
+                values["method"], values.get("labels", LABELED), values.get("teacher_trust", "fixed")):
+            return name
+    return None
+
+
+def target_table(rows: list[dict]) -> list[list]:
+    """Per roster, teacher recipe and student: the mean over seeds of each line; CE reads no
+    teacher, so its runs (wherever they are) serve every roster of the same student."""
+    ce = defaultdict(list)
+    lines: dict[tuple, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        which = arm(row)
+        if which == "ce":
+            ce[row["student"]].append(row)
+        elif which is not None:
+            lines[(row["task"], row["teachers"], row["student"])][which].append(row)
+    table = []
+    for (task, teachers, student), found in sorted(lines.items()):
+        ce_mean = statistics.mean(r["accuracy"] for r in ce[student]) if ce[student] else None
+        best_line = max(next(iter(found.values()))[0]["combined"])
+        cells = [task, teachers, student, "/".join(
+            str(len(found.get(k, ()))) for k in ("labeled", "label-free")) + f" (CE {len(ce[student])})",
+            "" if ce_mean is None else percent(ce_mean), percent(best_line)]
+        eces = []
+        for which, margin in (("labeled", 0.02), ("label-free", 0.01)):
+            runs = found.get(which, [])
+            if not runs or ce_mean is None:
+                cells += ["", "not run"]
+                eces.append("-")
+                continue
+            mean = statistics.mean(r["accuracy"] for r in runs)
+            bar = max(ce_mean, best_line) + margin if which == "labeled" else best_line + margin
+            met = mean >= bar and (which == "labeled" or mean >= ce_mean)
+            verdict = "met" if met else "missed"
+            cells += [percent(mean), f"{verdict} ({100 * (mean - bar):+.2f} vs {percent(bar)})"]
+            eces.append(f"{max(r['ece_ts'] for r in runs):.3f}")
+        cells.append(" / ".join(eces))
+        table.append(cells)
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("roots", nargs="+", type=Path, help="folders holding run folders")
+    parser.add_argument("--targets", action="store_true", help="the targets table instead of one row per run")
+    parser.add_argument("--split", choices=("test", "held-out"), default="test",
+                        help="the full test split, or 10,000 training images fashion-mini never uses")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    rows = score_runs(args.roots, torch.device(args.device), args.split)
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(TARGET_COLUMNS if args.targets else columns(args.split))
+    writer.writerows(target_table(rows) if args.targets else run_table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

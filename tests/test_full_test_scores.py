@@ -1,0 +1,54 @@
+"""scripts/full_test_scores.py: its held-out images are training images fashion-mini never
+uses (so choosing on them is choosing on validation), and its targets table does the
+arithmetic the targets state."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from amalgam.tasks.builtin import get_task
+from amalgam.tasks.fashion import SYSTEM_DIR
+from amalgam.tasks.loader import load_task_data
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "full_test_scores.py"
+spec = importlib.util.spec_from_file_location("full_test_scores", SCRIPT)
+full_test_scores = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(full_test_scores)
+
+
+@pytest.mark.skipif(not any(SYSTEM_DIR.glob("train-images-idx3-ubyte*")),
+                    reason="no Fashion-MNIST IDX files (apt-get install dataset-fashion-mnist)")
+def test_held_out_images_are_none_of_fashion_minis():
+    held_out = full_test_scores.held_out_training_images()
+    assert torch.bincount(held_out.labels, minlength=10).tolist() == [1000] * 10
+    mini = load_task_data(get_task("fashion-mini"), val_fraction=0.1)
+    seen = {bytes(image.numpy()) for split in (mini.train, mini.val) for image in split.images}
+    assert len(seen) > 2900  # (a few duplicate images exist in Fashion-MNIST itself)
+    assert not any(bytes(image.numpy()) in seen for image in held_out.images)
+
+
+def row(method: str, accuracy: float, labels: str = "train", student: str = "resnet18", trust: str = "fixed",
+        ece: float = 0.01) -> dict:
+    return {"task": "r500", "teachers": "default", "student": student, "method": method,
+            "teacher trust": trust, "training labels": labels, "accuracy": accuracy, "ece_ts": ece,
+            "combined": (0.70, 0.75, 0.80)}
+
+
+def test_targets_are_means_over_seeds_against_ce_and_the_best_combined_line(monkeypatch):
+    labeled = full_test_scores.LABELED_RECIPE.values
+    free = full_test_scores.LABEL_FREE_RECIPE.values
+    trust = labeled.get("teacher_trust", "fixed")
+    rows = [row("ce", 0.84), row("ce", 0.86),  # CE mean 0.85
+            row(labeled["method"], 0.87, trust=trust), row(labeled["method"], 0.89, trust=trust, ece=0.04),
+            row(free["method"], 0.815, labels="none"), row(free["method"], 0.825, labels="none")]
+    [cells] = full_test_scores.target_table(rows)
+    assert cells[3] == "2/2 (CE 2)"
+    assert cells[4:6] == ["85.00", "80.00"]
+    assert cells[6:8] == ["88.00", "met (+1.00 vs 87.00)"]  # max(85, 80) + 2
+    # label-free: 82.0 clears the teachers + 1 (81) but not CE (85)
+    assert cells[8] == "82.00" and cells[9].startswith("missed (+1.00 vs 81.00)")
+    assert cells[10] == "0.040 / 0.010"
