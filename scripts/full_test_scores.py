@@ -48,8 +48,8 @@ MINI_TRAIN_PER_CLASS = 300  # scripts/make_fashion_mini.py: the first 300 of eac
 HELD_OUT_PER_CLASS = 1000
 
 def columns(split: str) -> tuple[str, ...]:
-    return ("task", "teachers", "student", "epochs", "method", "teacher trust", "training labels", "seed",
-            "val accuracy, %", f"{split} accuracy (10,000), %", f"ECE after T-scaling ({split})",
+    return ("task", "teachers", "student", "epochs", "method", "teacher trust", "views", "training labels",
+            "seed", "val accuracy, %", f"{split} accuracy (10,000), %", f"ECE after T-scaling ({split})",
             f"teachers combined: mean / UHC / UHC balanced ({split}), %")
 
 
@@ -85,15 +85,16 @@ def score_runs(roots: list[Path], device: torch.device, split: str = "test") -> 
         data = data_of[key]
         student = load_any_student(run_dir / "best", spec.classes, "auto", data)
         scores = score_student(student, data, device)
-        if spec.teacher_folder not in teachers_of:
+        teachers_key = (spec.name, spec.teacher_folder)
+        if teachers_key not in teachers_of:
             ensemble = load_ensemble(spec, device, PROJECT_ROOT, (data.mean, data.std))
-            teachers_of[spec.teacher_folder] = teacher_scores(ensemble, scored, device,
-                                                              balance_on=data.train)
-        teachers = teachers_of[spec.teacher_folder]
+            teachers_of[teachers_key] = teacher_scores(ensemble, scored, device, balance_on=data.train)
+        teachers = teachers_of[teachers_key]
         rows.append({
             "task": spec.name, "teachers": settings.teacher_recipe, "student": settings.student,
             "epochs": settings.train.epochs, "method": settings.method,
-            "teacher trust": settings.method_options.teacher_trust, "training labels": settings.train.labels,
+            "teacher trust": settings.method_options.teacher_trust, "views": settings.train.augment,
+            "training labels": settings.train.labels,
             "seed": settings.train.seed,
             "val": json.loads((run_dir / "best.json").read_text())["metrics"]["val_acc"],
             "accuracy": scores["accuracy"], "ece_ts": scores["ece_ts"],
@@ -104,7 +105,7 @@ def score_runs(roots: list[Path], device: torch.device, split: str = "test") -> 
 
 
 def run_table(rows: list[dict]) -> list[list]:
-    return [[r["task"], r["teachers"], r["student"], r["epochs"], r["method"], r["teacher trust"],
+    return [[r["task"], r["teachers"], r["student"], r["epochs"], r["method"], r["teacher trust"], r["views"],
              r["training labels"], r["seed"], percent(r["val"]), percent(r["accuracy"]), f"{r['ece_ts']:.3f}",
              " / ".join(percent(v) for v in r["combined"])] for r in rows]
 

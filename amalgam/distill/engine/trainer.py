@@ -23,7 +23,7 @@ from amalgam.distill.engine.label_modes import LABEL_FREE, check_labels_mode
 from amalgam.distill.engine.loss_log import add_measures, batch_measures, epoch_measures
 from amalgam.distill.engine.optim import make_optimizer, make_scheduler
 from amalgam.distill.engine.train_config import TrainConfig
-from amalgam.distill.engine.views import to_unit_float, training_views
+from amalgam.distill.engine.views import augment_with_flips, to_unit_float
 from amalgam.distill.methods.base import Method, TeacherOutputs
 from amalgam.errors import UserError
 from amalgam.models.metrics import classification_scores
@@ -167,12 +167,12 @@ class Trainer:
 
     def _step(self, index: torch.Tensor, generator: torch.Generator, step: int):
         view = to_unit_float(self._batch_images(index), self.device)
-        student_view, view, mirrored = training_views(view, self.config.augment, generator)
+        view, mirrored = augment_with_flips(view, self.config.augment, generator)
         # --labels none: not even read, so the loss cannot depend on them (nor train acc/CE report them)
         labels = None
         if not self.labels_hidden:
             labels = self.train_set.labels[index].to(self.device, non_blocking=True)
-        x = self.student_input(student_view)
+        x = self.student_input(view)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with self._autocast():
