@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = floor_rows([int(s) for s in args.sizes.split(",")], [float(a) for a in args.accuracies.split(",")],
                       args.trials, args.seed)
     out = args.out.open("w", newline="", encoding="utf-8") if args.out else sys.stdout
-    writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     if args.out:

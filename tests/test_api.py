@@ -20,6 +20,7 @@ import amalgam
 import amalgam.api.run as api_run
 from amalgam import UserError
 from amalgam.api.data import to_image_set
+from amalgam.distill.runs.recipes import LABEL_FREE_RECIPE, LABELED_RECIPE
 from amalgam.distill.teachers.given import HookedTeacher, last_map_module, prepare_teacher
 from tests.helpers.front_ends import REPO, assert_one_line_error, run_front_end
 
@@ -92,6 +93,12 @@ def test_the_docs_example_runs_labeled_and_label_free(home):
         assert not run.student.training
     assert namespace["result"].method == "fitnet+uhc-ka"  # hooked 4-D features serve the default
     assert namespace["free"].method == "fitnet+amalgam-kd"
+    # with no method named, the CLI's recipes fill in what the example does not set
+    for name, recipe in (("result", LABELED_RECIPE), ("free", LABEL_FREE_RECIPE)):
+        options = json.loads((namespace[name].run_dir / "config.json").read_text())["method_options"]
+        for key, value in recipe.values.items():
+            if key in options:
+                assert options[key] == value, (name, key)
 
 
 @pytest.mark.e2e

@@ -28,6 +28,7 @@ from amalgam.distill.engine.label_modes import LABEL_FREE, LABEL_MODES
 from amalgam.distill.engine.train_config import TrainConfig
 from amalgam.distill.methods import DEFAULT_METHOD, METHODS, MethodOptions, build_method
 from amalgam.distill.runs.folders import write_json
+from amalgam.distill.runs.recipes import recipe_defaults
 from amalgam.distill.runs.run import distil as run_distil
 from amalgam.distill.runs.saving import load_best
 from amalgam.distill.runs.settings import IN_MEMORY_TASK, DistilSettings, read_settings
@@ -93,8 +94,9 @@ def distil(
     `train`/`val` are Datasets of `(image, label)` or images alone (labels: ints into `classes`),
     or Hugging Face image datasets; `val=None` holds out `val_fraction` (0.1) of `train` per class.
     `labels="none"` trains with a loss that reads no training label (validation labels still
-    choose the epoch). `method=None` takes the CLI's default, or its logit-only part if a teacher
-    has no feature map (one line says so). `options` are the CLI's flags as keywords:
+    choose the epoch). `method=None` takes the CLI's default recipe (configs/default.toml, or
+    configs/label-free.toml with `labels="none"`) for every setting not given, with the recipe's
+    logit-only method if a teacher has no feature map (one line says so). `options` are the CLI's flags as keywords:
     batch_size, lr, seed, augment, device ("auto"), quiet, temperature, alpha, img_size, … .
     The run folder is `out` (default runs/<time>_task_<task>); `resume=RUN` continues a stopped
     run with the same teachers and data (`epochs` may raise its total). The teachers' output
@@ -118,6 +120,8 @@ def distil(
                             f"resume it with `python train.py --resume {resume}`")
         task, labels = settings.task.removeprefix(IN_MEMORY_TASK), settings.train.labels
     else:
+        if method is None:
+            options, epochs = with_recipe(labels, options, epochs)
         settings = new_settings(task, student, labels, epochs, options)
     if labels not in LABEL_MODES:
         raise UserError(f"labels must be {one_of(LABEL_MODES)}, got {labels!r}")
@@ -128,6 +132,15 @@ def distil(
     settings = replace(settings, method=choose_method(method, labels, data.spec, given, settings))
     result = run_distil(settings, Path(out) if out is not None else None, root, data, given=given)
     return finished(result, settings, data)
+
+
+def with_recipe(labels: str, options: dict, epochs: int | None) -> tuple[dict, int | None]:
+    """With no method named, the recipe `python train.py` runs (amalgam/distill/runs/recipes.py)
+    fills in every setting the caller did not give, as on the command line."""
+    given = set(options) | ({"epochs"} if epochs is not None else set())
+    values = {k: v for k, v in recipe_defaults(labels, given).items() if k not in ("method", "labels")}
+    epochs = values.pop("epochs", epochs)
+    return {**values, **options}, epochs
 
 
 def new_settings(task: str, student: str, labels: str, epochs: int | None, options: dict) -> DistilSettings:
