@@ -5,7 +5,7 @@ Task-B-layout data (three 5-class teachers of the reference app's CNN, 64x64 ima
 arm runs in a fresh spawned process so its peak resident memory (`ru_maxrss`) is its own.
 
     ce              amalgam Trainer, method "ce", the default augmentation (flips)
-    default         amalgam Trainer, the default method and options with flips, teachers from
+    default         amalgam Trainer, the default recipe's method and options with flips, teachers from
                     the cache (both flip views, feature maps when the method uses them); the
                     cache is built cold in the arm's own process before timing: its time, the
                     images each teacher ran on and its size on disk are reported, and the build
@@ -136,7 +136,8 @@ def run_amalgam_arm(arm: str, workdir: Path, steps: int, warmup: int, precision:
     from amalgam.distill.engine.train_config import STUDENT_AUGMENT, TrainConfig
     from amalgam.distill.engine.trainer import Trainer
     from amalgam.distill.engine.views import CACHEABLE_VIEWS
-    from amalgam.distill.methods import DEFAULT_METHOD, MethodOptions, build_method
+    from amalgam.distill.methods import MethodOptions, build_method
+    from amalgam.distill.runs.recipes import LABELED_RECIPE, recipe_method_options
     from amalgam.distill.runs.run import setup_feature_method
     from amalgam.distill.teachers.cache import inference_ensemble, online_source, teacher_source_for
     from amalgam.distill.teachers.loading import load_ensemble
@@ -150,7 +151,9 @@ def run_amalgam_arm(arm: str, workdir: Path, steps: int, warmup: int, precision:
     mean, std = channel_stats(train.images, 3)
     data = TaskData(spec, train, train.subset(torch.arange(24)), train.subset(torch.arange(24)), mean, std)
     config = TrainConfig(batch_size=BATCH, augment=STUDENT_AUGMENT, quiet=True, teacher_precision=precision)
-    method = build_method("ce" if arm == "ce" else DEFAULT_METHOD, spec.roster(), MethodOptions())
+    name, options = ("ce", MethodOptions()) if arm == "ce" else (
+        LABELED_RECIPE.values["method"], recipe_method_options(LABELED_RECIPE))
+    method = build_method(name, spec.roster(), options)
     model_input = ModelInput(SIZE, mean, std)
     torch.manual_seed(0)
     student = create_student(STUDENT, spec.num_classes)

@@ -34,21 +34,20 @@ import torch
 
 from amalgam import PROJECT_ROOT
 from amalgam.distill.engine.label_modes import LABELED
+from amalgam.distill.engine.train_config import STUDENT_AUGMENT
+from amalgam.distill.methods import METHODS, MethodOptions
 from amalgam.distill.runs.recipes import LABEL_FREE_RECIPE, LABELED_RECIPE
 from amalgam.distill.runs.settings import DistilSettings
 from amalgam.distill.teachers.loading import load_ensemble
 from amalgam.harness.evaluate import load_any_student, score_student
 from amalgam.harness.teacher_scores import teacher_scores
 from amalgam.tasks.builtin import get_task
-from amalgam.tasks.fashion import SYSTEM_DIR, read_fashion_split
-from amalgam.tasks.images import ImageSet
+from amalgam.tasks.fashion import held_out_from_mini
 from amalgam.tasks.loader import load_task_data
 
-MINI_TRAIN_PER_CLASS = 300  # scripts/make_fashion_mini.py: the first 300 of each class
-HELD_OUT_PER_CLASS = 1000
 
 def columns(split: str) -> tuple[str, ...]:
-    return ("task", "teachers", "student", "epochs", "method", "teacher trust", "views", "training labels",
+    return ("task", "teachers", "student", "epochs", "method", "options", "training labels",
             "seed", "val accuracy, %", f"{split} accuracy (10,000), %", f"ECE after T-scaling ({split})",
             f"teachers combined: mean / UHC / UHC balanced ({split}), %")
 
@@ -62,19 +61,27 @@ def run_folders(roots: list[Path]) -> list[Path]:
                    if (best.parent / "config.json").is_file()})
 
 
-def held_out_training_images() -> ImageSet:
-    """The 1,000 training images of each class that follow fashion-mini's 300, in file order."""
-    split = read_fashion_split(SYSTEM_DIR, "train")
-    keep = torch.cat([torch.nonzero(split.labels == c).flatten()[MINI_TRAIN_PER_CLASS:][:HELD_OUT_PER_CLASS]
-                      for c in range(10)]).sort().values
-    return ImageSet(split.images[keep], split.labels[keep])
+def changed_options(settings: DistilSettings) -> str:
+    """The method options the run's method reads that differ from their defaults, and a
+    non-default augmentation: what tells two runs of one method apart."""
+    defaults = MethodOptions()
+    read = METHODS[settings.method].options_used
+    changed = [f"{name} {getattr(settings.method_options, name)}" for name in read
+               if getattr(settings.method_options, name) != getattr(defaults, name)]
+    if settings.train.augment != STUDENT_AUGMENT:
+        changed.append(f"augment {settings.train.augment}")
+    return "; ".join(changed)
 
 
 def score_runs(roots: list[Path], device: torch.device, split: str = "test") -> list[dict]:
-    scored = load_task_data(get_task("fashion")).test if split == "test" else held_out_training_images()
+    scored = load_task_data(get_task("fashion")).test if split == "test" else held_out_from_mini()
     data_of, teachers_of, rows = {}, {}, []
     for run_dir in run_folders(roots):
-        settings = DistilSettings.from_dict(json.loads((run_dir / "config.json").read_text()))
+        try:
+            settings = DistilSettings.from_dict(json.loads((run_dir / "config.json").read_text()))
+        except (ValueError, TypeError, KeyError) as exc:  # a setting this version no longer has
+            print(f"skipped {run_dir}: {exc}", file=sys.stderr)
+            continue
         spec = settings.task_spec()
         if spec.data.kind != "fashion-mini":
             raise SystemExit(f"{run_dir}: task {spec.name} is not a fashion-mini task")
@@ -93,7 +100,7 @@ def score_runs(roots: list[Path], device: torch.device, split: str = "test") -> 
         rows.append({
             "task": spec.name, "teachers": settings.teacher_recipe, "student": settings.student,
             "epochs": settings.train.epochs, "method": settings.method,
-            "teacher trust": settings.method_options.teacher_trust, "views": settings.train.augment,
+            "teacher trust": settings.method_options.teacher_trust, "options": changed_options(settings),
             "training labels": settings.train.labels,
             "seed": settings.train.seed,
             "val": json.loads((run_dir / "best.json").read_text())["metrics"]["val_acc"],
@@ -105,7 +112,7 @@ def score_runs(roots: list[Path], device: torch.device, split: str = "test") -> 
 
 
 def run_table(rows: list[dict]) -> list[list]:
-    return [[r["task"], r["teachers"], r["student"], r["epochs"], r["method"], r["teacher trust"], r["views"],
+    return [[r["task"], r["teachers"], r["student"], r["epochs"], r["method"], r["options"],
              r["training labels"], r["seed"], percent(r["val"]), percent(r["accuracy"]), f"{r['ece_ts']:.3f}",
              " / ".join(percent(v) for v in r["combined"])] for r in rows]
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from amalgam.tasks.builtin import get_task
-from amalgam.tasks.fashion import SYSTEM_DIR
+from amalgam.tasks.fashion import SYSTEM_DIR, held_out_from_mini
 from amalgam.tasks.loader import load_task_data
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "full_test_scores.py"
@@ -23,7 +23,7 @@ spec.loader.exec_module(full_test_scores)
 @pytest.mark.skipif(not any(SYSTEM_DIR.glob("train-images-idx3-ubyte*")),
                     reason="no Fashion-MNIST IDX files (apt-get install dataset-fashion-mnist)")
 def test_held_out_images_are_none_of_fashion_minis():
-    held_out = full_test_scores.held_out_training_images()
+    held_out = held_out_from_mini()
     assert torch.bincount(held_out.labels, minlength=10).tolist() == [1000] * 10
     mini = load_task_data(get_task("fashion-mini"), val_fraction=0.1)
     seen = {bytes(image.numpy()) for split in (mini.train, mini.val) for image in split.images}

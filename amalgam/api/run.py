@@ -96,7 +96,8 @@ def distil(
     `labels="none"` trains with a loss that reads no training label (validation labels still
     choose the epoch). `method=None` takes the CLI's default recipe (configs/default.toml, or
     configs/label-free.toml with `labels="none"`) for every setting not given, with the recipe's
-    logit-only method if a teacher has no feature map (one line says so). `options` are the CLI's flags as keywords:
+    logit-only method if a teacher has no feature map (one line says so). `options` are the CLI's
+    flags as keywords:
     batch_size, lr, seed, augment, device ("auto"), quiet, temperature, alpha, img_size, … .
     The run folder is `out` (default runs/<time>_task_<task>); `resume=RUN` continues a stopped
     run with the same teachers and data (`epochs` may raise its total). The teachers' output

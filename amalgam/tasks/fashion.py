@@ -19,6 +19,7 @@ FASHION_CLASSES = (
 )
 SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 MINI_FILE = Path(__file__).parent / "data" / "fashion_mini" / "fashion_mini.npz"
+MINI_TRAIN_PER_CLASS = 300  # fashion-mini's training images: the first 300 of each class, file order
 IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -104,3 +105,13 @@ def read_fashion_mini() -> dict[str, ImageSet]:
             )
             for split in ("train", "test")
         }
+
+
+def held_out_from_mini(folder: Path = SYSTEM_DIR, per_class: int = 1000) -> ImageSet:
+    """`per_class` training images of each class that follow fashion-mini's (file order): a
+    validation set many times the size of fashion-mini's own, for benchmarks that choose a
+    recipe on fashion-mini tasks without reading a test image (scripts/full_test_scores.py)."""
+    split = read_fashion_split(folder, "train")
+    keep = torch.cat([torch.nonzero(split.labels == c).flatten()[MINI_TRAIN_PER_CLASS:][:per_class]
+                      for c in range(len(FASHION_CLASSES))]).sort().values
+    return ImageSet(split.images[keep], split.labels[keep])

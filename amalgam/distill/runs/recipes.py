@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from amalgam.distill.engine.label_modes import LABELED
-from amalgam.distill.methods import DEFAULT_METHOD
+from amalgam.distill.methods import DEFAULT_METHOD, MethodOptions
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,13 @@ LABEL_FREE_RECIPE = Recipe("label-free", MappingProxyType({
     "epochs": 24, "target_neighbours": 20,
 }))
 RECIPES = {recipe.name: recipe for recipe in (LABELED_RECIPE, LABEL_FREE_RECIPE)}
+
+
+def recipe_method_options(recipe: Recipe) -> MethodOptions:
+    """The method options a recipe sets, the rest at their defaults (for benchmarks and scripts
+    that build the method themselves)."""
+    names = MethodOptions.__dataclass_fields__
+    return MethodOptions(**{k: v for k, v in recipe.values.items() if k in names})
 
 
 def recipe_for(labels: str) -> Recipe:
