@@ -11,6 +11,7 @@ does, and the run's teachers combined on the same images.
     python scripts/full_test_scores.py reports/quality/fresh > docs/benchmarks/data/quality-full.csv
     python scripts/full_test_scores.py --targets reports/quality/fresh \
         > docs/benchmarks/data/quality-full-targets.csv
+    python scripts/full_test_scores.py --headline reports/quality/fresh > docs/benchmarks/data/headline.csv
 
 Finds every finished run folder (best.json and config.json) under the folders given.
 
@@ -39,6 +40,7 @@ from amalgam.distill.methods import METHODS, MethodOptions
 from amalgam.distill.runs.recipes import LABEL_FREE_RECIPE, LABELED_RECIPE
 from amalgam.distill.runs.settings import DistilSettings
 from amalgam.distill.teachers.loading import load_ensemble
+from amalgam.errors import UserError
 from amalgam.harness.evaluate import load_any_student, score_student
 from amalgam.harness.teacher_scores import teacher_scores
 from amalgam.tasks.builtin import get_task
@@ -58,7 +60,7 @@ def percent(value: float) -> str:
 
 def run_folders(roots: list[Path]) -> list[Path]:
     return sorted({best.parent for root in roots for best in root.rglob("best.json")
-                   if (best.parent / "config.json").is_file()})
+                   if (best.parent / "config.json").is_file() and (best.parent / "history.json").is_file()})
 
 
 def changed_options(settings: DistilSettings) -> str:
@@ -73,14 +75,25 @@ def changed_options(settings: DistilSettings) -> str:
     return "; ".join(changed)
 
 
-def score_runs(roots: list[Path], device: torch.device, split: str = "test") -> list[dict]:
+def score_runs(roots: list[Path], device: torch.device, split: str = "test",
+               cache: Path | None = None) -> list[dict]:
+    """One row per finished run; with `cache`, a JSON file of rows already scored (keyed by run
+    folder, split and the time its best.json was written) is read first and written after."""
+    known = json.loads(cache.read_text()) if cache is not None and cache.is_file() else {}
     scored = load_task_data(get_task("fashion")).test if split == "test" else held_out_from_mini()
     data_of, teachers_of, rows = {}, {}, []
     for run_dir in run_folders(roots):
+        cache_key = f"{run_dir.resolve()}|{split}|{(run_dir / 'best.json').stat().st_mtime_ns}"
+        if cache_key in known:
+            rows.append({**known[cache_key], "combined": tuple(known[cache_key]["combined"])})
+            continue
         try:
             settings = DistilSettings.from_dict(json.loads((run_dir / "config.json").read_text()))
-        except (ValueError, TypeError, KeyError) as exc:  # a setting this version no longer has
+        except (UserError, ValueError, TypeError, KeyError) as exc:  # a setting this version no longer has
             print(f"skipped {run_dir}: {exc}", file=sys.stderr)
+            continue
+        if len(json.loads((run_dir / "history.json").read_text())) < settings.train.epochs:
+            print(f"skipped {run_dir}: not finished", file=sys.stderr)  # its best.json is an early epoch
             continue
         spec = settings.task_spec()
         if spec.data.kind != "fashion-mini":
@@ -108,6 +121,9 @@ def score_runs(roots: list[Path], device: torch.device, split: str = "test") -> 
             "combined": (teachers["union_accuracy"], teachers["uhc_union_accuracy"],
                          teachers["uhc_balanced_accuracy"]),
         })
+        known[cache_key] = rows[-1]
+    if cache is not None:
+        cache.write_text(json.dumps(known))
     return rows
 
 
@@ -171,18 +187,55 @@ def target_table(rows: list[dict]) -> list[list]:
     return table
 
 
+CONFIGS = "../../../configs"  # from docs/benchmarks/data/, where the table is written
+HEADLINE_ARMS = (("ce", "`ce` (no teachers)", "yes"),
+                 ("labeled", f"**default** ([configs/default.toml]({CONFIGS}/default.toml))", "yes"),
+                 ("label-free", f"`--labels none` ([configs/label-free.toml]({CONFIGS}/label-free.toml))",
+                  "none"))
+
+
+def mean_sd(values: list[float]) -> str:
+    if not values:
+        return "not run"
+    spread = f" ± {100 * statistics.stdev(values):.2f}" if len(values) > 1 else ""
+    return f"{100 * statistics.mean(values):.2f}{spread} ({len(values)} runs)"
+
+
+def headline_table(rows: list[dict]) -> list[list]:
+    """README's table: per recipe and student, mean ± sd over every roster and seed scored;
+    the teachers combined (UHC balanced, the best line here) over the rosters."""
+    students = sorted({r["student"] for r in rows}, key=lambda name: (name != "mobilenetv3_small", name))
+    table = []
+    for which, name, labels in HEADLINE_ARMS:
+        table.append([name, labels, *(mean_sd([r["accuracy"] for r in rows
+                                                if arm(r) == which and r["student"] == student])
+                                        for student in students)])
+    combined = {(r["task"], r["teachers"]): r["combined"][2] for r in rows if arm(r) not in (None, "ce")}
+    teachers = mean_sd(list(combined.values()))
+    table.append(["teachers combined (UHC balanced)", "—", *[teachers] * len(students)])
+    return table
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("roots", nargs="+", type=Path, help="folders holding run folders")
     parser.add_argument("--targets", action="store_true", help="the targets table instead of one row per run")
+    parser.add_argument("--headline", action="store_true",
+                        help="README's table: each recipe's mean per student")
     parser.add_argument("--split", choices=("test", "held-out"), default="test",
                         help="the full test split, or 10,000 training images fashion-mini never uses")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--cache", type=Path, help="JSON file of scores kept between calls")
     args = parser.parse_args(argv)
-    rows = score_runs(args.roots, torch.device(args.device), args.split)
+    rows = score_runs(args.roots, torch.device(args.device), args.split, args.cache)
     writer = csv.writer(sys.stdout, lineterminator="\n")
-    writer.writerow(TARGET_COLUMNS if args.targets else columns(args.split))
-    writer.writerows(target_table(rows) if args.targets else run_table(rows))
+    if args.headline:
+        students = sorted({r["student"] for r in rows}, key=lambda name: (name != "mobilenetv3_small", name))
+        writer.writerow(["recipe", "labels", *(f"`{s}`, {args.split} %, mean ± sd" for s in students)])
+        writer.writerows(headline_table(rows))
+    else:
+        writer.writerow(TARGET_COLUMNS if args.targets else columns(args.split))
+        writer.writerows(target_table(rows) if args.targets else run_table(rows))
     return 0
 
 
