@@ -194,11 +194,12 @@ HEADLINE_ARMS = (("ce", "`ce` (no teachers)", "yes"),
                   "none"))
 
 
-def mean_sd(values: list[float]) -> str:
+def mean_sd(values: list[float], unit: str = "run") -> str:
     if not values:
         return "not run"
     spread = f" ± {100 * statistics.stdev(values):.2f}" if len(values) > 1 else ""
-    return f"{100 * statistics.mean(values):.2f}{spread} ({len(values)} runs)"
+    runs = f"{len(values)} {unit}" + ("s" if len(values) > 1 else "")
+    return f"{100 * statistics.mean(values):.2f}{spread} ({runs})"
 
 
 def headline_table(rows: list[dict]) -> list[list]:
@@ -211,7 +212,7 @@ def headline_table(rows: list[dict]) -> list[list]:
                                                 if arm(r) == which and r["student"] == student])
                                         for student in students)])
     combined = {(r["task"], r["teachers"]): r["combined"][2] for r in rows if arm(r) not in (None, "ce")}
-    teachers = mean_sd(list(combined.values()))
+    teachers = mean_sd(list(combined.values()), "roster")
     table.append(["teachers combined (UHC balanced)", "—", *[teachers] * len(students)])
     return table
 
