@@ -10,7 +10,7 @@ student is the default one (mobilenetv3_small) at 32 px, batch 64, `--augment fl
 Arms, each in a fresh spawned process so its peak resident memory (`ru_maxrss`) is its own:
 
     ce          plain cross-entropy, no teachers
-    default     the labeled default (`fitnet+uhc-kd`), teachers cached (both flip views, hint
+    default     the labeled default recipe's method and options, teachers cached (both flip views, hint
                 reductions), the cache built cold in the arm
     label-free  `fitnet+amalgam-kd --labels none --class-prior uniform`, likewise
     default-per-batch (only with --arms) the default with its targets combined per batch from the
@@ -177,6 +177,7 @@ def run_arm(arm: str, workdir: Path, num_classes: int, num_teachers: int, max_st
     from amalgam.distill.engine.train_config import TrainConfig
     from amalgam.distill.engine.trainer import Trainer
     from amalgam.distill.methods import DEFAULT_METHOD, MethodOptions, build_method
+    from amalgam.distill.runs.recipes import LABELED_RECIPE, recipe_method_options
     from amalgam.distill.runs.run import fit_to_training_set, setup_feature_method
     from amalgam.distill.teachers.cache import teacher_source_for
     from amalgam.distill.teachers.loading import load_ensemble
@@ -188,9 +189,9 @@ def run_arm(arm: str, workdir: Path, num_classes: int, num_teachers: int, max_st
     clock = clock_for(device)
     name, options, labels = {
         "ce": ("ce", MethodOptions(), "train"),
-        "default": (DEFAULT_METHOD, MethodOptions(), "train"),
+        "default": (DEFAULT_METHOD, recipe_method_options(LABELED_RECIPE), "train"),
         "label-free": ("fitnet+amalgam-kd", MethodOptions(class_prior="uniform"), "none"),
-        "default-per-batch": (DEFAULT_METHOD, MethodOptions(), "train"),
+        "default-per-batch": (DEFAULT_METHOD, recipe_method_options(LABELED_RECIPE), "train"),
     }[arm]
     if arm == "default-per-batch":
         without_memo()
