@@ -41,7 +41,7 @@ def kd_loss(
             "loss_kd": alpha * soft_cross_entropy(student_logits, target_probs, temperature),
         }
     log_q = F.log_softmax(student_logits / temperature, dim=1)
-    kl = (torch.xlogy(target_probs, target_probs) - target_probs * log_q).sum(dim=1)  # [B]
+    kl = F.kl_div(log_q, target_probs, reduction="none").sum(dim=1)  # [B]: soft_cross_entropy's, per image
     weighted = alpha * weights
     return {
         "loss_ce": ((1.0 - weighted) * F.cross_entropy(student_logits, labels, reduction="none")).mean(),

@@ -20,6 +20,10 @@ from amalgam.distill.option_fields import (
 )
 from amalgam.tasks.spec import Roster
 
+# Rows per `teacher_targets` call over many images (the teacher cache's memo, a validation fit):
+# UHC's Newton step works on float64 [B, K, L] and [B, C] tensors, so a block holds about 2^25
+# such entries (a few of them: ~1 GiB at most).
+TARGET_BLOCK_ENTRIES = 2**25
 TEACHER_FILTERS = ("none", "covering", "correct")
 TEACHER_TRUSTS = ("fixed", "per-class")
 CLASS_PRIORS = ("none", "uniform")
@@ -220,6 +224,11 @@ class Method(ReadsCapabilities, nn.Module):
     def teacher_targets(self, teacher_logits: torch.Tensor) -> torch.Tensor:
         """[B, C] target over the union from the teachers' logits [B, K, L], at this method's options."""
         raise NotImplementedError(f"{self.name} has no targets from the teachers' logits alone")
+
+    def target_block_rows(self, teacher_logits: torch.Tensor) -> int:
+        """How many rows of `teacher_logits` [N, K, L] one `teacher_targets` call may take."""
+        width = teacher_logits.shape[1] * teacher_logits.shape[2] + self.roster.num_classes
+        return max(1, TARGET_BLOCK_ENTRIES // width)
 
     def targets_for(self, teacher: TeacherOutputs) -> torch.Tensor:
         """The batch's `teacher_targets`: memoised with the cache when it holds them, else computed."""

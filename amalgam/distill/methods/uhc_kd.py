@@ -40,7 +40,8 @@ class UnionClassifierKD(Method):
     def fit_to_validation(self, teacher_logits: torch.Tensor, labels: torch.Tensor) -> str | None:
         if self.class_trust is None:
             return None
-        predicted = self.teacher_targets(teacher_logits.to(self.class_trust.trust.device)).argmax(dim=1)
+        blocks = teacher_logits.split(self.target_block_rows(teacher_logits))
+        predicted = torch.cat([self.teacher_targets(block).argmax(dim=1) for block in blocks])
         return self.class_trust.fit(predicted, labels)
 
     def observe_validation(self, per_class_accuracy: torch.Tensor) -> None:

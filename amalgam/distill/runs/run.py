@@ -39,7 +39,7 @@ from amalgam.distill.runs.state import (
     restore_state,
     stop_on_interrupt,
 )
-from amalgam.distill.teachers.cache import inference_ensemble, teacher_source_for
+from amalgam.distill.teachers.cache import teacher_source_for
 from amalgam.distill.teachers.ensemble import TeacherEnsemble
 from amalgam.distill.teachers.given import GivenTeachers
 from amalgam.distill.teachers.loading import load_given_teachers
@@ -167,7 +167,7 @@ def start_up(
         teachers = teacher_source_for(spec, data, method, config, ensemble, root, student_map_size=map_size,
                                       weight_digests=given.digests, dist_env=env)
         fit_to_training_set(method, teachers, data, config, ensemble)
-        fit_to_validation(method, inference_ensemble(ensemble, config), data, config)
+        fit_to_validation(method, ensemble, data, config)
     trainer = Trainer(
         student, method, model_input, data.train, data.val, spec.num_classes, config, teachers, env
     )
@@ -223,8 +223,9 @@ def fit_to_validation(
     method: Method, ensemble: TeacherEnsemble, data: TaskData, config: TrainConfig, batch_size: int = 256
 ) -> None:
     """Hand a method that needs it (`--teacher-trust per-class`) the teachers' logits on the
-    validation images, plain view, and their labels: one teacher pass over the validation set,
-    at start-up and on resume."""
+    validation images, plain view, and their labels: one pass of the teachers as loaded (fp32,
+    as evaluation scores them; no second folded copy) over the validation set, at start-up and
+    on resume."""
     if not method.fits_validation:
         return
     device = torch.device(config.device)

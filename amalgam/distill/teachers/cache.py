@@ -80,10 +80,6 @@ from amalgam.tasks.loader import TaskData
 from amalgam.tasks.spec import TaskSpec, resolve_checkpoint_stem
 from amalgam.ui import say, track
 
-# Rows per `teacher_targets` call while memoising: UHC's Newton step works on float64 [B, K, L]
-# and [B, C] tensors, so a block holds about 2^25 such entries (a few of them: ~1 GiB at most).
-MEMO_ENTRIES = 2**25
-
 
 def default_cache_dir(task_dir_name: str, root: Path = PROJECT_ROOT) -> Path:
     return root / ".cache" / "teachers" / task_dir_name
@@ -157,7 +153,7 @@ def memoised_targets(method: Method, logits: torch.Tensor, quiet: bool = True) -
     A frozen teacher's row never changes, so neither does the target built from it: computed here
     once, it is looked up per batch like the logits. It never takes more memory than the logits
     (every class is known to some teacher, so C <= K * L)."""
-    block = max(1, MEMO_ENTRIES // (logits.shape[1] * logits.shape[2] + method.roster.num_classes))
+    block = method.target_block_rows(logits)
     starts = range(0, len(logits), block)
     with torch.no_grad():
         parts = [method.teacher_targets(logits[start:start + block]).float()
