@@ -13,6 +13,8 @@ does, and the run's teachers combined on the same images.
         > docs/benchmarks/data/quality-full-targets.csv
     python scripts/full_test_scores.py --headline reports/quality/fresh > docs/benchmarks/data/headline.csv
 
+(docs/benchmarks/quality.md gives the folders each file was written from.)
+
 Finds every finished run folder (best.json and config.json) under the folders given.
 
 `--split held-out` scores on 10,000 images of Fashion-MNIST's *training* split that `fashion-mini`
@@ -113,7 +115,8 @@ def score_runs(roots: list[Path], device: torch.device, split: str = "test",
         rows.append({
             "task": spec.name, "teachers": settings.teacher_recipe, "student": settings.student,
             "epochs": settings.train.epochs, "method": settings.method,
-            "teacher trust": settings.method_options.teacher_trust, "options": changed_options(settings),
+            "teacher trust": settings.method_options.teacher_trust,
+            "target gate": settings.method_options.target_gate, "options": changed_options(settings),
             "training labels": settings.train.labels,
             "seed": settings.train.seed,
             "val": json.loads((run_dir / "best.json").read_text())["metrics"]["val_acc"],
@@ -145,8 +148,10 @@ def arm(row: dict) -> str | None:
         return "ce"
     for name, recipe in (("labeled", LABELED_RECIPE), ("label-free", LABEL_FREE_RECIPE)):
         values = recipe.values
-        if (row["method"], row["training labels"], row["teacher trust"]) == (
-                values["method"], values.get("labels", LABELED), values.get("teacher_trust", "fixed")):
+        gate = row.get("target gate", "teachers")  # rows cached before the gate existed
+        ran = (row["method"], row["training labels"], row["teacher trust"], gate)
+        if ran == (values["method"], values.get("labels", LABELED), values.get("teacher_trust", "fixed"),
+                   values.get("target_gate", "teachers")):
             return name
     return None
 
@@ -203,17 +208,29 @@ def mean_sd(values: list[float], unit: str = "run") -> str:
 
 
 def headline_table(rows: list[dict]) -> list[list]:
-    """README's table: per recipe and student, mean ± sd over every roster and seed scored;
-    the teachers combined (UHC balanced, the best line here) over the rosters."""
+    """README's table: per teacher recipe, recipe and student, mean ± sd over every roster and
+    seed scored; CE (it reads no teacher) once; the teachers combined (UHC balanced, the best line
+    here) per teacher recipe, over the rosters."""
     students = sorted({r["student"] for r in rows}, key=lambda name: (name != "mobilenetv3_small", name))
+    recipes = sorted({r["teachers"] for r in rows if arm(r) not in (None, "ce")},
+                     key=lambda name: (name != "default", name))
+
+    def cells(chosen: list[dict]) -> list[str]:
+        return [mean_sd([r["accuracy"] for r in chosen if r["student"] == student]) for student in students]
+
     table = []
     for which, name, labels in HEADLINE_ARMS:
-        table.append([name, labels, *(mean_sd([r["accuracy"] for r in rows
-                                                if arm(r) == which and r["student"] == student])
-                                        for student in students)])
-    combined = {(r["task"], r["teachers"]): r["combined"][2] for r in rows if arm(r) not in (None, "ce")}
-    teachers = mean_sd(list(combined.values()), "roster")
-    table.append(["teachers combined (UHC balanced)", "—", *[teachers] * len(students)])
+        if which == "ce":
+            table.append([name, "—", labels, *cells([r for r in rows if arm(r) == "ce"])])
+            continue
+        for teachers in recipes:
+            table.append([name, f"`{teachers}`", labels,
+                          *cells([r for r in rows if arm(r) == which and r["teachers"] == teachers])])
+    for teachers in recipes:
+        combined = {r["task"]: r["combined"][2] for r in rows
+                    if arm(r) not in (None, "ce") and r["teachers"] == teachers}
+        table.append(["teachers combined (UHC balanced)", f"`{teachers}`", "—",
+                      *[mean_sd(list(combined.values()), "roster")] * len(students)])
     return table
 
 
@@ -232,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     writer = csv.writer(sys.stdout, lineterminator="\n")
     if args.headline:
         students = sorted({r["student"] for r in rows}, key=lambda name: (name != "mobilenetv3_small", name))
-        writer.writerow(["recipe", "labels", *(f"`{s}`, {args.split} %, mean ± sd" for s in students)])
+        writer.writerow(["recipe", "teachers", "labels",
+                         *(f"`{s}`, {args.split} %, mean ± sd" for s in students)])
         writer.writerows(headline_table(rows))
     else:
         writer.writerow(TARGET_COLUMNS if args.targets else columns(args.split))

@@ -188,7 +188,8 @@ def test_options_that_ask_for_a_fit_change_the_built_methods_capabilities():
     assert built.fits_training_set and built.fit_reads_features and not built.needs_labels
     assert built.needs_features and built.hint_features_only and built.uses_teachers
     assert not recipe.fits_training_set  # unbuilt, at no options
-    assert built.options_used == ("temperature", "class_prior", "target_neighbours", "hint_weight")
+    assert built.options_used == ("temperature", "class_prior", "target_neighbours", "target_gate",
+                                    "gate_warmup", "hint_weight")
 
 
 def test_merging_reads_maps_as_hints_only_if_every_reader_does():

@@ -52,3 +52,19 @@ def test_targets_are_means_over_seeds_against_ce_and_the_best_combined_line(monk
     # label-free: 82.0 clears the teachers + 1 (81) but not CE (85)
     assert cells[8] == "82.00" and cells[9].startswith("missed (+1.00 vs 81.00)")
     assert cells[10] == "0.040 / 0.010"
+
+
+def test_headline_has_a_line_per_teacher_recipe_and_ce_once():
+    labeled = full_test_scores.LABELED_RECIPE.values
+    trust = labeled.get("teacher_trust", "fixed")
+    more = {"teachers": "more-data", "combined": (0.70, 0.80, 0.90)}
+    rows = [row("ce", 0.84), row("ce", 0.86),
+            row(labeled["method"], 0.87, trust=trust), row(labeled["method"], 0.89, trust=trust),
+            {**row(labeled["method"], 0.91, trust=trust), **more}]
+    table = full_test_scores.headline_table(rows)
+    ce, default_teachers, more_teachers = table[0], table[1], table[2]
+    assert ce[1:] == ["—", "yes", "85.00 ± 1.41 (2 runs)"]
+    assert default_teachers[1:] == ["`default`", "yes", "88.00 ± 1.41 (2 runs)"]
+    assert more_teachers[1:] == ["`more-data`", "yes", "91.00 (1 run)"]
+    combined = {line[1]: line[3] for line in table if line[0].startswith("teachers combined")}
+    assert combined == {"`default`": "80.00 (1 roster)", "`more-data`": "90.00 (1 roster)"}

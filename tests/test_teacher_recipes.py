@@ -7,7 +7,9 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from amalgam.distill.engine.train_config import TrainConfig
 from amalgam.distill.methods import MethodOptions
@@ -16,11 +18,20 @@ from amalgam.distill.teachers.training import train_all_teachers, trained_stem
 from amalgam.errors import UserError
 from amalgam.models.checkpoint import checkpoint_files
 from amalgam.tasks.builtin import get_task
+from amalgam.tasks.extra_images import EXTRA_SOURCES, extra_training_images
+from amalgam.tasks.fashion import (
+    HELD_OUT_PER_CLASS,
+    MINI_TRAIN_PER_CLASS,
+    beyond_held_out,
+    held_out_from_mini,
+)
+from amalgam.tasks.images import ImageSet
 from amalgam.tasks.loader import load_task_data
-from amalgam.tasks.spec import resolve_checkpoint_stem
-from amalgam.tasks.teacher_recipes import with_teacher_recipe
+from amalgam.tasks.spec import DataSpec, resolve_checkpoint_stem
+from amalgam.tasks.teacher_recipes import teacher_recipe, teacher_training_data, with_teacher_recipe
 from amalgam.workflows.compare import METRICS, run_compare, summarise
 from amalgam.workflows.roster_compare import parse_teacher_recipes, pool, pooled_markdown, report_folder
+from tests.test_fashion_idx import write_idx
 
 TASK = "fashion-mini-roster7"
 
@@ -112,3 +123,57 @@ def test_pooled_report_shows_each_recipe_and_the_teachers_combined_beside_it():
     assert "| teachers | default | strong | default |" in text
     assert "pooled, strong teachers" in text
     assert "| teachers combined (UHC) | 45.00 | 60.00 | 45.00 |" in text
+
+
+def write_indexed_fashion(folder: Path, per_class: int) -> None:
+    """Training IDX files whose image i carries i in its first two pixels; labels cycle 0..9, so
+    class c's j-th image is image 10 j + c."""
+    count = 10 * per_class
+    images = np.zeros((count, 28, 28), dtype=np.uint8)
+    images[:, 0, 0], images[:, 0, 1] = np.arange(count) // 256, np.arange(count) % 256
+    write_idx(folder / "train-images-idx3-ubyte.gz", images)
+    write_idx(folder / "train-labels-idx1-ubyte.gz", np.arange(count) % 10)
+
+
+def file_positions(images: ImageSet) -> set[int]:
+    pixels = images.images[:, 0, 0, :2].long()
+    return set((pixels[:, 0] * 256 + pixels[:, 1]).tolist())
+
+
+def test_more_data_is_drawn_past_fashion_minis_and_the_held_out_images(tmp_path: Path):
+    write_indexed_fashion(tmp_path, MINI_TRAIN_PER_CLASS + HELD_OUT_PER_CLASS + 7)
+    extra = beyond_held_out(tmp_path, 5)
+    first = MINI_TRAIN_PER_CLASS + HELD_OUT_PER_CLASS
+    assert file_positions(extra) == {10 * j + c for c in range(10) for j in range(first, first + 5)}
+    assert torch.bincount(extra.labels).tolist() == [5] * 10
+    assert file_positions(extra).isdisjoint(file_positions(held_out_from_mini(tmp_path)))
+    with pytest.raises(UserError, match="fewer than 8 images per class"):
+        beyond_held_out(tmp_path, 8)
+
+
+def test_more_data_teachers_train_on_the_task_and_the_extra_images(monkeypatch, tmp_path: Path):
+    data = load_task_data(get_task(TASK), train_per_class=12)
+    extra = ImageSet(torch.zeros(20, *data.train.images.shape[1:], dtype=torch.uint8),
+                     torch.arange(20) % 10)
+    asked = []
+    monkeypatch.setitem(EXTRA_SOURCES, "fashion-mini",
+                        lambda spec, data_dir, per_class: asked.append(per_class) or extra)
+    assert teacher_training_data(data, "default", None) is data
+    assert teacher_training_data(data, "strong", None) is data
+    more = teacher_training_data(data, "more-data", None)
+    assert asked == [teacher_recipe("more-data").extra_per_class]
+    assert torch.equal(more.train.labels, torch.cat([data.train.labels, extra.labels]))
+    assert len(more.train.images) == len(data.train) + 20
+    assert (more.val, more.test, more.mean, more.std) == (data.val, data.test, data.mean, data.std)
+    spec = with_teacher_recipe(get_task(TASK), "more-data")
+    assert spec.teacher_folder == "teachers-more-data"
+    assert [t.arch for t in spec.teachers] == [t.arch for t in get_task(TASK).teachers]
+
+
+def test_more_data_is_refused_for_a_task_without_a_larger_source(tmp_path: Path):
+    spec = replace(get_task(TASK), data=DataSpec("folder"))
+    with pytest.raises(UserError, match="has no images beyond its own training split.*task.toml"):
+        extra_training_images(spec, None, 10)
+    reordered = replace(get_task(TASK), classes=tuple(reversed(get_task(TASK).classes)))
+    with pytest.raises(UserError, match="reorders or drops Fashion-MNIST's classes"):
+        extra_training_images(reordered, None, 10)

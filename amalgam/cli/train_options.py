@@ -59,8 +59,9 @@ ExtraTeacherOnlyOpt = typer.Option(
 )
 TeacherRecipeOpt = typer.Option(
     "default", "--teacher-recipe",
-    help="which trained teachers: default (checkpoints/<task>/) or strong (wider, trained longer, "
-    "checkpoints/<task>/teachers-strong/); `train.py teachers --recipe strong` trains them",
+    help="which trained teachers: default (checkpoints/<task>/), strong (wider, trained longer, "
+    "checkpoints/<task>/teachers-strong/) or more-data (1,500 more images per class, fashion-mini; "
+    "checkpoints/<task>/teachers-more-data/); `train.py teachers --recipe NAME` trains them",
     rich_help_panel=TEACHERS_PANEL,
 )
 PerClassOpt = typer.Option(None, "--train-per-class", help="keep at most N training images per class",

@@ -46,7 +46,9 @@ def teachers_command(
     recipe: str = typer.Option(
         "default", "--recipe", "--teacher-recipe",
         help="default: the task's architecture, in checkpoints/<task>/; strong: cnn-medium, 30 epochs, "
-        "in checkpoints/<task>/teachers-strong/", rich_help_panel=TEACHERS_PANEL,
+        "in checkpoints/<task>/teachers-strong/; more-data: 1,500 more training images per class from "
+        "the task's source (fashion-mini), in checkpoints/<task>/teachers-more-data/",
+        rich_help_panel=TEACHERS_PANEL,
     ),
     train: dict = TRAIN_FLAGS,  # --epochs, --lr, --seed, …: TrainConfig's fields, the teachers' defaults
     img_size: int | None = ImgSizeOpt,
@@ -55,7 +57,7 @@ def teachers_command(
     data_dir: str | None = DataDirOpt,
 ) -> None:
     """Train each teacher on its own classes; saves checkpoints/<task>/teacher_<k>
-    (`--recipe strong`: checkpoints/<task>/teachers-strong/teacher_<k>)."""
+    (`--recipe NAME`: checkpoints/<task>/teachers-NAME/teacher_<k>)."""
     from amalgam.distill.teachers.training import train_task_teachers
     from amalgam.tasks.teacher_recipes import teacher_recipe
 
@@ -126,8 +128,8 @@ def compare_command(
     extra_teachers_only: bool = ExtraTeacherOnlyOpt,
     teacher_recipes: str = typer.Option(
         "default", "--teacher-recipe", "--teacher-recipes",
-        help="which trained teachers: default or strong (`train.py teachers --recipe strong`); with "
-        "--rosters a comma-separated list (default,strong) compares each roster with each"),
+        help="which trained teachers: default, strong or more-data (`train.py teachers --recipe NAME`); "
+        "with --rosters a comma-separated list (default,more-data) compares each roster with each"),
     seeds: int = typer.Option(3, "--seeds", help="runs per method (seeds seed, seed+1, …)"),
     rosters: str | None = typer.Option(
         None, "--rosters", help="comma-separated roster seeds: compare on each drawn roster "

@@ -20,6 +20,7 @@ FASHION_CLASSES = (
 SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 MINI_FILE = Path(__file__).parent / "data" / "fashion_mini" / "fashion_mini.npz"
 MINI_TRAIN_PER_CLASS = 300  # fashion-mini's training images: the first 300 of each class, file order
+HELD_OUT_PER_CLASS = 1000  # `held_out_from_mini`: the next 1,000 of each class
 IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -107,11 +108,27 @@ def read_fashion_mini() -> dict[str, ImageSet]:
         }
 
 
-def held_out_from_mini(folder: Path = SYSTEM_DIR, per_class: int = 1000) -> ImageSet:
+def held_out_from_mini(folder: Path = SYSTEM_DIR, per_class: int = HELD_OUT_PER_CLASS) -> ImageSet:
     """`per_class` training images of each class that follow fashion-mini's (file order): a
     validation set many times the size of fashion-mini's own, for benchmarks that choose a
     recipe on fashion-mini tasks without reading a test image (scripts/full_test_scores.py)."""
+    return _per_class_block(read_fashion_split(folder, "train"), MINI_TRAIN_PER_CLASS, per_class)
+
+
+def beyond_held_out(folder: Path, per_class: int) -> ImageSet:
+    """`per_class` training images of each class after fashion-mini's and `held_out_from_mini`'s
+    (file order): more data for teachers (teacher recipe `more-data`), none of it an image the
+    student trains, validates or is scored on."""
     split = read_fashion_split(folder, "train")
-    keep = torch.cat([torch.nonzero(split.labels == c).flatten()[MINI_TRAIN_PER_CLASS:][:per_class]
+    block = _per_class_block(split, MINI_TRAIN_PER_CLASS + HELD_OUT_PER_CLASS, per_class)
+    if len(block) < per_class * len(FASHION_CLASSES):
+        raise UserError(f"Fashion-MNIST's training split has fewer than {per_class} images per class "
+                        f"beyond fashion-mini's and the held-out ones; ask for fewer")
+    return block
+
+
+def _per_class_block(split: ImageSet, start: int, per_class: int) -> ImageSet:
+    """Images start..start+per_class of each class, file order, kept in file order."""
+    keep = torch.cat([torch.nonzero(split.labels == c).flatten()[start:start + per_class]
                       for c in range(len(FASHION_CLASSES))]).sort().values
     return ImageSet(split.images[keep], split.labels[keep])

@@ -19,7 +19,7 @@ from amalgam.harness.grading import report_student
 from amalgam.harness.teacher_scores import teacher_scores
 from amalgam.tasks.builtin import get_task
 from amalgam.tasks.loader import load_task_data
-from amalgam.tasks.teacher_recipes import DEFAULT_TEACHER_RECIPE, with_teacher_recipe
+from amalgam.tasks.teacher_recipes import DEFAULT_TEACHER_RECIPE, teacher_training_data, with_teacher_recipe
 from amalgam.ui import console, say
 from amalgam.writable import check_writable
 
@@ -47,7 +47,7 @@ def run_pipeline(
     data = load_task_data(spec, data_dir, train_per_class=train_per_class)
     size = img_size or spec.img_size
     say(f"[bold]1/4[/] teachers of task {spec.name}", quiet)
-    train_all_teachers(data, base, size, root)
+    train_all_teachers(teacher_training_data(data, teacher_recipe, data_dir), base, size, root)
     results = {}
     for step, arm in ((2, "ce"), (3, method)):
         say(f"[bold]{step}/4[/] student {student} with method {arm}", quiet)

@@ -24,8 +24,10 @@ from amalgam.distill.losses import (
     soft_cross_entropy,
     uhc_union_probs,
 )
+from amalgam.distill.losses.gated import gated_targets, teacher_gates
 from amalgam.distill.losses.neighbours import exact_search, nearest_neighbours, neighbour_mean, soften
 from amalgam.distill.methods.base import Capabilities, Method, MethodOptions, register_method
+from amalgam.distill.methods.dkd import warmup_factor
 from amalgam.distill.methods.fitnet import FitNetHints
 from amalgam.distill.methods.sum_of_terms import SumOfTerms
 from amalgam.errors import UserError
@@ -33,12 +35,15 @@ from amalgam.errors import UserError
 # Fitting combines the whole training set in blocks of about this many Hessian entries: UHC's
 # Newton steps hold a float64 [B, C, C] Hessian (2^25 entries = 256 MiB).
 FIT_HESSIAN_ENTRIES = 2**25
+# `--target-gate student`: the share of the target the student-gated teachers take (see `student_gated`)
+GATED_SHARE = 0.5
 
 
 @register_method
 class AmalgamKD(Method):
     name = "amalgam-kd"
-    capabilities = Capabilities(options_used=("temperature", "class_prior", "target_neighbours"),
+    capabilities = Capabilities(options_used=("temperature", "class_prior", "target_neighbours",
+                                              "target_gate", "gate_warmup"),
                                 needs_labels=False)
 
     def __init__(self, roster, options):
@@ -124,7 +129,23 @@ class AmalgamKD(Method):
             target = self.image_targets_at(teacher.index, t).to(student_logits.device)
         else:
             target = self.targets(teacher.logits, t, teacher.targets)
+        if self.options.target_gate == "student":
+            target = self.student_gated(target, student_logits.detach(), teacher.logits)
         return {"loss_kd": soft_cross_entropy(student_logits, target, t)}
+
+    def student_gated(self, target: torch.Tensor, student_logits: torch.Tensor,
+                      teacher_logits: torch.Tensor) -> torch.Tensor:
+        """`--target-gate student` (losses/gated.py): half the teachers combined, half each teacher
+        weighed by the mass on its classes of the student's prediction, blended in from the
+        combination's own over `--gate-warmup` epochs, since an untrained student knows nothing of
+        whose image it is. The half kept matters: gated by the student alone, the target's split
+        between teachers is the student's own, nothing corrects it, and on validation rosters 100
+        and 101 the student fell 4 to 6 points (docs/benchmarks/quality.md)."""
+        share = warmup_factor(self.epochs_done, self.options.gate_warmup)
+        guide = (1.0 - share) * target.float() + share * torch.softmax(student_logits.float(), dim=1)
+        gated = gated_targets(teacher_logits, teacher_gates(guide, self.roster), self.roster,
+                              self.options.temperature)
+        return (GATED_SHARE * gated + (1.0 - GATED_SHARE) * target.float()).to(target.dtype)
 
 
 register_method(SumOfTerms("fitnet+amalgam-kd", (AmalgamKD, FitNetHints)))

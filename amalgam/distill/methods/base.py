@@ -27,6 +27,7 @@ TARGET_BLOCK_ENTRIES = 2**25
 TEACHER_FILTERS = ("none", "covering", "correct")
 TEACHER_TRUSTS = ("fixed", "per-class")
 CLASS_PRIORS = ("none", "uniform")
+TARGET_GATES = ("teachers", "student")
 
 
 def _option(default, help: str, *aliases: str, **bounds):
@@ -81,6 +82,14 @@ class MethodOptions:
         "teachers' features (itself included; 1: its own alone); 0: the teachers on the view the "
         "student saw", range=AT_LEAST_0,
     )
+
+    target_gate: str = _option(
+        "teachers", "label-free targets (amalgam-kd): teachers: the teachers combined as they are; "
+        "student: each teacher's answer weighed by the mass the student puts on its classes "
+        "(ramped in from the teachers combined over --gate-warmup epochs)", choices=TARGET_GATES,
+    )
+    gate_warmup: float = _option(5.0, "epochs over which --target-gate student takes over from the "
+                                 "teachers combined", range=AT_LEAST_0)
 
     def __post_init__(self) -> None:
         check_fields(self)

@@ -22,7 +22,7 @@ from amalgam.models.teacher_archs import create_teacher
 from amalgam.tasks.builtin import get_task
 from amalgam.tasks.loader import TaskData, load_task_data
 from amalgam.tasks.spec import CAS771_FORMAT, Roster, TaskSpec, TeacherSpec, resolve_checkpoint_stem
-from amalgam.tasks.teacher_recipes import DEFAULT_TEACHER_RECIPE, with_teacher_recipe
+from amalgam.tasks.teacher_recipes import DEFAULT_TEACHER_RECIPE, teacher_training_data, with_teacher_recipe
 from amalgam.ui import say
 from amalgam.writable import check_writable
 
@@ -186,7 +186,8 @@ def train_task_teachers(
     recipe: str = DEFAULT_TEACHER_RECIPE,
 ) -> list[TeacherReport]:
     """`train.py teachers`: load the task's data, then train the teachers it does not name
-    checkpoints for, as the teacher recipe `recipe` says (its architecture and folder)."""
+    checkpoints for, as the teacher recipe `recipe` says (its architecture, folder and data)."""
     spec = with_teacher_recipe(get_task(task), recipe)
     data = load_task_data(spec, data_dir, val_fraction, train_per_class)
+    data = teacher_training_data(data, recipe, data_dir)
     return train_all_teachers(data, config, img_size or spec.img_size, root)
