@@ -140,7 +140,7 @@ class AmalgamKD(Method):
         combination's own over `--gate-warmup` epochs, since an untrained student knows nothing of
         whose image it is. The half kept matters: gated by the student alone, the target's split
         between teachers is the student's own, nothing corrects it, and on validation rosters 100
-        and 101 the student fell 4 to 6 points (docs/benchmarks/quality.md)."""
+        and 101 the student fell 6.3 and 1.9 points (docs/benchmarks/quality.md)."""
         share = warmup_factor(self.epochs_done, self.options.gate_warmup)
         guide = (1.0 - share) * target.float() + share * torch.softmax(student_logits.float(), dim=1)
         gated = gated_targets(teacher_logits, teacher_gates(guide, self.roster), self.roster,
