@@ -45,8 +45,7 @@ from amalgam.distill.teachers.loading import load_ensemble
 from amalgam.errors import UserError
 from amalgam.harness.evaluate import load_any_student, score_student
 from amalgam.harness.teacher_scores import teacher_scores
-from amalgam.tasks.builtin import get_task
-from amalgam.tasks.fashion import held_out_from_mini
+from amalgam.tasks.fashion import SCORING_SPLITS, scoring_images
 from amalgam.tasks.loader import load_task_data
 
 
@@ -82,7 +81,7 @@ def score_runs(roots: list[Path], device: torch.device, split: str = "test",
     """One row per finished run; with `cache`, a JSON file of rows already scored (keyed by run
     folder, split and the time its best.json was written) is read first and written after."""
     known = json.loads(cache.read_text()) if cache is not None and cache.is_file() else {}
-    scored = load_task_data(get_task("fashion")).test if split == "test" else held_out_from_mini()
+    scored = scoring_images(split)
     data_of, teachers_of, rows = {}, {}, []
     for run_dir in run_folders(roots):
         cache_key = f"{run_dir.resolve()}|{split}|{(run_dir / 'best.json').stat().st_mtime_ns}"
@@ -207,11 +206,16 @@ def mean_sd(values: list[float], unit: str = "run") -> str:
     return f"{100 * statistics.mean(values):.2f}{spread} ({runs})"
 
 
+def students_of(rows: list[dict]) -> list[str]:
+    """The students scored, the default one first: the headline's columns."""
+    return sorted({r["student"] for r in rows}, key=lambda name: (name != "mobilenetv3_small", name))
+
+
 def headline_table(rows: list[dict]) -> list[list]:
     """README's table: per teacher recipe, recipe and student, mean ± sd over every roster and
     seed scored; CE (it reads no teacher) once; the teachers combined (UHC balanced, the best line
     here) per teacher recipe, over the rosters."""
-    students = sorted({r["student"] for r in rows}, key=lambda name: (name != "mobilenetv3_small", name))
+    students = students_of(rows)
     recipes = sorted({r["teachers"] for r in rows if arm(r) not in (None, "ce")},
                      key=lambda name: (name != "default", name))
 
@@ -240,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--targets", action="store_true", help="the targets table instead of one row per run")
     parser.add_argument("--headline", action="store_true",
                         help="README's table: each recipe's mean per student")
-    parser.add_argument("--split", choices=("test", "held-out"), default="test",
+    parser.add_argument("--split", choices=SCORING_SPLITS, default="test",
                         help="the full test split, or 10,000 training images fashion-mini never uses")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--cache", type=Path, help="JSON file of scores kept between calls")
@@ -248,9 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = score_runs(args.roots, torch.device(args.device), args.split, args.cache)
     writer = csv.writer(sys.stdout, lineterminator="\n")
     if args.headline:
-        students = sorted({r["student"] for r in rows}, key=lambda name: (name != "mobilenetv3_small", name))
         writer.writerow(["recipe", "teachers", "labels",
-                         *(f"`{s}`, {args.split} %, mean ± sd" for s in students)])
+                         *(f"`{s}`, {args.split} %, mean ± sd" for s in students_of(rows))])
         writer.writerows(headline_table(rows))
     else:
         writer.writerow(TARGET_COLUMNS if args.targets else columns(args.split))

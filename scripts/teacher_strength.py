@@ -22,7 +22,7 @@ from amalgam import PROJECT_ROOT
 from amalgam.distill.teachers.loading import load_ensemble
 from amalgam.harness.teacher_scores import teacher_scores
 from amalgam.tasks.builtin import get_task
-from amalgam.tasks.fashion import held_out_from_mini
+from amalgam.tasks.fashion import SCORING_SPLITS, scoring_images
 from amalgam.tasks.loader import load_task_data
 from amalgam.tasks.teacher_recipes import with_teacher_recipe
 
@@ -31,10 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("rosters", nargs="+", help="fashion-mini roster numbers")
     parser.add_argument("--recipes", default="default,more-data", help="teacher recipes, comma-separated")
-    parser.add_argument("--split", choices=("test", "held-out"), default="test")
+    parser.add_argument("--split", choices=SCORING_SPLITS, default="test")
     args = parser.parse_args(argv)
     device = torch.device("cpu")
-    scored = load_task_data(get_task("fashion")).test if args.split == "test" else held_out_from_mini()
+    scored = scoring_images(args.split)
     writer = csv.writer(sys.stdout, lineterminator="\n")
     writer.writerow(["roster", "teachers", f"each teacher on its own classes ({args.split}), %",
                      f"teachers combined: mean / UHC / UHC balanced ({args.split}), %"])

@@ -115,6 +115,15 @@ def held_out_from_mini(folder: Path = SYSTEM_DIR, per_class: int = HELD_OUT_PER_
     return _per_class_block(read_fashion_split(folder, "train"), MINI_TRAIN_PER_CLASS, per_class)
 
 
+SCORING_SPLITS = ("test", "held-out")
+
+
+def scoring_images(split: str) -> ImageSet:
+    """10,000 images to score fashion-mini runs and teachers on: Fashion-MNIST's whole test split
+    (`test`, for reporting) or `held_out_from_mini` (`held-out`, for choosing)."""
+    return read_fashion_split(locate_fashion_dir(None), "test") if split == "test" else held_out_from_mini()
+
+
 def beyond_held_out(folder: Path, per_class: int) -> ImageSet:
     """`per_class` training images of each class after fashion-mini's and `held_out_from_mini`'s
     (file order): more data for teachers (teacher recipe `more-data`), none of it an image the

@@ -142,10 +142,11 @@ class AmalgamKD(Method):
         between teachers is the student's own, nothing corrects it, and on validation rosters 100
         and 101 the student fell 6.3 and 1.9 points (docs/benchmarks/quality.md)."""
         share = warmup_factor(self.epochs_done, self.options.gate_warmup)
-        guide = (1.0 - share) * target.float() + share * torch.softmax(student_logits.float(), dim=1)
+        plain = target.float()
+        guide = (1.0 - share) * plain + share * torch.softmax(student_logits.float(), dim=1)
         gated = gated_targets(teacher_logits, teacher_gates(guide, self.roster), self.roster,
                               self.options.temperature)
-        return (GATED_SHARE * gated + (1.0 - GATED_SHARE) * target.float()).to(target.dtype)
+        return (GATED_SHARE * gated + (1.0 - GATED_SHARE) * plain).to(target.dtype)
 
 
 register_method(SumOfTerms("fitnet+amalgam-kd", (AmalgamKD, FitNetHints)))
