@@ -138,7 +138,7 @@ def run_amalgam_arm(arm: str, workdir: Path, steps: int, warmup: int, precision:
     from amalgam.distill.engine.views import CACHEABLE_VIEWS
     from amalgam.distill.methods import MethodOptions, build_method
     from amalgam.distill.runs.recipes import LABELED_RECIPE, recipe_method_options
-    from amalgam.distill.runs.run import setup_feature_method
+    from amalgam.distill.runs.run import fit_to_training_set, setup_feature_method
     from amalgam.distill.teachers.cache import inference_ensemble, online_source, teacher_source_for
     from amalgam.distill.teachers.loading import load_ensemble
     from amalgam.models.model_input import ModelInput
@@ -175,6 +175,7 @@ def run_amalgam_arm(arm: str, workdir: Path, steps: int, warmup: int, precision:
         else:
             hint_size = map_size if method.hint_features_only else None
             source = online_source(inference_ensemble(ensemble, config), method.needs_features, hint_size)
+        fit_to_training_set(method, source, data, config, ensemble)  # start-up, as a run does (untimed)
         del ensemble
     trainer = Trainer(student, method, model_input, data.train, data.val, spec.num_classes, config, source)
     trainer.student.train()

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 import statistics
 import sys
 from collections import defaultdict
@@ -115,7 +116,8 @@ def score_runs(roots: list[Path], device: torch.device, split: str = "test",
             "task": spec.name, "teachers": settings.teacher_recipe, "student": settings.student,
             "epochs": settings.train.epochs, "method": settings.method,
             "teacher trust": settings.method_options.teacher_trust,
-            "target gate": settings.method_options.target_gate, "options": changed_options(settings),
+            "target gate": settings.method_options.target_gate,
+            "class prior": settings.method_options.class_prior, "options": changed_options(settings),
             "training labels": settings.train.labels,
             "seed": settings.train.seed,
             "val": json.loads((run_dir / "best.json").read_text())["metrics"]["val_acc"],
@@ -141,16 +143,24 @@ TARGET_COLUMNS = ("roster", "teachers", "student", "seeds", "CE, %", "best teach
                   "largest ECE after T-scaling (labeled / label-free)")
 
 
+def class_prior_of(row: dict) -> str:
+    """The run's --class-prior: as recorded, or, for rows cached before it was, its options say."""
+    if "class prior" in row:
+        return row["class prior"]
+    found = re.search(r"class_prior (\w+)", row["options"])
+    return found.group(1) if found else "none"
+
+
 def arm(row: dict) -> str | None:
     """Which line of the targets a run is: CE, the labeled default or the label-free default."""
     if row["method"] == "ce":
         return "ce"
     for name, recipe in (("labeled", LABELED_RECIPE), ("label-free", LABEL_FREE_RECIPE)):
         values = recipe.values
-        gate = row.get("target gate", "teachers")  # rows cached before the gate existed
-        ran = (row["method"], row["training labels"], row["teacher trust"], gate)
+        ran = (row["method"], row["training labels"], row["teacher trust"],
+               row.get("target gate", "teachers"), class_prior_of(row))  # no gate: cached before it
         if ran == (values["method"], values.get("labels", LABELED), values.get("teacher_trust", "fixed"),
-                   values.get("target_gate", "teachers")):
+                   values.get("target_gate", "teachers"), values.get("class_prior", "none")):
             return name
     return None
 

@@ -12,7 +12,7 @@ import torch
 
 from amalgam.distill.engine.train_config import TrainConfig
 from amalgam.distill.losses import apply_class_weights, balancing_log_weights, uhc_union_probs
-from amalgam.distill.losses.class_balance import BALANCE_TOLERANCE, LOG_WEIGHT_LIMIT
+from amalgam.distill.losses.class_balance import BALANCE_TOLERANCE, LOG_WEIGHT_LIMIT, label_marginal
 from amalgam.distill.methods import MethodOptions, TeacherOutputs, build_method
 from amalgam.distill.runs.run import fit_to_training_set
 from amalgam.distill.teachers.cache import cached_teacher_source
@@ -120,5 +120,93 @@ def test_adaptive_keeps_the_unchosen_teachers_classes_at_zero():
 
 
 def test_an_unknown_class_prior_is_refused():
-    with pytest.raises(UserError, match="--class-prior must be one of: none, uniform; got 'zipf'"):
+    with pytest.raises(UserError, match="--class-prior must be one of: none, uniform, labels; got 'zipf'"):
         MethodOptions(class_prior="zipf")
+
+
+def one_teacher_at_80_20(rows: int = 4):
+    """One teacher on classes a, b saying [0.8, 0.2] on every image: its union combination is
+    itself, and balanced over these images it says [0.5, 0.5] at any temperature."""
+    roster = roster_of(("a", "b"), classes="ab")
+    return roster, torch.log(torch.tensor([0.8, 0.2]))[None, None].repeat(rows, 1, 1)
+
+
+def test_uhc_ka_with_a_uniform_prior_distils_towards_the_balanced_combination_by_hand():
+    roster, logits = one_teacher_at_80_20()
+    options = MethodOptions(temperature=2.0, alpha=0.5, class_prior="uniform")
+    method = build_method("fitnet+uhc-ka", roster, options)
+    assert method.fits_training_set and "class_prior" in method.options_used
+    ka = method.parts[0]
+    with pytest.raises(RuntimeError, match="fitted at start-up"):
+        ka.targets_for(TeacherOutputs(logits))
+    assert method.fit_to_training_set(logits).startswith("class prior uniform")
+    half = torch.full((4, 2), 0.5)
+    # unbalanced, the softened teacher says [2/3, 1/3] at T 2; w^(1/2) = [1/sqrt 2, sqrt 2] evens it
+    torch.testing.assert_close(uhc_union_probs(logits, roster, 2.0)[0], torch.tensor([2 / 3, 1 / 3]))
+    torch.testing.assert_close(ka.targets_for(TeacherOutputs(logits)), half)
+    # the teachers' cache memoises the target before the prior; the prior is applied after it
+    memo = ka.teacher_targets(logits)
+    torch.testing.assert_close(ka.targets_for(TeacherOutputs(logits, targets=memo)), half)
+    # student logits [1, 0] at T 2: q = softmax([0.5, 0]); loss_kd = alpha T² KL([0.5, 0.5] || q)
+    student = torch.tensor([[1.0, 0.0]] * 4)
+    q1 = 1 / (1 + math.exp(-0.5))
+    kl = 0.5 * math.log(0.5 / q1) + 0.5 * math.log(0.5 / (1 - q1))
+    terms = ka.loss_terms(student, None, TeacherOutputs(logits), torch.tensor([0, 1, 0, 1]))
+    torch.testing.assert_close(terms["loss_kd"], torch.tensor(0.5 * 4 * kl))
+    # the label's CE keeps the rest: logits [1, 0] cost log(1 + e^-1) on a, log(1 + e) on b
+    ce = 0.5 * math.log(1 + math.exp(-1)) + 0.5 * math.log(1 + math.exp(1))
+    torch.testing.assert_close(terms["loss_ce"], torch.tensor(0.5 * ce))
+
+
+def test_uhc_kd_without_a_prior_fits_nothing_and_keeps_the_teachers_split():
+    roster, logits = one_teacher_at_80_20()
+    method = build_method("uhc-kd", roster, MethodOptions(temperature=1.0))
+    assert not method.fits_training_set and method.fit_to_training_set(logits) is None
+    torch.testing.assert_close(method.targets_for(TeacherOutputs(logits)), torch.tensor([[0.8, 0.2]] * 4))
+
+
+def test_the_per_class_trust_scores_the_balanced_combination_when_the_prior_is_uniform():
+    """Validation images of class b the teacher calls a at 0.8 / 0.2: unbalanced it gets them
+    wrong; balanced over a training set where it says 0.9 / 0.1 everywhere (w_b / w_a = 9),
+    they become 0.8 : 1.8, class b."""
+    roster, logits = one_teacher_at_80_20()
+    train = torch.log(torch.tensor([0.9, 0.1]))[None, None].repeat(6, 1, 1)
+    options = MethodOptions(class_prior="uniform", teacher_trust="per-class")
+    method = build_method("uhc-ka", roster, options)
+    method.fit_to_training_set(train)
+    method.fit_to_validation(logits, torch.tensor([1, 1, 1, 1]))
+    torch.testing.assert_close(method.class_trust.teachers_accuracy[1], torch.tensor(1.0))
+    unbalanced = build_method("uhc-ka", roster, MethodOptions(teacher_trust="per-class"))
+    unbalanced.fit_to_validation(logits, torch.tensor([1, 1, 1, 1]))
+    torch.testing.assert_close(unbalanced.class_trust.teachers_accuracy[1], torch.tensor(0.0))
+
+
+def test_rows_reweighed_to_the_labels_spread_by_hand():
+    """Every row [0.8, 0.2], labels a, a, a, b: add-one smoothed, the labels' marginal is
+    (3 + 1) / 6 : (1 + 1) / 6 = 2/3 : 1/3, so every row becomes [2/3, 1/3]."""
+    labels = torch.tensor([0, 0, 0, 1])
+    torch.testing.assert_close(label_marginal(labels, 2), torch.tensor([2 / 3, 1 / 3], dtype=torch.float64))
+    torch.testing.assert_close(label_marginal(torch.tensor([0, 1, 2] * 5), 3),
+                               torch.full((3,), 1 / 3, dtype=torch.float64))
+    # a class no training image has keeps a little mass
+    assert float(label_marginal(torch.tensor([0, 0]), 2)[1]) == 0.25
+    roster, logits = one_teacher_at_80_20()
+    method = build_method("uhc-ka", roster, MethodOptions(class_prior="labels", temperature=1.0))
+    with pytest.raises(RuntimeError, match="training labels"):
+        method.fit_to_training_set(logits)
+    line = method.fit_to_training_set(logits, labels=labels)
+    assert line.startswith("class prior labels") and "as the training labels do" in line
+    torch.testing.assert_close(method.targets_for(TeacherOutputs(logits)), torch.tensor([[2 / 3, 1 / 3]] * 4))
+    # w_a / w_b = (2/3 / 0.8) / (1/3 / 0.2) = 1/2
+    log_w = method.class_log_weights
+    torch.testing.assert_close(float(log_w[0] - log_w[1]), math.log(0.5))
+
+
+def test_the_labels_prior_on_a_balanced_set_is_the_uniform_prior():
+    roster = roster_of(("a", "b", "c"), ("b", "c", "d"), classes="abcd")
+    logits = teacher_logits()
+    uniform = build_method("uhc-kd", roster, MethodOptions(class_prior="uniform"))
+    uniform.fit_to_training_set(logits)
+    spread = build_method("uhc-kd", roster, MethodOptions(class_prior="labels"))
+    spread.fit_to_training_set(logits, labels=torch.arange(60) % 4)
+    torch.testing.assert_close(spread.class_log_weights, uniform.class_log_weights)

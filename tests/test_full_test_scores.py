@@ -32,19 +32,36 @@ def test_held_out_images_are_none_of_fashion_minis():
 
 
 def row(method: str, accuracy: float, labels: str = "train", student: str = "resnet18", trust: str = "fixed",
-        ece: float = 0.01) -> dict:
+        ece: float = 0.01, prior: str = "none") -> dict:
     return {"task": "r500", "teachers": "default", "student": student, "method": method,
-            "teacher trust": trust, "training labels": labels, "accuracy": accuracy, "ece_ts": ece,
-            "combined": (0.70, 0.75, 0.80)}
+            "teacher trust": trust, "class prior": prior, "options": "", "training labels": labels,
+            "accuracy": accuracy, "ece_ts": ece, "combined": (0.70, 0.75, 0.80)}
+
+
+def recipe_row(recipe, accuracy: float, **fields) -> dict:
+    """A run of `recipe` as score_runs records it."""
+    values = recipe.values
+    return row(values["method"], accuracy, labels=values.get("labels", "train"),
+               trust=values.get("teacher_trust", "fixed"), prior=values.get("class_prior", "none"), **fields)
+
+
+def test_a_run_is_the_default_only_with_every_setting_the_arm_reads():
+    labeled = full_test_scores.LABELED_RECIPE
+    assert full_test_scores.arm(recipe_row(labeled, 0.9)) == "labeled"
+    assert full_test_scores.arm(recipe_row(full_test_scores.LABEL_FREE_RECIPE, 0.9)) == "label-free"
+    other_prior = "uniform" if labeled.values.get("class_prior", "none") == "none" else "none"
+    assert full_test_scores.arm({**recipe_row(labeled, 0.9), "class prior": other_prior}) is None
+    # a row cached before it recorded its prior: read from its options
+    cached = recipe_row(full_test_scores.LABEL_FREE_RECIPE, 0.9)
+    del cached["class prior"]
+    assert full_test_scores.arm({**cached, "options": "temperature 2.0; class_prior uniform"}) == "label-free"
 
 
 def test_targets_are_means_over_seeds_against_ce_and_the_best_combined_line(monkeypatch):
-    labeled = full_test_scores.LABELED_RECIPE.values
-    free = full_test_scores.LABEL_FREE_RECIPE.values
-    trust = labeled.get("teacher_trust", "fixed")
+    labeled, free = full_test_scores.LABELED_RECIPE, full_test_scores.LABEL_FREE_RECIPE
     rows = [row("ce", 0.84), row("ce", 0.86),  # CE mean 0.85
-            row(labeled["method"], 0.87, trust=trust), row(labeled["method"], 0.89, trust=trust, ece=0.04),
-            row(free["method"], 0.815, labels="none"), row(free["method"], 0.825, labels="none")]
+            recipe_row(labeled, 0.87), recipe_row(labeled, 0.89, ece=0.04),
+            recipe_row(free, 0.815), recipe_row(free, 0.825)]
     [cells] = full_test_scores.target_table(rows)
     assert cells[3] == "2/2 (CE 2)"
     assert cells[4:6] == ["85.00", "80.00"]
@@ -55,12 +72,10 @@ def test_targets_are_means_over_seeds_against_ce_and_the_best_combined_line(monk
 
 
 def test_headline_has_a_line_per_teacher_recipe_and_ce_once():
-    labeled = full_test_scores.LABELED_RECIPE.values
-    trust = labeled.get("teacher_trust", "fixed")
+    labeled = full_test_scores.LABELED_RECIPE
     more = {"teachers": "more-data", "combined": (0.70, 0.80, 0.90)}
-    rows = [row("ce", 0.84), row("ce", 0.86),
-            row(labeled["method"], 0.87, trust=trust), row(labeled["method"], 0.89, trust=trust),
-            {**row(labeled["method"], 0.91, trust=trust), **more}]
+    rows = [row("ce", 0.84), row("ce", 0.86), recipe_row(labeled, 0.87), recipe_row(labeled, 0.89),
+            {**recipe_row(labeled, 0.91), **more}]
     table = full_test_scores.headline_table(rows)
     ce, default_teachers, more_teachers = table[0], table[1], table[2]
     assert ce[1:] == ["—", "yes", "85.00 ± 1.41 (2 runs)"]

@@ -238,6 +238,15 @@ def test_neighbour_targets_are_fitted_without_reading_a_label(tiny):
     assert config["method_options"]["target_neighbours"] == 3
 
 
+def test_compare_refuses_a_labels_prior_for_a_label_free_arm_before_any_arm_trains(tmp_path: Path):
+    config = TrainConfig(epochs=1, batch_size=16, quiet=True, device="cpu")
+    with pytest.raises(UserError, match="--class-prior labels"):
+        run_compare("fashion-mini", ["ce", "amalgam-kd:none"], 1, "mobilenetv3_small",
+                    MethodOptions(class_prior="labels"), config, 32, 12, None, root=tmp_path,
+                    out_dir=tmp_path / "report")
+    assert not (tmp_path / "report").exists()
+
+
 def test_compare_puts_labeled_and_label_free_arms_in_one_report(tiny, tmp_path: Path):
     assert parse_methods("ce, amalgam-kd:none,cfl") == ["ce", "amalgam-kd:none", "cfl"]
     assert parse_methods("amalgam-kd,ce:train", "none") == ["amalgam-kd:none", "ce"]
@@ -348,6 +357,9 @@ def test_cli_refuses_a_labeled_method_without_labels_and_a_missing_unlabeled_pat
     bad_prior = run_in_process("train.py", ["--task", "fashion-mini", "--method", "amalgam-kd", "--labels",
                                             "none", "--class-prior", "zipf", "--quiet"], tmp_path / "home")
     assert_one_line_error(bad_prior, "--class-prior", "uniform", "zipf")
+    label_prior = run_in_process("train.py", ["--task", "fashion-mini", "--labels", "none", "--class-prior",
+                                              "labels", "--quiet"], tmp_path / "home")
+    assert_one_line_error(label_prior, "--class-prior labels", "--labels none", "--class-prior uniform")
     toml = with_unlabeled(write_folder_task(tmp_path / "task"), "nowhere")
     missing = run_in_process("train.py", ["--task", str(toml), "--method", "amalgam-kd", "--labels", "none",
                                           "--quiet"], tmp_path / "home")

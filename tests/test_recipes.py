@@ -61,6 +61,7 @@ def test_no_flags_run_the_default_file_and_labels_none_alone_the_label_free_file
     from_file = settings_for(monkeypatch, ["--config", recipe_file(LABELED_RECIPE)])
     assert comparable(plain) == comparable(from_file)
     assert plain.method == LABELED_RECIPE.values["method"] and plain.train.labels == "train"
+    assert plain.method_options.class_prior == "labels" and plain.method_options.teacher_trust == "per-class"
     free = settings_for(monkeypatch, ["--labels", "none"])
     from_file = settings_for(monkeypatch, ["--config", recipe_file(LABEL_FREE_RECIPE)])
     assert comparable(free) == comparable(from_file)

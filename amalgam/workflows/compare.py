@@ -138,6 +138,8 @@ def run_compare(
     that reads no teacher, which trains the same on every roster: see roster_compare.py)."""
     if seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {seeds}")
+    for arm in methods:  # every arm's labels and options before the first arm trains
+        check_labels_mode(*split_arm(arm), options.class_prior)
     spec = with_teacher_recipe(get_task(task), teacher_recipe)
     spec = with_extra_teachers(spec, extra_teachers, extra_teachers_only)
     out_dir = out_dir or root / "reports" / spec.dir_name / spec.teacher_folder

@@ -25,13 +25,16 @@ def label_free_methods() -> list[str]:
     return [name for name, factory in METHODS.items() if not factory.needs_labels]
 
 
-def check_labels_mode(method: str, labels: str) -> None:
-    """Refuse an unknown mode, or `--labels none` with a method that reads labels."""
+def check_labels_mode(method: str, labels: str, class_prior: str = "none") -> None:
+    """Refuse an unknown mode, or `--labels none` with a method or a class prior that reads labels."""
     if labels not in LABEL_MODES:
         raise UserError(f"--labels must be one of: {', '.join(LABEL_MODES)}; got {labels!r}")
     if labels == LABEL_FREE and method in METHODS and METHODS[method].needs_labels:
         raise UserError(f"method {method!r} reads training labels, so it cannot train with --labels none; "
                         f"use a label-free method: {', '.join(label_free_methods())}")
+    if labels == LABEL_FREE and class_prior == "labels":
+        raise UserError("--class-prior labels reads the training labels' class frequencies, so it cannot "
+                        "train with --labels none; use --class-prior uniform (balanced classes) or none")
 
 
 def training_data(data: TaskData, labels: str, quiet: bool = False) -> TaskData:

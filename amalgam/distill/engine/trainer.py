@@ -79,7 +79,7 @@ class Trainer:
     ):
         if method.uses_teachers and teachers is None:
             raise UserError(f"method {method.name!r} needs teachers; train them first")
-        check_labels_mode(method.name, config.labels)
+        check_labels_mode(method.name, config.labels, method.options.class_prior)
         self.device = torch.device(config.device)
         self.student = student.to(self.device)
         self.method = method.to(self.device)

@@ -25,13 +25,16 @@ BALANCE_MAX_STEPS = 10_000
 LOG_WEIGHT_LIMIT = 10.0
 
 
-def balancing_log_weights(probs: torch.Tensor, tolerance: float = BALANCE_TOLERANCE,
-                          max_steps: int = BALANCE_MAX_STEPS) -> torch.Tensor:
-    """[C] log w, mean 0, such that rows of probs·w renormalised average to uniform.
+def balancing_log_weights(
+    probs: torch.Tensor, marginal: torch.Tensor | None = None,
+    tolerance: float = BALANCE_TOLERANCE, max_steps: int = BALANCE_MAX_STEPS,
+) -> torch.Tensor:
+    """[C] log w, mean 0, such that rows of probs·w renormalised average to `marginal` [C]
+    (positive, summing to 1; uniform when None).
 
     probs [N, C] are per-image distributions. Alternate scaling (Sinkhorn–Knopp with the row
-    sums fixed at 1): each step divides every class's weight by its share of the current mass
-    times C. The fixed point is unique up to a common factor, which the mean-0 log removes.
+    sums fixed at 1): each step divides every class's weight by its current mass over the mass
+    it should have. The fixed point is unique up to a common factor, which the mean-0 log removes.
     Where no balance exists the log-weights are clipped at ±`LOG_WEIGHT_LIMIT` and the fit ends
     after `max_steps`, as near as it got. A class no row gives any mass raises ValueError.
     """
@@ -39,10 +42,11 @@ def balancing_log_weights(probs: torch.Tensor, tolerance: float = BALANCE_TOLERA
         raise ValueError("a class has no mass in any row; it cannot be balanced")
     c = probs.shape[1]
     p = probs.double()
+    wanted = p.new_full((c,), 1.0 / c) if marginal is None else marginal.to(p)
     log_w = p.new_zeros(c)
     for _ in range(max_steps):
         weighted = p * log_w.exp()
-        share = (weighted / weighted.sum(dim=1, keepdim=True)).mean(dim=0) * c  # 1 when balanced
+        share = (weighted / weighted.sum(dim=1, keepdim=True)).mean(dim=0) / wanted  # 1 when balanced
         if float((share - 1).abs().max()) < tolerance:
             break
         log_w = log_w - share.log()
@@ -56,3 +60,37 @@ def apply_class_weights(
     """[B, C] probs (softened at `temperature`) times w^(1/T), renormalised."""
     weighted = probs * (log_weights.to(probs) / temperature).exp()
     return weighted / weighted.sum(dim=1, keepdim=True).clamp_min(1e-30)
+
+
+def label_marginal(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """[C] how the training labels spread over the classes, add-one smoothed so that a class
+    with no training image keeps a little mass (a balanced set gives exactly uniform)."""
+    counts = torch.bincount(labels.long().cpu(), minlength=num_classes).double()
+    return (counts + 1) / (counts.sum() + num_classes)
+
+
+def fit_class_prior(probs: torch.Tensor, prior: str,
+                    labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """`--class-prior uniform|labels` fitted on the combination at T = 1 of every training image
+    [N, C] (`labels`: theirs, for `labels`): the class log-weights, the rows reweighed by them,
+    and the line for the run's log."""
+    if prior == "labels":
+        if labels is None:
+            raise RuntimeError("--class-prior labels is fitted on the training labels; none were given")
+        marginal, spread = label_marginal(labels, probs.shape[1]), "as the training labels do"
+    else:
+        marginal, spread = None, "evenly"
+    log_weights = balancing_log_weights(probs, marginal)
+    weights = log_weights.exp()
+    line = (f"class prior {prior}: the teachers' combined answers on {len(probs)} training images "
+            f"reweighed per class by {float(weights.min()):.3g} to {float(weights.max()):.3g}, "
+            f"to spread over the classes {spread}")
+    return log_weights, apply_class_weights(probs, log_weights), line
+
+
+def with_fitted_prior(probs: torch.Tensor, log_weights: torch.Tensor | None, temperature: float,
+                      method: str) -> torch.Tensor:
+    """Targets [B, C] softened at `temperature`, reweighed by the prior fitted at start-up."""
+    if log_weights is None:
+        raise RuntimeError(f"{method}: --class-prior is fitted at start-up, before training")
+    return apply_class_weights(probs, log_weights, temperature)

@@ -18,12 +18,8 @@ from dataclasses import replace
 
 import torch
 
-from amalgam.distill.losses import (
-    apply_class_weights,
-    balancing_log_weights,
-    soft_cross_entropy,
-    uhc_union_probs,
-)
+from amalgam.distill.losses import soft_cross_entropy, uhc_union_probs
+from amalgam.distill.losses.class_balance import fit_class_prior, with_fitted_prior
 from amalgam.distill.losses.gated import gated_targets, teacher_gates
 from amalgam.distill.losses.neighbours import exact_search, nearest_neighbours, neighbour_mean, soften
 from amalgam.distill.methods.base import Capabilities, Method, MethodOptions, register_method
@@ -32,9 +28,6 @@ from amalgam.distill.methods.fitnet import FitNetHints
 from amalgam.distill.methods.sum_of_terms import SumOfTerms
 from amalgam.errors import UserError
 
-# Fitting combines the whole training set in blocks of about this many Hessian entries: UHC's
-# Newton steps hold a float64 [B, C, C] Hessian (2^25 entries = 256 MiB).
-FIT_HESSIAN_ENTRIES = 2**25
 # `--target-gate student`: the share of the target the student-gated teachers take (see `student_gated`)
 GATED_SHARE = 0.5
 
@@ -70,23 +63,19 @@ class AmalgamKD(Method):
         # a class prior and neighbour targets are fitted at start-up; neighbours beyond the image
         # itself are found in the teachers' features
         return replace(cls.capabilities,
-                       fits_training_set=options.class_prior == "uniform" or options.target_neighbours > 0,
+                       fits_training_set=options.class_prior != "none" or options.target_neighbours > 0,
                        fit_reads_features=options.target_neighbours > 1)
 
-    def fit_to_training_set(self, teacher_logits: torch.Tensor,
-                            teacher_features: torch.Tensor | None = None) -> str | None:
+    def fit_to_training_set(self, teacher_logits: torch.Tensor, teacher_features: torch.Tensor | None = None,
+                            labels: torch.Tensor | None = None) -> str | None:
         if not self.fits_training_set:
             return None
-        block = max(1, FIT_HESSIAN_ENTRIES // self.roster.num_classes**2)
-        probs = torch.cat([self.combined(part, 1.0) for part in teacher_logits.split(block)])
+        blocks = teacher_logits.split(self.target_block_rows(teacher_logits))
+        probs = torch.cat([self.combined(block, 1.0) for block in blocks])
         lines = []
-        if self.options.class_prior == "uniform":
-            self.class_log_weights = balancing_log_weights(probs)
-            probs = apply_class_weights(probs, self.class_log_weights)
-            weights = self.class_log_weights.exp()
-            lines.append(f"class prior uniform: the teachers' combined answers on {len(probs)} training "
-                         f"images reweighed per class by {float(weights.min()):.3g} "
-                         f"to {float(weights.max()):.3g}")
+        if self.options.class_prior != "none":
+            self.class_log_weights, probs, line = fit_class_prior(probs, self.options.class_prior, labels)
+            lines.append(line)
         k = self.options.target_neighbours
         if k > 0:
             if k > len(probs):
@@ -110,11 +99,9 @@ class AmalgamKD(Method):
         """The distribution over the union the student is pulled to, from the teachers on a view
         (`combined`: their combination at `temperature`, when already computed)."""
         probs = self.combined(teacher_logits, temperature) if combined is None else combined
-        if self.options.class_prior != "uniform":
+        if self.options.class_prior == "none":
             return probs
-        if self.class_log_weights is None:
-            raise RuntimeError(f"{self.name}: --class-prior uniform is fitted at start-up, before training")
-        return apply_class_weights(probs, self.class_log_weights, temperature)
+        return with_fitted_prior(probs, self.class_log_weights, temperature, self.name)
 
     def image_targets_at(self, index: torch.Tensor | None, temperature: float) -> torch.Tensor:
         """The targets fixed at start-up (`--target-neighbours`) of training images `index`, softened."""

@@ -26,7 +26,7 @@ from amalgam.tasks.spec import Roster
 TARGET_BLOCK_ENTRIES = 2**25
 TEACHER_FILTERS = ("none", "covering", "correct")
 TEACHER_TRUSTS = ("fixed", "per-class")
-CLASS_PRIORS = ("none", "uniform")
+CLASS_PRIORS = ("none", "uniform", "labels")
 TARGET_GATES = ("teachers", "student")
 
 
@@ -66,8 +66,9 @@ class MethodOptions:
         "right", choices=TEACHER_FILTERS,
     )
     class_prior: str = _option(
-        "none", "label-free targets (amalgam-kd, cfl, adaptive): uniform reweighs the classes so the "
-        "teachers' combined target spreads the training images evenly (for balanced data); none: as is",
+        "none", "teachers-combined targets (amalgam-kd, cfl, adaptive, uhc-kd, uhc-ka): uniform reweighs "
+        "the classes so the teachers' combined target spreads the training images evenly (for balanced "
+        "data); labels: as the training labels spread them (reads labels); none: as is",
         choices=CLASS_PRIORS,
     )
     teacher_trust: str = _option(
@@ -243,13 +244,13 @@ class Method(ReadsCapabilities, nn.Module):
         """The batch's `teacher_targets`: memoised with the cache when it holds them, else computed."""
         return teacher.targets if teacher.targets is not None else self.teacher_targets(teacher.logits)
 
-    def fit_to_training_set(self, teacher_logits: torch.Tensor,
-                            teacher_features: torch.Tensor | None = None) -> str | None:
+    def fit_to_training_set(self, teacher_logits: torch.Tensor, teacher_features: torch.Tensor | None = None,
+                            labels: torch.Tensor | None = None) -> str | None:
         """Fit what depends on the whole training set, from every teacher's logits [N, K, L] on
         its plain images and, where `fit_reads_features`, their pooled features [N, D]
-        (`losses.neighbours.pooled_features`); run once at start-up, and again on resume: it is a
-        pure function of the teachers and the images. Returns a line for the log saying what was
-        fitted."""
+        (`losses.neighbours.pooled_features`), and, for `--class-prior labels` only, the training
+        labels [N]; run once at start-up, and again on resume: it is a pure function of the
+        teachers, the images and the labels. Returns a line for the log saying what was fitted."""
         return None
 
     def fit_to_validation(self, teacher_logits: torch.Tensor, labels: torch.Tensor) -> str | None:

@@ -79,9 +79,9 @@ class SummedMethod(Method):
             return super().teacher_targets(teacher_logits)
         return next(part for part in self.parts if part.fixed_targets).teacher_targets(teacher_logits)
 
-    def fit_to_training_set(self, teacher_logits: torch.Tensor,
-                            teacher_features: torch.Tensor | None = None) -> str | None:
-        lines = [part.fit_to_training_set(teacher_logits, teacher_features) for part in self.parts]
+    def fit_to_training_set(self, teacher_logits: torch.Tensor, teacher_features: torch.Tensor | None = None,
+                            labels: torch.Tensor | None = None) -> str | None:
+        lines = [part.fit_to_training_set(teacher_logits, teacher_features, labels) for part in self.parts]
         return "; ".join(line for line in lines if line) or None
 
     def fit_to_validation(self, teacher_logits: torch.Tensor, labels: torch.Tensor) -> str | None:

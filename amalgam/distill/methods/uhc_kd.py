@@ -3,7 +3,11 @@ Classifiers" does (`uhc_union_probs`), with the student's own cross-entropy.
 
 Unlike `kd`'s rule, the target does not depend on the label: every teacher speaks on every
 image, and a class the covering teachers do not know still gets the mass the others give it
-through the classes they share.
+through the classes they share. With `--class-prior uniform` the combination is balanced over
+the training set first (or, with `labels`, spread as the training labels are), as `amalgam-kd`
+balances it (losses/class_balance.py): partial teachers
+pile mass on some classes of images they never saw, and the balanced combination is the better
+classifier on every roster measured (docs/benchmarks/quality.md).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from dataclasses import replace
 import torch
 
 from amalgam.distill.losses import kd_loss, uhc_union_probs
+from amalgam.distill.losses.class_balance import fit_class_prior, with_fitted_prior
 from amalgam.distill.methods.base import Capabilities, Method, MethodOptions, register_method
 from amalgam.distill.methods.class_trust import ClassTrust
 from amalgam.tasks.spec import Roster
@@ -21,7 +26,7 @@ from amalgam.tasks.spec import Roster
 @register_method
 class UnionClassifierKD(Method):
     name = "uhc-kd"
-    capabilities = Capabilities(options_used=("temperature", "alpha", "teacher_trust"))
+    capabilities = Capabilities(options_used=("temperature", "alpha", "teacher_trust", "class_prior"))
 
     fixed_targets = True  # the combination reads only the teachers' logits: cached teachers' is memoised
 
@@ -29,19 +34,42 @@ class UnionClassifierKD(Method):
         super().__init__(roster, options)
         # --teacher-trust per-class only, so a fixed-trust run's saved state has no such keys
         self.class_trust = ClassTrust(roster.coverage.shape[1]) if self.fits_validation else None
+        self.class_log_weights: torch.Tensor | None = None  # --class-prior uniform, fit_to_training_set
 
     @classmethod
     def capabilities_at(cls, options: MethodOptions) -> Capabilities:
-        return replace(cls.capabilities, fits_validation=options.teacher_trust == "per-class")
+        return replace(cls.capabilities, fits_validation=options.teacher_trust == "per-class",
+                       fits_training_set=options.class_prior != "none")
 
     def teacher_targets(self, teacher_logits):
+        """The combination at the run's temperature, before the class prior (what the teachers'
+        cache memoises: the prior is fitted after the cache is built, and cheap per batch)."""
         return uhc_union_probs(teacher_logits, self.roster, self.options.temperature)
+
+    def targets_for(self, teacher) -> torch.Tensor:
+        return self.with_class_prior(super().targets_for(teacher))
+
+    def with_class_prior(self, targets: torch.Tensor) -> torch.Tensor:
+        if self.options.class_prior == "none":
+            return targets
+        return with_fitted_prior(targets, self.class_log_weights, self.options.temperature, self.name)
+
+    def fit_to_training_set(self, teacher_logits: torch.Tensor, teacher_features: torch.Tensor | None = None,
+                            labels: torch.Tensor | None = None) -> str | None:
+        if not self.fits_training_set:
+            return None
+        blocks = teacher_logits.split(self.target_block_rows(teacher_logits))
+        probs = torch.cat([uhc_union_probs(block, self.roster, 1.0) for block in blocks])
+        self.class_log_weights, _, line = fit_class_prior(probs, self.options.class_prior, labels)
+        return line
 
     def fit_to_validation(self, teacher_logits: torch.Tensor, labels: torch.Tensor) -> str | None:
         if self.class_trust is None:
             return None
         blocks = teacher_logits.split(self.target_block_rows(teacher_logits))
-        predicted = torch.cat([self.teacher_targets(block).argmax(dim=1) for block in blocks])
+        # the trust compares the student with the target it is pulled to: the prior's, if any
+        predicted = torch.cat([self.with_class_prior(self.teacher_targets(block)).argmax(dim=1)
+                               for block in blocks])
         return self.class_trust.fit(predicted, labels)
 
     def observe_validation(self, per_class_accuracy: torch.Tensor) -> None:

@@ -139,7 +139,8 @@ def start_up(
     spec = data.spec if given is not None and data is not None else settings.task_spec()
     say(f"task {spec.name}: {describe_roster(spec.teachers)}", settings.train.quiet)
     method = build_method(settings.method, spec.roster(), settings.method_options)
-    check_labels_mode(settings.method, settings.train.labels)  # before any data is read
+    # before any data is read
+    check_labels_mode(settings.method, settings.train.labels, settings.method_options.class_prior)
     data = data or load_task_data(spec, settings.data_dir, settings.val_fraction, settings.train_per_class)
     data = training_data(data, settings.train.labels, settings.train.quiet)
     env = init_distributed(settings.train.device)
@@ -214,7 +215,9 @@ def fit_to_training_set(
             if method.fit_reads_features:
                 feature_blocks.append(pooled_features(ensemble.forward_with_features(view)[1]).cpu())
     features = torch.cat(feature_blocks) if feature_blocks else None
-    fitted = method.fit_to_training_set(torch.cat(logit_blocks), features)
+    # only --class-prior labels reads them (a --labels none run with it is refused at start)
+    labels = data.train.labels if method.options.class_prior == "labels" else None
+    fitted = method.fit_to_training_set(torch.cat(logit_blocks), features, labels)
     if fitted:
         say(fitted, config.quiet)
 
