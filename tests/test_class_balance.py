@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from amalgam.distill.engine.train_config import TrainConfig
-from amalgam.distill.losses import apply_class_weights, balancing_log_weights, uhc_union_probs
+from amalgam.distill.losses import apply_class_weights, balancing_log_weights, class_balance, uhc_union_probs
 from amalgam.distill.losses.class_balance import BALANCE_TOLERANCE, LOG_WEIGHT_LIMIT, label_marginal
 from amalgam.distill.methods import MethodOptions, TeacherOutputs, build_method
 from amalgam.distill.runs.run import fit_to_training_set
@@ -210,3 +210,34 @@ def test_the_labels_prior_on_a_balanced_set_is_the_uniform_prior():
     spread = build_method("uhc-kd", roster, MethodOptions(class_prior="labels"))
     spread.fit_to_training_set(logits, labels=torch.arange(60) % 4)
     torch.testing.assert_close(spread.class_log_weights, uniform.class_log_weights)
+
+
+def test_a_class_prior_is_fitted_on_a_bounded_sample_and_neighbours_on_every_image(monkeypatch):
+    """A prior is C numbers: past max(PRIOR_FIT_MIN_ROWS, PRIOR_ROWS_PER_CLASS · C) images start-up
+    asks the teachers (here their cache) for a fixed sample only, and fits on those images' labels;
+    neighbour targets are per image, so they are fitted on every image."""
+    monkeypatch.setattr(class_balance, "PRIOR_FIT_MIN_ROWS", 20)
+    monkeypatch.setattr(class_balance, "PRIOR_ROWS_PER_CLASS", 2)  # 4 classes: 8, so the limit is 20
+    rows = class_balance.prior_fit_rows(60, 4)
+    assert len(rows) == 20 and bool((rows[1:] > rows[:-1]).all()) and int(rows.max()) < 60
+    assert torch.equal(rows, class_balance.prior_fit_rows(60, 4))  # a fixed draw: a resume refits the same
+    assert torch.equal(class_balance.prior_fit_rows(20, 4), torch.arange(20))
+    roster = roster_of(("a", "b", "c"), ("b", "c", "d"), classes="abcd")
+    logits, labels = teacher_logits(), torch.arange(60) % 4
+    cached = cached_teacher_source(CachedTeachers(("plain",), logits[:, None], None, 0))
+    train = SimpleNamespace(images=torch.zeros(60, 1, 4, 4, dtype=torch.uint8), labels=labels)
+    prior = build_method("fitnet+uhc-ka", roster, MethodOptions(class_prior="labels"))
+    neighbours = build_method("amalgam-kd", roster, MethodOptions(class_prior="uniform", target_neighbours=1))
+    for method, expected in ((prior, rows), (neighbours, torch.arange(60))):
+        asked = []
+
+        def source(index, view, flipped=None, asked=asked):
+            asked.append(index)
+            return cached(index, view, flipped)
+
+        data = SimpleNamespace(train=train)
+        fit_to_training_set(method, source, data, TrainConfig(quiet=True), batch_size=8)
+        assert torch.equal(torch.cat(asked), expected)
+    by_hand = build_method("uhc-ka", roster, MethodOptions(class_prior="labels"))
+    by_hand.fit_to_training_set(logits[rows], labels=labels[rows])
+    torch.testing.assert_close(prior.parts[0].class_log_weights, by_hand.class_log_weights)

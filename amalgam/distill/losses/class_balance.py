@@ -20,6 +20,11 @@ import torch
 
 BALANCE_TOLERANCE = 1e-6  # largest relative deviation of a class's mass from N / C at the end
 BALANCE_MAX_STEPS = 10_000
+# A class prior is C numbers: it is fitted on at most this many training images (at least
+# PRIOR_ROWS_PER_CLASS per class on average), so that its start-up stays bounded at a million images
+# and a thousand classes (the [N, C] float64 scaling would need 8 GB there, and one UHC pass over N).
+PRIOR_FIT_MIN_ROWS = 20_000
+PRIOR_ROWS_PER_CLASS = 50
 # Where no balance exists (a target that is zero outside one teacher's classes, as adaptive's,
 # can make it impossible), the weights would run off to infinity; they stop at e^±LOG_WEIGHT_LIMIT.
 LOG_WEIGHT_LIMIT = 10.0
@@ -60,6 +65,18 @@ def apply_class_weights(
     """[B, C] probs (softened at `temperature`) times w^(1/T), renormalised."""
     weighted = probs * (log_weights.to(probs) / temperature).exp()
     return weighted / weighted.sum(dim=1, keepdim=True).clamp_min(1e-30)
+
+
+def prior_fit_rows(num_images: int, num_classes: int) -> torch.Tensor:
+    """The training images a class prior is fitted on, in order: all of them up to
+    max(PRIOR_FIT_MIN_ROWS, PRIOR_ROWS_PER_CLASS · C), else that many drawn with a fixed seed (so
+    the fit stays a pure function of the teachers and the images, and a resumed run refits it
+    the same)."""
+    limit = max(PRIOR_FIT_MIN_ROWS, PRIOR_ROWS_PER_CLASS * num_classes)
+    if num_images <= limit:
+        return torch.arange(num_images)
+    drawn = torch.randperm(num_images, generator=torch.Generator().manual_seed(0))[:limit]
+    return drawn.sort().values
 
 
 def label_marginal(labels: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -64,7 +64,8 @@ class AmalgamKD(Method):
         # itself are found in the teachers' features
         return replace(cls.capabilities,
                        fits_training_set=options.class_prior != "none" or options.target_neighbours > 0,
-                       fit_reads_features=options.target_neighbours > 1)
+                       fit_reads_features=options.target_neighbours > 1,
+                       fit_per_image=options.target_neighbours > 0)
 
     def fit_to_training_set(self, teacher_logits: torch.Tensor, teacher_features: torch.Tensor | None = None,
                             labels: torch.Tensor | None = None) -> str | None:

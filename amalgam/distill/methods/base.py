@@ -130,9 +130,12 @@ class Capabilities:
     hint_features_only: bool = False
     needs_labels: bool = True  # reads training labels; False: may train with `--labels none`
     # start-up hands `fit_to_training_set` the teachers' training-set logits (and, with
-    # `fit_reads_features`, their pooled features); these two may depend on the options
+    # `fit_reads_features`, their pooled features); these three may depend on the options. A fit
+    # that keeps something per training image (`fit_per_image`) is handed every image; one that
+    # fits per class (a class prior) a bounded sample (`class_balance.prior_fit_rows`)
     fits_training_set: bool = False
     fit_reads_features: bool = False
+    fit_per_image: bool = False
     # start-up hands `fit_to_validation` the teachers' logits on the validation images, and
     # every validation hands `observe_validation` the student's per-class accuracy
     fits_validation: bool = False
@@ -150,6 +153,7 @@ class Capabilities:
             needs_labels=any(part.needs_labels for part in parts),
             fits_training_set=any(part.fits_training_set for part in parts),
             fit_reads_features=any(part.fit_reads_features for part in parts),
+            fit_per_image=any(part.fit_per_image for part in parts),
             fits_validation=any(part.fits_validation for part in parts),
         )
 
@@ -179,6 +183,7 @@ class ReadsCapabilities:
     needs_labels = Capability()
     fits_training_set = Capability()
     fit_reads_features = Capability()
+    fit_per_image = Capability()
     fits_validation = Capability()
 
 
@@ -247,10 +252,11 @@ class Method(ReadsCapabilities, nn.Module):
     def fit_to_training_set(self, teacher_logits: torch.Tensor, teacher_features: torch.Tensor | None = None,
                             labels: torch.Tensor | None = None) -> str | None:
         """Fit what depends on the whole training set, from every teacher's logits [N, K, L] on
-        its plain images and, where `fit_reads_features`, their pooled features [N, D]
-        (`losses.neighbours.pooled_features`), and, for `--class-prior labels` only, the training
-        labels [N]; run once at start-up, and again on resume: it is a pure function of the
-        teachers, the images and the labels. Returns a line for the log saying what was fitted."""
+        its plain images (every image where `fit_per_image`, else a bounded sample) and, where
+        `fit_reads_features`, their pooled features [N, D] (`losses.neighbours.pooled_features`),
+        and, for `--class-prior labels` only, those images' training labels [N]; run once at
+        start-up, and again on resume: it is a pure function of the teachers, the images and the
+        labels. Returns a line for the log saying what was fitted."""
         return None
 
     def fit_to_validation(self, teacher_logits: torch.Tensor, labels: torch.Tensor) -> str | None:

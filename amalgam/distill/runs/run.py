@@ -20,6 +20,7 @@ from amalgam.distill.engine.loss_log import epoch_line
 from amalgam.distill.engine.train_config import TrainConfig
 from amalgam.distill.engine.trainer import NonFiniteLoss, TeacherSource, Trainer
 from amalgam.distill.engine.views import to_unit_float
+from amalgam.distill.losses.class_balance import prior_fit_rows
 from amalgam.distill.losses.neighbours import pooled_features
 from amalgam.distill.methods import Method, build_method
 from amalgam.distill.runs.folders import (
@@ -195,20 +196,22 @@ def fit_to_training_set(
     method: Method, teachers: TeacherSource, data: TaskData, config: TrainConfig,
     ensemble: TeacherEnsemble | None = None, batch_size: int = 256,
 ) -> None:
-    """Hand a method that needs it (`--class-prior uniform`, `--target-neighbours`) every
-    teacher's logits on the whole training set, plain view, from the source training reads: the
-    cache's entry when there is one (no teacher runs again), else the teachers online; and, where
-    the method reads them, the teachers' pooled features, from `ensemble` (one more pass, as
-    setting up a feature method does). Every rank computes the same."""
+    """Hand a method that needs it (`--class-prior`, `--target-neighbours`) every teacher's
+    logits on the training set (every image for a fit per image, else `prior_fit_rows`), plain
+    view, from the source training reads: the cache's entry when there is one (no teacher runs
+    again), else the teachers online; and, where the method reads them, the teachers' pooled
+    features, from `ensemble` (one more pass, as setting up a feature method does). Every rank
+    computes the same."""
     if not method.fits_training_set:
         return
     if method.fit_reads_features and ensemble is None:
         raise ValueError(f"{method.name}: fitting to the training set needs the teachers' features")
     device = torch.device(config.device)
     images = data.train.images
+    rows = (torch.arange(len(images)) if method.fit_per_image
+            else prior_fit_rows(len(images), method.roster.num_classes))
     logit_blocks, feature_blocks = [], []
-    for start in range(0, len(images), batch_size):
-        index = torch.arange(start, min(start + batch_size, len(images)))
+    for index in rows.split(batch_size):
         view = to_unit_float(images[index], device)
         with torch.no_grad():
             logit_blocks.append(teachers(index, view).logits.float().cpu())
@@ -216,7 +219,7 @@ def fit_to_training_set(
                 feature_blocks.append(pooled_features(ensemble.forward_with_features(view)[1]).cpu())
     features = torch.cat(feature_blocks) if feature_blocks else None
     # only --class-prior labels reads them (a --labels none run with it is refused at start)
-    labels = data.train.labels if method.options.class_prior == "labels" else None
+    labels = data.train.labels[rows] if method.options.class_prior == "labels" else None
     fitted = method.fit_to_training_set(torch.cat(logit_blocks), features, labels)
     if fitted:
         say(fitted, config.quiet)
