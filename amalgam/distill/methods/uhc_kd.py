@@ -4,10 +4,10 @@ Classifiers" does (`uhc_union_probs`), with the student's own cross-entropy.
 Unlike `kd`'s rule, the target does not depend on the label: every teacher speaks on every
 image, and a class the covering teachers do not know still gets the mass the others give it
 through the classes they share. With `--class-prior uniform` the combination is balanced over
-the training set first (or, with `labels`, spread as the training labels are), as `amalgam-kd`
-balances it (losses/class_balance.py): partial teachers
-pile mass on some classes of images they never saw, and the balanced combination is the better
-classifier on every roster measured (docs/benchmarks/quality.md).
+the training set first (with `labels`, spread as the training labels are), as `amalgam-kd`
+balances it (losses/class_balance.py): partial teachers pile mass on some classes of images
+they never saw, and the balanced combination is the better classifier on every roster measured
+(docs/benchmarks/quality.md).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class UnionClassifierKD(Method):
         super().__init__(roster, options)
         # --teacher-trust per-class only, so a fixed-trust run's saved state has no such keys
         self.class_trust = ClassTrust(roster.coverage.shape[1]) if self.fits_validation else None
-        self.class_log_weights: torch.Tensor | None = None  # --class-prior uniform, fit_to_training_set
+        self.class_log_weights: torch.Tensor | None = None  # --class-prior, set by fit_to_training_set
 
     @classmethod
     def capabilities_at(cls, options: MethodOptions) -> Capabilities:
