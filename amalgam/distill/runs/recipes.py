@@ -41,7 +41,7 @@ class Recipe:
 # teachers' combination spread over the classes as the training labels spread them (partial
 # teachers pile their mass on a few classes: balanced, the combination is the better classifier on
 # every roster measured; the student gained on 5 of 6 cells of the screen, +0.28 on the mean, and
-# measured -0.22 on the fresh rosters: both within seed noise).
+# measured -0.23 on the fresh rosters: both within seed noise).
 LABELED_RECIPE = Recipe("default", MappingProxyType({
     "method": DEFAULT_METHOD, "temperature": 4.0, "alpha": 0.5, "hint_weight": 15.0, "epochs": 24,
     "teacher_trust": "per-class", "class_prior": "labels",
