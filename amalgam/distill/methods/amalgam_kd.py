@@ -71,8 +71,7 @@ class AmalgamKD(Method):
                             labels: torch.Tensor | None = None) -> str | None:
         if not self.fits_training_set:
             return None
-        blocks = teacher_logits.split(self.target_block_rows(teacher_logits))
-        probs = torch.cat([self.combined(block, 1.0) for block in blocks])
+        probs = self.over_blocks(lambda block: self.combined(block, 1.0), teacher_logits)
         lines = []
         if self.options.class_prior != "none":
             self.class_log_weights, probs, line = fit_class_prior(probs, self.options.class_prior, labels)

@@ -245,6 +245,12 @@ class Method(ReadsCapabilities, nn.Module):
         width = teacher_logits.shape[1] * teacher_logits.shape[2] + self.roster.num_classes
         return max(1, TARGET_BLOCK_ENTRIES // width)
 
+    def over_blocks(self, combine: Callable[[torch.Tensor], torch.Tensor],
+                    teacher_logits: torch.Tensor) -> torch.Tensor:
+        """`combine` over many images' logits [N, K, L], `target_block_rows` at a time, concatenated."""
+        blocks = teacher_logits.split(self.target_block_rows(teacher_logits))
+        return torch.cat([combine(block) for block in blocks])
+
     def targets_for(self, teacher: TeacherOutputs) -> torch.Tensor:
         """The batch's `teacher_targets`: memoised with the cache when it holds them, else computed."""
         return teacher.targets if teacher.targets is not None else self.teacher_targets(teacher.logits)

@@ -58,19 +58,18 @@ class UnionClassifierKD(Method):
                             labels: torch.Tensor | None = None) -> str | None:
         if not self.fits_training_set:
             return None
-        blocks = teacher_logits.split(self.target_block_rows(teacher_logits))
-        probs = torch.cat([uhc_union_probs(block, self.roster, 1.0) for block in blocks])
+        probs = self.over_blocks(lambda block: uhc_union_probs(block, self.roster, 1.0), teacher_logits)
         self.class_log_weights, _, line = fit_class_prior(probs, self.options.class_prior, labels)
         return line
 
     def fit_to_validation(self, teacher_logits: torch.Tensor, labels: torch.Tensor) -> str | None:
         if self.class_trust is None:
             return None
-        blocks = teacher_logits.split(self.target_block_rows(teacher_logits))
         # the trust compares the student with the target it is pulled to: the prior's, if any
-        predicted = torch.cat([self.with_class_prior(self.teacher_targets(block)).argmax(dim=1)
-                               for block in blocks])
-        return self.class_trust.fit(predicted, labels)
+        def predicted_classes(block: torch.Tensor) -> torch.Tensor:
+            return self.with_class_prior(self.teacher_targets(block)).argmax(dim=1)
+
+        return self.class_trust.fit(self.over_blocks(predicted_classes, teacher_logits), labels)
 
     def observe_validation(self, per_class_accuracy: torch.Tensor) -> None:
         if self.class_trust is not None:
