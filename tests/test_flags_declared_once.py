@@ -32,13 +32,14 @@ from amalgam.tasks.spec import Roster
 GROUP = typer.main.get_command(app)
 COMMANDS = {"distil": GROUP, **{name: GROUP.commands[name] for name in ("compare", "teachers", "pipeline")}}
 # the commands that train, and the settings each one takes; teachers are trained with labels and
-# are not distilled from frozen teachers, and the pipeline passes on only these four
+# are not distilled from frozen teachers, and the pipeline passes on only these four and the
+# distilled student's method options
 TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
 TAKES = {
     "distil": (TRAIN_FIELDS, {f.name for f in fields(MethodOptions)}),
     "compare": (TRAIN_FIELDS, {f.name for f in fields(MethodOptions)}),
     "teachers": (TRAIN_FIELDS - {"labels", "teacher_precision"}, set()),
-    "pipeline": ({"epochs", "seed", "device", "quiet"}, set()),
+    "pipeline": ({"epochs", "seed", "device", "quiet"}, {f.name for f in fields(MethodOptions)}),
 }
 OTHER_TEXT = {"opt": "sgd", "device": "cpu"}  # text settings without a list of choices
 
@@ -103,7 +104,7 @@ def test_each_command_has_its_own_defaults():
     assert all(options["device"].default == "auto" for options in defaults.values())
 
 
-@pytest.mark.parametrize("command", ["distil", "compare", "teachers"])
+@pytest.mark.parametrize("command", ["distil", "compare", "teachers", "pipeline"])
 def test_every_flag_reaches_the_settings_the_command_builds(command: str):
     """Every setting given a non-default value on the command line is in the TrainConfig and
     MethodOptions the command builds from what it parsed."""
@@ -189,7 +190,7 @@ def test_options_that_ask_for_a_fit_change_the_built_methods_capabilities():
     assert built.needs_features and built.hint_features_only and built.uses_teachers
     assert not recipe.fits_training_set  # unbuilt, at no options
     assert built.options_used == ("temperature", "class_prior", "target_neighbours", "target_gate",
-                                    "gate_warmup", "hint_weight")
+                                    "gate_warmup", "hard_target_weight", "hint_weight")
 
 
 def test_merging_reads_maps_as_hints_only_if_every_reader_does():

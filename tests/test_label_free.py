@@ -104,6 +104,21 @@ def test_amalgam_kd_is_kl_to_the_union_the_teachers_agree_on():
     assert float(terms["loss_kd"]) == pytest.approx(expected, rel=1e-5)
 
 
+def test_hard_target_weight_adds_cross_entropy_to_the_targets_top_class():
+    roster = roster_of(("a", "b"), ("b", "c"), classes="abc")
+    q = [0.5, 0.3, 0.2]  # as above: UHC gives q back, whose top class is "a"
+    t = 2.0
+    teacher = padded([t * math.log(v) for v in (0.625, 0.375)], [t * math.log(v) for v in (0.6, 0.4)],
+                     width=2)[None]
+    student = torch.tensor([[0.3, -0.2, 1.1]])
+    options = MethodOptions(temperature=t, hard_target_weight=0.7)
+    terms = build_method("amalgam-kd", roster, options).loss_terms(student, None, TeacherOutputs(teacher), None)
+    assert list(terms) == ["loss_kd", "loss_hard_target"]
+    assert float(terms["loss_kd"]) == pytest.approx(t * t * kl(q, softmax(student[0].tolist(), t)), rel=1e-5)
+    assert float(terms["loss_hard_target"]) == pytest.approx(-0.7 * math.log(softmax(student[0].tolist())[0]),
+                                                             rel=1e-5)
+
+
 def test_adaptive_is_kl_to_the_chosen_teacher_plus_fitnet_hints():
     roster = roster_of(("a", "b"), ("b", "c", "d", "e"))
     logits = padded([math.log(0.99), math.log(0.01)], [0.0, 0.0, 0.0, 0.0], width=4)[None]

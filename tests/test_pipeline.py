@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
 import pytest
 
 from amalgam.distill.methods import DEFAULT_METHOD
+from amalgam.distill.runs.recipes import LABELED_RECIPE
 from amalgam.harness.report_dirs import latest_report_dir
+from amalgam.workflows.pipeline import SUMMARY_FILE
 from tests.helpers.front_ends import run_front_end
 
 PIPELINE = ["pipeline", "--task", "fashion-mini", "--train-per-class", "12", "--img-size", "32",
@@ -38,6 +41,9 @@ def test_pipeline_trains_teachers_both_students_and_evaluates(tmp_path: Path,
         assert len(json.loads((run_dir / "history.json").read_text())) == 1
         assert (run_dir / "best.safetensors").stat().st_size > 0
     assert sorted(runs) == sorted({"ce", DEFAULT_METHOD})
+    distilled_options = json.loads((runs[DEFAULT_METHOD] / "config.json").read_text())["method_options"]
+    for key in ("teacher_trust", "class_prior", "temperature", "hint_weight"):  # no --method: the recipe
+        assert distilled_options[key] == LABELED_RECIPE.values[key], key
 
     out = latest_report_dir(home / "evaluation" / "fashion-mini")  # 4/4 the distilled student, test split
     results = json.loads((out / "results.json").read_text())
@@ -45,6 +51,12 @@ def test_pipeline_trains_teachers_both_students_and_evaluates(tmp_path: Path,
     assert results["n_samples"] == 600
     for png in ("sample_predictions.png", "confusion_matrix.png", "reliability.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
+
+    with (out / SUMMARY_FILE).open() as fh:  # the printed table, kept beside the report
+        kept = list(csv.reader(fh))
+    assert kept[0] == ["model", "scored on", "accuracy"] and len(kept) == 1 + 3 * 2 + 4
+    assert kept[-1] == [f"student, distilled ({DEFAULT_METHOD})", "all classes",
+                        f"{results['overall_accuracy'] / 100:.2%}"]
 
     table = result.stdout.splitlines()
     distilled = [row for row in table if f"student, distilled ({DEFAULT_METHOD})" in row]

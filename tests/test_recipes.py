@@ -83,6 +83,34 @@ def test_flags_the_user_gives_still_mean_what_they_say(monkeypatch):
     assert recipe_defaults("none", {"method"}) == {}
 
 
+def pipeline_call(monkeypatch, args: list[str]) -> dict:
+    """The arguments `train.py pipeline ARGS` would run the job with, captured before it starts."""
+    from amalgam.workflows import pipeline
+
+    def capture(**kwargs):
+        raise Captured(kwargs)
+
+    monkeypatch.setattr(pipeline, "run_pipeline", capture)
+    result = CliRunner().invoke(train_cli.app, ["pipeline", *args])
+    assert isinstance(result.exception, Captured), result.output
+    return result.exception.settings
+
+
+def test_the_main_job_distils_with_the_default_recipe(monkeypatch):
+    """`make demo` shows what `python train.py` does: the default recipe, its schedule included,
+    for every setting not given; a named method gets its own defaults, as on train.py."""
+    plain = pipeline_call(monkeypatch, [])
+    recipe = LABELED_RECIPE.values
+    assert plain["method"] == recipe["method"] and plain["epochs"] == recipe["epochs"]
+    options = {k: v for k, v in recipe.items() if k in MethodOptions.__dataclass_fields__}
+    assert plain["method_options"] == replace(MethodOptions(), **options)
+    given = pipeline_call(monkeypatch, ["--epochs", "3", "--temperature", "2"])
+    assert given["epochs"] == 3 and given["method_options"].temperature == 2.0
+    assert given["method_options"].teacher_trust == "per-class"
+    named = pipeline_call(monkeypatch, ["--method", "kd"])
+    assert named["method_options"] == MethodOptions() and named["epochs"] == 15
+
+
 def test_labels_none_alone_trains_without_reading_a_label(monkeypatch, tiny):
     """The settings `train.py --labels none` builds (tiny epochs and sizes given as flags), run on
     the true and on garbage training labels: bit-identical weights (same process, same batches)."""

@@ -14,6 +14,7 @@ from amalgam import PROJECT_ROOT
 from amalgam.cli.config_file import ConfigOpt
 from amalgam.cli.field_flags import TRAIN_FLAGS, with_field_flags
 from amalgam.cli.method_options import METHOD_OPTION_FLAGS, with_method_options
+from amalgam.cli.recipe_flags import apply_recipe
 from amalgam.cli.train_options import (
     DataDirOpt,
     ExtraTeacherOnlyOpt,
@@ -30,6 +31,7 @@ from amalgam.cli.train_options import (
     check_teacher_recipe,
     train_config,
 )
+from amalgam.distill.engine.label_modes import LABELED
 from amalgam.distill.engine.train_config import TrainConfig
 from amalgam.distill.methods import METHODS, MethodOptions
 from amalgam.distill.option_fields import METHOD_PANEL, RUN_PANEL, TEACHERS_PANEL
@@ -78,12 +80,15 @@ def teachers_command(
         )
 
 
+@with_method_options
 @with_field_flags(TrainConfig, TRAIN_FLAGS, "pipeline", only=("epochs", "seed", "device", "quiet"))
 def pipeline_command(
+    ctx: typer.Context,
     config: Path | None = ConfigOpt,
     task: str = TaskOpt,
     student: str = StudentOpt,
     method: str = MethodOpt,
+    method_options: dict = METHOD_OPTION_FLAGS,  # --temperature, --alpha, …: one per MethodOptions field
     train: dict = TRAIN_FLAGS,  # --epochs, --seed, --device, --quiet: TrainConfig's fields
     teacher_epochs: int = typer.Option(10, "--teacher-epochs", help="epochs to train each teacher",
                                        rich_help_panel=TEACHERS_PANEL),
@@ -92,14 +97,19 @@ def pipeline_command(
     train_per_class: int | None = PerClassOpt,
     data_dir: str | None = DataDirOpt,
 ) -> None:
-    """Teachers → CE baseline → distilled student → evaluation, then one summary table."""
+    """Teachers → CE baseline → distilled student → evaluation, then one summary table.
+
+    Without --method the student is distilled with the default recipe (configs/default.toml,
+    24 epochs) for any setting not given, as `python train.py` does."""
     from amalgam.workflows.pipeline import print_summary, run_pipeline
 
+    method = apply_recipe(ctx, method, LABELED, train, method_options)
     checked = train_config(train)  # the values checked as every command checks them, device resolved
     summary = run_pipeline(
         task=task,
         student=canonical_student(student),
         method=method,
+        method_options=MethodOptions(**method_options),
         epochs=checked.epochs,
         teacher_epochs=teacher_epochs,
         img_size=check_img_size(img_size),

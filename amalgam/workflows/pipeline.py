@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 from rich.table import Table
@@ -17,6 +20,7 @@ from amalgam.errors import UserError
 from amalgam.harness.evaluate import load_student, score_student
 from amalgam.harness.grading import report_student
 from amalgam.harness.teacher_scores import teacher_scores
+from amalgam.models.checkpoint import atomic_write_bytes
 from amalgam.tasks.builtin import get_task
 from amalgam.tasks.loader import load_task_data
 from amalgam.tasks.teacher_recipes import DEFAULT_TEACHER_RECIPE, teacher_training_data, with_teacher_recipe
@@ -38,9 +42,13 @@ def run_pipeline(
     quiet: bool,
     root=PROJECT_ROOT,
     teacher_recipe: str = DEFAULT_TEACHER_RECIPE,
+    method_options: MethodOptions | None = None,
 ) -> dict:
+    """The whole job; `method_options` (default: the method's own) configure the distilled
+    student only, the CE baseline reads no teacher."""
+    options = method_options or MethodOptions()
     spec = with_teacher_recipe(get_task(task), teacher_recipe)
-    build_method(method, spec.roster(), MethodOptions())  # an unknown --method fails before any work
+    build_method(method, spec.roster(), options)  # an unknown --method or option fails before any work
     base, student_config = pipeline_configs(teacher_epochs, epochs, seed, device, quiet)
     for folder, what in (("checkpoints", "teacher checkpoints"), ("runs", "runs"), ("evaluation", "reports")):
         check_writable(root / folder, what)  # all three before the teachers train, not after
@@ -55,7 +63,7 @@ def run_pipeline(
             task=task,
             student=student,
             method=arm,
-            method_options=MethodOptions(),
+            method_options=options if arm == method else MethodOptions(),
             train=student_config,
             img_size=img_size,
             data_dir=data_dir,
@@ -76,7 +84,7 @@ def run_pipeline(
     for teacher in spec.teachers:
         idx = torch.tensor(spec.teacher_global_indices(teacher))
         own_class_acc[teacher.name] = float(confusion[idx, idx].sum() / confusion[idx].sum().clamp_min(1))
-    return {
+    summary = {
         "task": spec.name,
         "teacher_recipe": teacher_recipe,
         "method": method,
@@ -90,6 +98,8 @@ def run_pipeline(
         "evaluation_dir": str(out_dir),
         "runs": {arm: str(r.run_dir) for arm, r in results.items()},
     }
+    write_summary(summary, out_dir)
+    return summary
 
 
 def pipeline_configs(
@@ -104,27 +114,41 @@ def pipeline_configs(
     return teachers, replace(teachers, epochs=epochs, lr=1e-3, augment=STUDENT_AUGMENT)
 
 
+SUMMARY_FILE = "pipeline_summary.csv"
+
+
+def summary_rows(summary: dict) -> list[tuple[str, str, float]]:
+    """(model, scored on, accuracy) in the order the job prints them; the distilled student last."""
+    rows: list[tuple[str, str, float]] = []
+    for name, acc in summary["teachers"].items():
+        rows.append((name, "its own classes", acc))
+        rows.append((f"  student ({summary['method']})", f"{name}'s classes",
+                     summary["student_on_teacher_classes"][name]))
+    rows.append(("teachers combined (mean)", "all classes", summary["teachers_union_accuracy"]))
+    rows.append(("teachers combined (UHC)", "all classes", summary["teachers_uhc_accuracy"]))
+    rows.append((f"student, CE baseline ({summary['student']})", "all classes", summary["ce_accuracy"]))
+    rows.append((f"student, distilled ({summary['method']})", "all classes", summary["student_accuracy"]))
+    return rows
+
+
+def write_summary(summary: dict, out_dir: Path) -> Path:
+    """The printed table as CSV beside the distilled student's report, so the figures a run
+    printed can be kept (docs/benchmarks/data/demo.csv is this file)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(("model", "scored on", "accuracy"))
+    writer.writerows((model, scope, f"{acc:.2%}") for model, scope, acc in summary_rows(summary))
+    target = out_dir / SUMMARY_FILE
+    atomic_write_bytes(target, lambda path: path.write_text(buffer.getvalue()))
+    return target
+
+
 def print_summary(summary: dict) -> None:
     table = Table(title=f"task {summary['task']}: test accuracy (checkpoints chosen on validation)")
     table.add_column("model")
     table.add_column("scored on")
     table.add_column("accuracy", justify="right")
-    for name, acc in summary["teachers"].items():
-        table.add_row(name, "its own classes", f"{acc:.2%}")
-        table.add_row(
-            f"  student ({summary['method']})",
-            f"{name}'s classes",
-            f"{summary['student_on_teacher_classes'][name]:.2%}",
-        )
-    table.add_row("teachers combined (mean)", "all classes", f"{summary['teachers_union_accuracy']:.2%}")
-    table.add_row("teachers combined (UHC)", "all classes", f"{summary['teachers_uhc_accuracy']:.2%}")
-    table.add_row(
-        f"student, CE baseline ({summary['student']})", "all classes", f"{summary['ce_accuracy']:.2%}"
-    )
-    table.add_row(
-        f"student, distilled ({summary['method']})",
-        "all classes",
-        f"{summary['student_accuracy']:.2%}",
-        style="bold",
-    )
+    rows = summary_rows(summary)
+    for i, (model, scope, acc) in enumerate(rows):
+        table.add_row(model, scope, f"{acc:.2%}", style="bold" if i == len(rows) - 1 else None)
     console.print(table)

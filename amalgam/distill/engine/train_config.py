@@ -47,7 +47,8 @@ class TrainConfig:
         command_defaults={TEACHER_TRAINING: 15, "pipeline": 15},
         command_help={TEACHER_TRAINING: "epochs to train (default: the --recipe's, 15; strong: 30)",
                       "distil": "epochs to train (default: the recipe's, 24, see configs/; 12 with --method)",
-                      "pipeline": "student epochs (CE baseline and distilled)"},
+                      "pipeline": "student epochs, CE baseline and distilled (default: the recipe's, 24; "
+                                    "15 with --method)"},
     )
     batch_size: int = option_field(64, "images per step", "-b", "--batch_size", range=Range(low=2),
                                    panel=SCHEDULE_PANEL)

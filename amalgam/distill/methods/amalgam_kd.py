@@ -9,7 +9,8 @@ loss reads no label and the method trains on unlabeled images and with `--labels
 `--target-neighbours K` each training image's target is fixed at start-up instead: the mean of
 the (balanced) plain-view combination over its K nearest training images in the teachers'
 features (losses/neighbours.py), softened at T as p^(1/T); the view the student sees changes
-only its input, as a label would.
+only its input, as a label would. `--hard-target-weight W` adds W times the cross-entropy to
+the target's top class (hard distillation, Touvron et al., DeiT, 2021).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import torch
+import torch.nn.functional as F
 
 from amalgam.distill.losses import soft_cross_entropy, uhc_union_probs
 from amalgam.distill.losses.class_balance import fit_class_prior, with_fitted_prior
@@ -36,7 +38,7 @@ GATED_SHARE = 0.5
 class AmalgamKD(Method):
     name = "amalgam-kd"
     capabilities = Capabilities(options_used=("temperature", "class_prior", "target_neighbours",
-                                              "target_gate", "gate_warmup"),
+                                              "target_gate", "gate_warmup", "hard_target_weight"),
                                 needs_labels=False)
 
     def __init__(self, roster, options):
@@ -118,7 +120,13 @@ class AmalgamKD(Method):
             target = self.targets(teacher.logits, t, teacher.targets)
         if self.options.target_gate == "student":
             target = self.student_gated(target, student_logits.detach(), teacher.logits)
-        return {"loss_kd": soft_cross_entropy(student_logits, target, t)}
+        terms = {"loss_kd": soft_cross_entropy(student_logits, target, t)}
+        if self.options.hard_target_weight > 0:
+            # the top class as a label (DeiT's hard distillation): the soft term at T spreads its
+            # pull over every class the teachers half-believe; this one commits to their answer
+            hard = F.cross_entropy(student_logits, target.argmax(dim=1))
+            terms["loss_hard_target"] = self.options.hard_target_weight * hard
+        return terms
 
     def student_gated(self, target: torch.Tensor, student_logits: torch.Tensor,
                       teacher_logits: torch.Tensor) -> torch.Tensor:

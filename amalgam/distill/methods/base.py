@@ -91,6 +91,10 @@ class MethodOptions:
     )
     gate_warmup: float = _option(5.0, "epochs over which --target-gate student takes over from the "
                                  "teachers combined", range=AT_LEAST_0)
+    hard_target_weight: float = _option(
+        0.0, "label-free targets (amalgam-kd): weight of a cross-entropy term towards the target's top "
+        "class, as hard distillation (DeiT) does; 0: the soft target alone", range=AT_LEAST_0,
+    )
 
     def __post_init__(self) -> None:
         check_fields(self)
