@@ -151,41 +151,50 @@ def class_prior_of(row: dict) -> str:
     return found.group(1) if found else "none"
 
 
+RECIPE_LINES = (("labeled", LABELED_RECIPE), ("label-free", LABEL_FREE_RECIPE))
+
+
 def arm(row: dict) -> str | None:
-    """Which line of the targets a run is: CE, the labeled default or the label-free default."""
+    """Which line of the targets a run is: CE (any schedule), the labeled default or the
+    label-free default (their method, settings and schedule)."""
     if row["method"] == "ce":
         return "ce"
-    for name, recipe in (("labeled", LABELED_RECIPE), ("label-free", LABEL_FREE_RECIPE)):
+    for name, recipe in RECIPE_LINES:
         values = recipe.values
         ran = (row["method"], row["training labels"], row["teacher trust"],
-               row.get("target gate", "teachers"), class_prior_of(row))  # no gate: cached before it
+               row.get("target gate", "teachers"), class_prior_of(row), row["epochs"])  # no gate: cached before it
         if ran == (values["method"], values.get("labels", LABELED), values.get("teacher_trust", "fixed"),
-                   values.get("target_gate", "teachers"), values.get("class_prior", "none")):
+                   values.get("target_gate", "teachers"), values.get("class_prior", "none"), values["epochs"]):
             return name
     return None
 
 
+def ce_runs(rows: list[dict], student: str, epochs: int) -> list[dict]:
+    """CE reads no teacher, so its runs (wherever they are) serve every roster of the same
+    student; a line is compared with CE at its own schedule."""
+    return [r for r in rows if arm(r) == "ce" and r["student"] == student and r["epochs"] == epochs]
+
+
 def target_table(rows: list[dict]) -> list[list]:
-    """Per roster, teacher recipe and student: the mean over seeds of each line; CE reads no
-    teacher, so its runs (wherever they are) serve every roster of the same student."""
-    ce = defaultdict(list)
+    """Per roster, teacher recipe and student: the mean over seeds of each line, each against
+    CE at its own recipe's epochs (the CE column: the labeled default's)."""
     lines: dict[tuple, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for row in rows:
         which = arm(row)
-        if which == "ce":
-            ce[row["student"]].append(row)
-        elif which is not None:
+        if which not in (None, "ce"):
             lines[(row["task"], row["teachers"], row["student"])][which].append(row)
     table = []
     for (task, teachers, student), found in sorted(lines.items()):
-        ce_mean = statistics.mean(r["accuracy"] for r in ce[student]) if ce[student] else None
+        ce = {which: ce_runs(rows, student, recipe.values["epochs"]) for which, recipe in RECIPE_LINES}
+        ce_means = {which: statistics.mean(r["accuracy"] for r in runs) if runs else None
+                    for which, runs in ce.items()}
         best_line = max(next(iter(found.values()))[0]["combined"])
         cells = [task, teachers, student, "/".join(
-            str(len(found.get(k, ()))) for k in ("labeled", "label-free")) + f" (CE {len(ce[student])})",
-            "" if ce_mean is None else percent(ce_mean), percent(best_line)]
+            str(len(found.get(k, ()))) for k in ("labeled", "label-free")) + f" (CE {len(ce['labeled'])})",
+            "" if ce_means["labeled"] is None else percent(ce_means["labeled"]), percent(best_line)]
         eces = []
         for which, margin in (("labeled", 0.02), ("label-free", 0.01)):
-            runs = found.get(which, [])
+            runs, ce_mean = found.get(which, []), ce_means[which]
             if not runs or ce_mean is None:
                 cells += ["", "not run"]
                 eces.append("-")
@@ -232,13 +241,21 @@ def headline_table(rows: list[dict]) -> list[list]:
     def cells(chosen: list[dict]) -> list[str]:
         return [mean_sd([r["accuracy"] for r in chosen if r["student"] == student]) for student in students]
 
+    schedules = sorted({recipe.values["epochs"] for _, recipe in RECIPE_LINES})
+    epochs_of = {which: recipe.values["epochs"] for which, recipe in RECIPE_LINES}
+
+    def named(name: str, epochs: int) -> str:  # the schedule said only where the recipes differ
+        return name if len(schedules) == 1 else f"{name}, {epochs} epochs"
+
     table = []
     for which, name, labels in HEADLINE_ARMS:
         if which == "ce":
-            table.append([name, "—", labels, *cells([r for r in rows if arm(r) == "ce"])])
+            for epochs in schedules:
+                table.append([named(name, epochs), "—", labels,
+                              *cells([r for r in rows if arm(r) == "ce" and r["epochs"] == epochs])])
             continue
         for teachers in recipes:
-            table.append([name, f"`{teachers}`", labels,
+            table.append([named(name, epochs_of[which]), f"`{teachers}`", labels,
                           *cells([r for r in rows if arm(r) == which and r["teachers"] == teachers])])
     for teachers in recipes:
         combined = {r["task"]: r["combined"][2] for r in rows

@@ -31,18 +31,22 @@ def test_held_out_images_are_none_of_fashion_minis():
     assert not any(bytes(image.numpy()) in seen for image in held_out.images)
 
 
+LABELED_EPOCHS = full_test_scores.LABELED_RECIPE.values["epochs"]
+
+
 def row(method: str, accuracy: float, labels: str = "train", student: str = "resnet18", trust: str = "fixed",
-        ece: float = 0.01, prior: str = "none") -> dict:
+        ece: float = 0.01, prior: str = "none", epochs: int = LABELED_EPOCHS) -> dict:
     return {"task": "r500", "teachers": "default", "student": student, "method": method,
             "teacher trust": trust, "class prior": prior, "options": "", "training labels": labels,
-            "accuracy": accuracy, "ece_ts": ece, "combined": (0.70, 0.75, 0.80)}
+            "epochs": epochs, "accuracy": accuracy, "ece_ts": ece, "combined": (0.70, 0.75, 0.80)}
 
 
 def recipe_row(recipe, accuracy: float, **fields) -> dict:
     """A run of `recipe` as score_runs records it."""
     values = recipe.values
     return row(values["method"], accuracy, labels=values.get("labels", "train"),
-               trust=values.get("teacher_trust", "fixed"), prior=values.get("class_prior", "none"), **fields)
+               trust=values.get("teacher_trust", "fixed"), prior=values.get("class_prior", "none"),
+               epochs=values["epochs"], **fields)
 
 
 def test_a_run_is_the_default_only_with_every_setting_the_arm_reads():
@@ -55,6 +59,22 @@ def test_a_run_is_the_default_only_with_every_setting_the_arm_reads():
     cached = recipe_row(full_test_scores.LABEL_FREE_RECIPE, 0.9)
     del cached["class prior"]
     assert full_test_scores.arm({**cached, "options": "temperature 2.0; class_prior uniform"}) == "label-free"
+    # the recipe's settings on another schedule are not the recipe
+    assert full_test_scores.arm({**recipe_row(labeled, 0.9), "epochs": LABELED_EPOCHS + 1}) is None
+
+
+def test_each_line_is_held_to_ce_at_its_own_epochs():
+    labeled, free = full_test_scores.LABELED_RECIPE, full_test_scores.LABEL_FREE_RECIPE
+    free_epochs = free.values["epochs"]
+    other = LABELED_EPOCHS + 1
+    rows = [row("ce", 0.85), row("ce", 0.70, epochs=other), recipe_row(labeled, 0.88), recipe_row(free, 0.84)]
+    if free_epochs != LABELED_EPOCHS:
+        rows.append(row("ce", 0.83, epochs=free_epochs))
+    [cells] = full_test_scores.target_table(rows)
+    assert cells[3] == "1/1 (CE 1)" and cells[4] == "85.00"  # the 0.70 run at another schedule is no line's
+    assert cells[7] == "met (+1.00 vs 87.00)"
+    free_ce = 0.83 if free_epochs != LABELED_EPOCHS else 0.85
+    assert cells[9] == ("met" if 0.84 >= free_ce else "missed") + " (+3.00 vs 81.00)"
 
 
 def test_targets_are_means_over_seeds_against_ce_and_the_best_combined_line(monkeypatch):

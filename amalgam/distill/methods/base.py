@@ -20,10 +20,11 @@ from amalgam.distill.option_fields import (
 )
 from amalgam.tasks.spec import Roster
 
-# Rows per `teacher_targets` call over many images (the teacher cache's memo, a validation fit):
-# UHC's Newton step works on float64 [B, K, L] and [B, C] tensors, so a block holds about 2^25
-# such entries (a few of them: ~1 GiB at most).
-TARGET_BLOCK_ENTRIES = 2**25
+# Rows per `teacher_targets` call over many images (the teacher cache's memo, a start-up fit):
+# UHC's Newton step keeps about ten float64 [B, K, L] and [B, C] tensors alive, so a block of
+# 2^20 such entries peaks near 80 MiB. 2^25 peaked near 750 MiB above CE at C = 1000, K = 10 (a
+# peak RSS 1.7x CE's in bench/bench_scale.py) and was slower: blocks past the CPU's caches.
+TARGET_BLOCK_ENTRIES = 2**20
 TEACHER_FILTERS = ("none", "covering", "correct")
 TEACHER_TRUSTS = ("fixed", "per-class")
 CLASS_PRIORS = ("none", "uniform", "labels")
@@ -92,8 +93,8 @@ class MethodOptions:
     gate_warmup: float = _option(5.0, "epochs over which --target-gate student takes over from the "
                                  "teachers combined", range=AT_LEAST_0)
     hard_target_weight: float = _option(
-        0.0, "label-free targets (amalgam-kd): weight of a cross-entropy term towards the target's top "
-        "class, as hard distillation (DeiT) does; 0: the soft target alone", range=AT_LEAST_0,
+        0.0, "label-free targets (amalgam-kd, cfl, adaptive): weight of a cross-entropy term towards the "
+        "target's top class, as hard distillation (DeiT) does; 0: the soft target alone", range=AT_LEAST_0,
     )
 
     def __post_init__(self) -> None:
