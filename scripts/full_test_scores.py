@@ -162,9 +162,11 @@ def arm(row: dict) -> str | None:
     for name, recipe in RECIPE_LINES:
         values = recipe.values
         ran = (row["method"], row["training labels"], row["teacher trust"],
-               row.get("target gate", "teachers"), class_prior_of(row), row["epochs"])  # no gate: cached before it
-        if ran == (values["method"], values.get("labels", LABELED), values.get("teacher_trust", "fixed"),
-                   values.get("target_gate", "teachers"), values.get("class_prior", "none"), values["epochs"]):
+               row.get("target gate", "teachers"),  # no gate: a row cached before it was recorded
+               class_prior_of(row), row["epochs"])
+        wanted = (values["method"], values.get("labels", LABELED), values.get("teacher_trust", "fixed"),
+                  values.get("target_gate", "teachers"), values.get("class_prior", "none"), values["epochs"])
+        if ran == wanted:
             return name
     return None
 

@@ -112,7 +112,8 @@ def test_hard_target_weight_adds_cross_entropy_to_the_targets_top_class():
                      width=2)[None]
     student = torch.tensor([[0.3, -0.2, 1.1]])
     options = MethodOptions(temperature=t, hard_target_weight=0.7)
-    terms = build_method("amalgam-kd", roster, options).loss_terms(student, None, TeacherOutputs(teacher), None)
+    method = build_method("amalgam-kd", roster, options)
+    terms = method.loss_terms(student, None, TeacherOutputs(teacher), None)
     assert list(terms) == ["loss_kd", "loss_hard_target"]
     assert float(terms["loss_kd"]) == pytest.approx(t * t * kl(q, softmax(student[0].tolist(), t)), rel=1e-5)
     assert float(terms["loss_hard_target"]) == pytest.approx(-0.7 * math.log(softmax(student[0].tolist())[0]),
