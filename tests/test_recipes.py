@@ -83,8 +83,9 @@ def test_flags_the_user_gives_still_mean_what_they_say(monkeypatch):
     assert recipe_defaults("none", {"method"}) == {}
 
 
-def pipeline_call(monkeypatch, args: list[str]) -> dict:
-    """The arguments `train.py pipeline ARGS` would run the job with, captured before it starts."""
+def pipeline_call(monkeypatch, capsys, args: list[str]) -> tuple[dict, str]:
+    """The arguments `train.py pipeline ARGS` would run the job with, captured before it starts,
+    and what it printed until then."""
     from amalgam.workflows import pipeline
 
     def capture(**kwargs):
@@ -93,22 +94,25 @@ def pipeline_call(monkeypatch, args: list[str]) -> dict:
     monkeypatch.setattr(pipeline, "run_pipeline", capture)
     result = CliRunner().invoke(train_cli.app, ["pipeline", *args])
     assert isinstance(result.exception, Captured), result.output
-    return result.exception.settings
+    printed = capsys.readouterr()
+    return result.exception.settings, " ".join((result.output + printed.out + printed.err).split())
 
 
-def test_the_main_job_distils_with_the_default_recipe(monkeypatch):
+def test_the_main_job_distils_with_the_default_recipe(monkeypatch, capsys):
     """`make demo` shows what `python train.py` does: the default recipe, its schedule included,
     for every setting not given; a named method gets its own defaults, as on train.py."""
-    plain = pipeline_call(monkeypatch, [])
+    plain, said = pipeline_call(monkeypatch, capsys, [])
     recipe = LABELED_RECIPE.values
     assert plain["method"] == recipe["method"] and plain["epochs"] == recipe["epochs"]
     options = {k: v for k, v in recipe.items() if k in MethodOptions.__dataclass_fields__}
     assert plain["method_options"] == replace(MethodOptions(), **options)
-    given = pipeline_call(monkeypatch, ["--epochs", "3", "--temperature", "2"])
+    assert "does not use" not in said
+    given, _ = pipeline_call(monkeypatch, capsys, ["--epochs", "3", "--temperature", "2"])
     assert given["epochs"] == 3 and given["method_options"].temperature == 2.0
     assert given["method_options"].teacher_trust == "per-class"
-    named = pipeline_call(monkeypatch, ["--method", "kd"])
-    assert named["method_options"] == MethodOptions() and named["epochs"] == 15
+    named, said = pipeline_call(monkeypatch, capsys, ["--method", "kd", "--hint-weight", "3"])
+    assert named["method_options"] == replace(MethodOptions(), hint_weight=3.0) and named["epochs"] == 15
+    assert "method kd does not use --hint-weight" in said  # as train.py says it
 
 
 def test_labels_none_alone_trains_without_reading_a_label(monkeypatch, tiny):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from dataclasses import fields
 from pathlib import Path
 
 import typer
@@ -11,7 +10,12 @@ import typer
 from amalgam.cli.config_file import ConfigOpt
 from amalgam.cli.field_flags import TRAIN_FLAGS, with_field_flags
 from amalgam.cli.help_panels import PanelCommand, PanelGroup
-from amalgam.cli.method_options import METHOD_OPTION_FLAGS, method_flag, with_method_options
+from amalgam.cli.method_options import (
+    METHOD_OPTION_FLAGS,
+    given_on_command_line,
+    warn_unused_options,
+    with_method_options,
+)
 from amalgam.cli.recipe_flags import apply_recipe
 from amalgam.cli.tasks_cli import tasks_command
 from amalgam.cli.train_options import (
@@ -98,7 +102,8 @@ def distil_command(
     if ctx.invoked_subcommand is not None:
         return
     if resume_dir is not None:
-        result = resume(resume_dir, train["epochs"] if _given(ctx, "epochs") else None, train["quiet"])
+        epochs = train["epochs"] if given_on_command_line(ctx, "epochs") else None
+        result = resume(resume_dir, epochs, train["quiet"])
         labels = result.trainer.config.labels
     else:
         labels = train["labels"]
@@ -114,14 +119,14 @@ def distil_command(
             train_per_class=train_per_class,
             data_dir=data_dir,
             pretrained=pretrained,
-            run_name=check_run_name(run) if _given(ctx, "run") else run,  # `--run ""` too
+            run_name=check_run_name(run) if given_on_command_line(ctx, "run") else run,  # `--run ""` too
             checkpoint_every=check_non_negative(checkpoint_every, "--checkpoint-every"),
             log=log,
             extra_teachers=resolve_extra_teachers(extra_teachers, extra_teachers_only),
             extra_teachers_only=extra_teachers_only,
             teacher_recipe=check_teacher_recipe(teacher_recipe),
         )
-        _warn_unused_options(ctx, settings.method)
+        warn_unused_options(ctx, settings.method)
         if extra_teachers and settings.method in METHODS and not METHODS[settings.method].uses_teachers:
             say(f"[yellow]warning:[/] method {settings.method} reads no teacher; --extra-teacher is not used")
         result = distil(settings, out_dir=out)
@@ -136,26 +141,6 @@ def distil_command(
         console.print("trained with --labels none: the training loss read no label; validation "
                       "labels were used only to choose this epoch and to report it")
 
-
-def _warn_unused_options(ctx: typer.Context, method: str) -> None:
-    """Say which method options given on the command line this method does not read, so that
-    e.g. `--temperature 3` with the default FitNet does not pass silently."""
-    if method not in METHODS:
-        return  # an unknown method fails with its own error
-    used = METHODS[method].options_used
-    unused = [f.name for f in fields(MethodOptions) if _given(ctx, f.name) and f.name not in used]
-    if method == "ce" and _given(ctx, "alpha"):
-        unused = [name for name in unused if name != "alpha"]  # --alpha 0 is how ce was chosen
-    if unused:
-        flags = ", ".join(map(method_flag, unused))
-        say(f"[yellow]warning:[/] method {method} does not use {flags}; "
-            f"it reads {', '.join(map(method_flag, used)) or 'no method options'} "
-            "(for Hinton KD with the reference app's rule pass --method kd)")
-
-
-def _given(ctx: typer.Context, name: str) -> bool:
-    source = ctx.get_parameter_source(name)
-    return source is not None and source.name == "COMMANDLINE"
 
 
 app.command("teachers", cls=PanelCommand)(teachers_command)

@@ -13,7 +13,7 @@ import typer
 from amalgam import PROJECT_ROOT
 from amalgam.cli.config_file import ConfigOpt
 from amalgam.cli.field_flags import TRAIN_FLAGS, with_field_flags
-from amalgam.cli.method_options import METHOD_OPTION_FLAGS, with_method_options
+from amalgam.cli.method_options import METHOD_OPTION_FLAGS, warn_unused_options, with_method_options
 from amalgam.cli.recipe_flags import apply_recipe
 from amalgam.cli.train_options import (
     DataDirOpt,
@@ -104,6 +104,7 @@ def pipeline_command(
     from amalgam.workflows.pipeline import print_summary, run_pipeline
 
     method = apply_recipe(ctx, method, LABELED, train, method_options)
+    warn_unused_options(ctx, method)
     checked = train_config(train)  # the values checked as every command checks them, device resolved
     summary = run_pipeline(
         task=task,
