@@ -14,6 +14,7 @@ import torch
 from amalgam.distill.engine.train_config import TrainConfig
 from amalgam.distill.methods import MethodOptions
 from amalgam.distill.runs.run import DistilSettings, distil
+from amalgam.distill.teachers.loading import load_teachers
 from amalgam.distill.teachers.training import train_all_teachers, trained_stem
 from amalgam.errors import UserError
 from amalgam.models.checkpoint import checkpoint_files
@@ -28,7 +29,12 @@ from amalgam.tasks.fashion import (
 from amalgam.tasks.images import ImageSet
 from amalgam.tasks.loader import load_task_data
 from amalgam.tasks.spec import DataSpec, resolve_checkpoint_stem
-from amalgam.tasks.teacher_recipes import teacher_recipe, teacher_training_data, with_teacher_recipe
+from amalgam.tasks.teacher_recipes import (
+    teacher_recipe,
+    teacher_training_data,
+    teachers_command,
+    with_teacher_recipe,
+)
 from amalgam.workflows.compare import METRICS, run_compare, summarise
 from amalgam.workflows.roster_compare import parse_teacher_recipes, pool, pooled_markdown, report_folder
 from tests.test_fashion_idx import write_idx
@@ -177,3 +183,21 @@ def test_more_data_is_refused_for_a_task_without_a_larger_source(tmp_path: Path)
     reordered = replace(get_task(TASK), classes=tuple(reversed(get_task(TASK).classes)))
     with pytest.raises(UserError, match="reorders or drops Fashion-MNIST's classes"):
         extra_training_images(reordered, None, 10)
+
+
+@pytest.mark.parametrize("recipe, command", [
+    ("default", f"`python train.py teachers --task {TASK}`"),
+    ("more-data", f"`python train.py teachers --task {TASK} --recipe more-data`"),
+])
+def test_missing_teachers_name_the_command_that_trains_them_where_the_run_looks(tmp_path, recipe, command):
+    spec = with_teacher_recipe(get_task(TASK), recipe)
+    with pytest.raises(UserError) as raised:
+        load_teachers(spec, tmp_path)
+    message = str(raised.value)
+    assert message.endswith(command) and "\n" not in message
+    assert str(resolve_checkpoint_stem(spec, spec.teachers[0], tmp_path)) in message
+
+
+def test_missing_teachers_of_a_task_file_are_named_by_its_path(tmp_path: Path):
+    spec = replace(get_task(TASK), source=str(tmp_path / "task.toml"))
+    assert teachers_command(spec) == f"python train.py teachers --task {tmp_path / 'task.toml'}"

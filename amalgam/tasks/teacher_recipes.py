@@ -56,6 +56,15 @@ def teacher_recipe(name: str) -> TeacherRecipe:
     return TEACHER_RECIPES[name]
 
 
+def teachers_command(spec: TaskSpec) -> str:
+    """The command that trains `spec`'s teachers where a run looks for them (its recipe's folder)."""
+    recipe = next((r.name for r in TEACHER_RECIPES.values() if r.folder == spec.teacher_folder),
+                  DEFAULT_TEACHER_RECIPE)
+    flag = "" if recipe == DEFAULT_TEACHER_RECIPE else f" --recipe {recipe}"
+    task = spec.name if spec.source == "built-in" else spec.source  # a task.toml is named by its path
+    return f"python train.py teachers --task {task}{flag}"
+
+
 def teacher_training_data(data: TaskData, name: str, data_dir: str | None) -> TaskData:
     """What recipe `name`'s teachers train on: the task's training split, plus the recipe's extra
     images of each class where it asks for some. Validation, test and the input statistics stay

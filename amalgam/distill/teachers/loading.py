@@ -13,9 +13,10 @@ from amalgam.distill.teachers.ensemble import TeacherEnsemble
 from amalgam.distill.teachers.given import GivenTeachers
 from amalgam.errors import UserError
 from amalgam.models.cas771_format import cas771_teacher_card, load_cas771_teacher
-from amalgam.models.checkpoint import ModelCard, load_model
+from amalgam.models.checkpoint import ModelCard, checkpoint_files, load_model
 from amalgam.models.model_input import ModelInput, model_input_for
 from amalgam.tasks.spec import CAS771_FORMAT, TaskSpec, resolve_checkpoint_stem
+from amalgam.tasks.teacher_recipes import teachers_command
 from amalgam.ui import say
 
 Stats = tuple[tuple[float, ...] | list[float], tuple[float, ...] | list[float]]
@@ -42,6 +43,10 @@ def load_teachers(
             model, model_input = load_cas771_teacher(path, teacher.classes, spec.img_size, mean, std)
             card = cas771_teacher_card(teacher.classes, model_input, spec.name)
         else:
+            if not teacher.checkpoint and not checkpoint_files(path)[0].exists():
+                raise UserError(f"teacher {teacher.name} of task {spec.name} is not trained ({path}"
+                                f".safetensors is missing); train the task's teachers first: "
+                                f"`{teachers_command(spec)}`")
             model, card = load_model(path, teacher.classes)
         check_finite_weights(model, teacher.name, path)
         models.append(model)
