@@ -14,7 +14,7 @@ import torch
 
 from amalgam.distill.engine.train_config import TrainConfig
 from amalgam.distill.engine.trainer import Trainer
-from amalgam.distill.engine.views import augment_with_flips, mirror, to_unit_float
+from amalgam.distill.engine.views import augment_with_flips, mirror, to_unit_float, view_for_teachers
 from amalgam.distill.methods import MethodOptions, build_method
 from amalgam.distill.teachers.cache import inference_ensemble, online_source, teacher_source_for
 from amalgam.distill.teachers.loading import load_ensemble
@@ -95,6 +95,51 @@ def test_the_trainer_shows_the_student_the_view_it_asks_targets_for(tiny):
         assert torch.equal(view, expected)
 
 
+def test_crop_flip_cached_shows_the_student_crops_and_asks_the_teachers_the_uncropped_flip(tiny):
+    """`--augment crop-flip-cached`: the student's batch is crop-flip's, draw for draw; the
+    teachers are asked about the same images flipped alike but not shifted, so the cached
+    targets (both flip views, as `flip` caches them) are the online teachers' on that view."""
+    spec, data, root = tiny
+    index = torch.tensor([5, 0, 17, 33, 2, 39, 11, 20])
+    original = to_unit_float(data.train.images[index], CPU)
+    shown, mirrored = augment_with_flips(original, "crop-flip-cached", torch.Generator().manual_seed(3))
+    as_crop_flip, flips = augment_with_flips(original, "crop-flip", torch.Generator().manual_seed(3))
+    assert torch.equal(shown, as_crop_flip) and torch.equal(mirrored, flips)
+    assert not torch.equal(shown, torch.where(mirrored.view(-1, 1, 1, 1), mirror(original), original))
+    asked = view_for_teachers(original, shown, "crop-flip-cached", mirrored)
+    assert torch.equal(asked, torch.where(mirrored.view(-1, 1, 1, 1), mirror(original), original))
+    assert view_for_teachers(original, shown, "crop-flip", mirrored) is shown  # consistent: the crop itself
+
+    config = TrainConfig(augment="crop-flip-cached", quiet=True, teacher_precision="fp32")
+    method = build_method("fitnet", spec.roster(), MethodOptions())
+    ensemble = load_ensemble(spec, CPU, root)
+    cached = teacher_source_for(spec, data, method, config, ensemble, root, cache_dir=root / "cache")
+    online = online_source(inference_ensemble(ensemble, config), with_features=True)
+    got, expected = cached(index, asked, mirrored), online(index, asked)
+    assert_same_targets(got.logits, expected.logits, "fp32")
+    for got_map, expected_map in zip(got.features, expected.features, strict=True):
+        assert_same_targets(got_map.contiguous(), expected_map.contiguous(), "fp32", FEATURE_TOLERANCE)
+
+
+def test_under_crop_flip_cached_the_trainer_asks_the_teachers_about_the_unshifted_view(tiny):
+    spec, data, root = tiny
+    seen = []
+
+    def spy(index, view, mirrored=None):
+        seen.append((index.clone(), view.clone(), mirrored))
+        return online_source(ensemble)(index, view)
+
+    ensemble = load_ensemble(spec, CPU, root)
+    config = TrainConfig(epochs=1, batch_size=8, augment="crop-flip-cached", quiet=True)
+    trainer = Trainer(create_teacher("cnn-small", spec.num_classes), build_method("kd", spec.roster(),
+                      MethodOptions()), ModelInput(SIZE, MEAN, STD), data.train, data.val, spec.num_classes,
+                      config, spy)
+    trainer.train_epoch()
+    for index, view, mirrored in seen:
+        plain = to_unit_float(data.train.images[index], CPU)
+        assert torch.equal(view, torch.where(mirrored.view(-1, 1, 1, 1), mirror(plain), plain))
+
+
 def test_a_flip_build_runs_each_teacher_once_per_image_per_view(tiny):
     spec, data, root = tiny
     ensemble = load_ensemble(spec, CPU, root)
@@ -130,6 +175,7 @@ def test_changed_views_features_or_precision_rebuild(tiny):
 @pytest.mark.parametrize(("augment", "method", "cached"), [
     ("none", "kd", True), ("none", "dkd", True), ("flip", "kd", True), ("flip", "fitnet", True),
     ("none", "simkd", True), ("crop-flip", "kd", False), ("crop-flip", "fitnet", False),
+    ("crop-flip-cached", "kd", True), ("crop-flip-cached", "fitnet", True),
 ])
 def test_source_is_cached_unless_the_views_are_random(tiny, capsys, augment, method, cached):
     spec, data, root = tiny

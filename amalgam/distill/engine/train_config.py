@@ -72,8 +72,10 @@ class TrainConfig:
                                       range=AT_LEAST_0, panel=SCHEDULE_PANEL)
     seed: int = option_field(42, "random seed: weights, data order and augmentation", panel=RUN_PANEL)
     augment: str = option_field(
-        STUDENT_AUGMENT, "training views, flip or none (teachers' outputs cached for each view), or "
-        "crop-flip (teachers run online)", choices=AUGMENTATIONS, panel=TASK_PANEL,
+        STUDENT_AUGMENT, "training views, flip or none (teachers' outputs cached for each view), "
+        "crop-flip (teachers run online on each crop) or crop-flip-cached (the student's crops, the "
+        "teachers' cached outputs of the uncropped image as targets)", choices=AUGMENTATIONS,
+        panel=TASK_PANEL,
         command_defaults={TEACHER_TRAINING: "crop-flip"},
     )
     device: str = option_field("cpu", "auto, cpu, cuda or cuda:N", panel=HARDWARE_PANEL,

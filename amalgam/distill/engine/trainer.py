@@ -23,7 +23,7 @@ from amalgam.distill.engine.label_modes import LABEL_FREE, check_labels_mode
 from amalgam.distill.engine.loss_log import add_measures, batch_measures, epoch_measures
 from amalgam.distill.engine.optim import make_optimizer, make_scheduler
 from amalgam.distill.engine.train_config import TrainConfig
-from amalgam.distill.engine.views import augment_with_flips, to_unit_float
+from amalgam.distill.engine.views import augment_with_flips, to_unit_float, view_for_teachers
 from amalgam.distill.methods.base import Method, TeacherOutputs
 from amalgam.errors import UserError
 from amalgam.models.metrics import classification_scores
@@ -166,8 +166,8 @@ class Trainer:
     # -------------------------------------------------------------------------------------------
 
     def _step(self, index: torch.Tensor, generator: torch.Generator, step: int):
-        view = to_unit_float(self._batch_images(index), self.device)
-        view, mirrored = augment_with_flips(view, self.config.augment, generator)
+        original = to_unit_float(self._batch_images(index), self.device)
+        view, mirrored = augment_with_flips(original, self.config.augment, generator)
         # --labels none: not even read, so the loss cannot depend on them (nor train acc/CE report them)
         labels = None
         if not self.labels_hidden:
@@ -177,7 +177,10 @@ class Trainer:
             x = x.contiguous(memory_format=torch.channels_last)
         with self._autocast():
             logits, features = self._student_forward(x)
-            teacher_out = self.teachers(index, view, mirrored) if self.method.uses_teachers else None
+            teacher_out = None
+            if self.method.uses_teachers:
+                asked = view_for_teachers(original, view, self.config.augment, mirrored)
+                teacher_out = self.teachers(index, asked, mirrored)
             terms = self.method.loss_terms(logits, features, teacher_out, labels)
         loss = sum(terms.values())
         if not torch.isfinite(loss):

@@ -16,11 +16,17 @@ import torch.nn.functional as F
 
 from amalgam.errors import UserError
 
-AUGMENTATIONS = ("none", "flip", "crop-flip")
-# The fixed views each augmentation can show, in the order the teacher cache stores them;
-# None: too many views to cache (a random crop has (2 * pad + 1)^2 shifts times two flips).
+AUGMENTATIONS = ("none", "flip", "crop-flip", "crop-flip-cached")
+# `crop-flip-cached`: the student sees crop-flip's views, its targets are the teachers' cached
+# outputs of the same image flipped as the student's but not shifted (the weak view of FixMatch's
+# weak/strong split): crop-flip's views at a cached epoch's cost, the targets off by the shift.
+SHIFTED_FOR_THE_STUDENT_ONLY = "crop-flip-cached"
+# The fixed views each augmentation's teachers are asked about, in the order the teacher cache
+# stores them; None: too many views to cache (a random crop has (2 * pad + 1)^2 shifts times
+# two flips).
 CACHEABLE_VIEWS: dict[str, tuple[str, ...] | None] = {
     "none": ("plain",), "flip": ("plain", "mirrored"), "crop-flip": None,
+    SHIFTED_FOR_THE_STUDENT_ONLY: ("plain", "mirrored"),
 }
 
 
@@ -47,6 +53,8 @@ def augment_with_flips(
         return view, None
     if kind not in AUGMENTATIONS:
         raise UserError(f"unknown augmentation {kind!r}; use one of {list(AUGMENTATIONS)}")
+    if kind == SHIFTED_FOR_THE_STUDENT_ONLY:
+        kind = "crop-flip"  # the student's views are crop-flip's; only the teachers' targets differ
     n, _, h, w = view.shape
     flip = torch.rand(n, generator=generator) < 0.5
     if kind == "flip":
@@ -63,6 +71,17 @@ def augment_with_flips(
     grid = F.affine_grid(theta, list(view.shape), align_corners=False)
     shifted = F.grid_sample(view, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return shifted, flip
+
+
+def view_for_teachers(original: torch.Tensor, shown: torch.Tensor, kind: str,
+                      mirrored: torch.Tensor | None) -> torch.Tensor:
+    """What the teachers are asked about: the student's own view, except under
+    `crop-flip-cached`, where it is the original flipped as the student's was but not shifted
+    (what the cache holds, so a run whose cache is off or over budget gets the same targets)."""
+    if kind != SHIFTED_FOR_THE_STUDENT_ONLY:
+        return shown
+    chosen = mirrored.to(original.device).view(-1, 1, 1, 1)
+    return torch.where(chosen, mirror(original), original)
 
 
 def augment(view: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Tensor:
