@@ -131,9 +131,10 @@ def count_teacher_images(ensemble) -> list[int]:
     return counts
 
 
-def run_amalgam_arm(arm: str, workdir: Path, steps: int, warmup: int, precision: str) -> dict:
+def run_amalgam_arm(arm: str, workdir: Path, steps: int, warmup: int, precision: str,
+                     augment: str) -> dict:
     from amalgam.distill.engine.batching import batch_indices, epoch_generator
-    from amalgam.distill.engine.train_config import STUDENT_AUGMENT, TrainConfig
+    from amalgam.distill.engine.train_config import TrainConfig
     from amalgam.distill.engine.trainer import Trainer
     from amalgam.distill.engine.views import CACHEABLE_VIEWS
     from amalgam.distill.methods import MethodOptions, build_method
@@ -150,7 +151,7 @@ def run_amalgam_arm(arm: str, workdir: Path, steps: int, warmup: int, precision:
     train = to_task_space(torch.load(workdir / "task_b_train.pt", weights_only=True))
     mean, std = channel_stats(train.images, 3)
     data = TaskData(spec, train, train.subset(torch.arange(24)), train.subset(torch.arange(24)), mean, std)
-    config = TrainConfig(batch_size=BATCH, augment=STUDENT_AUGMENT, quiet=True, teacher_precision=precision)
+    config = TrainConfig(batch_size=BATCH, augment=augment, quiet=True, teacher_precision=precision)
     name, options = ("ce", MethodOptions()) if arm == "ce" else (
         LABELED_RECIPE.values["method"], recipe_method_options(LABELED_RECIPE))
     method = build_method(name, spec.roster(), options)
@@ -276,19 +277,19 @@ def run_reference_app_arm(workdir: Path, steps: int, warmup: int) -> dict:
     return {"seconds": seconds, "images": images}
 
 
-def arm_main(arm: str, workdir: str, steps: int, warmup: int, precision: str, queue) -> None:
+def arm_main(arm: str, workdir: str, steps: int, warmup: int, precision: str, augment: str, queue) -> None:
     workdir_path = Path(workdir)
     if arm == "reference-app":
         result = run_reference_app_arm(workdir_path, steps, warmup)
     else:
-        result = run_amalgam_arm(arm, workdir_path, steps, warmup, precision)
+        result = run_amalgam_arm(arm, workdir_path, steps, warmup, precision, augment)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     result["threads"] = torch.get_num_threads()
     queue.put(result)
 
 
-def run_arm(arm: str, workdir: Path, steps: int, warmup: int, precision: str) -> dict:
-    result = in_own_process(arm_main, arm, str(workdir), steps, warmup, precision)
+def run_arm(arm: str, workdir: Path, steps: int, warmup: int, precision: str, augment: str) -> dict:
+    result = in_own_process(arm_main, arm, str(workdir), steps, warmup, precision, augment)
     result["images_per_s"] = result["images"] / result["seconds"]
     return result
 
@@ -338,6 +339,9 @@ def summarise(results: dict[str, dict], n_train: int) -> dict:
 
 
 def main() -> None:
+    from amalgam.distill.engine.train_config import STUDENT_AUGMENT
+    from amalgam.distill.engine.views import AUGMENTATIONS
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="fewer images and steps (minutes on 2 cores)")
@@ -347,6 +351,9 @@ def main() -> None:
                         help="run only these arms (the ratios need all four)")
     parser.add_argument("--teacher-precision", default="auto", choices=("auto", "fp32", "bf16"),
                         help="our arms' frozen teachers (the reference-app arm runs fp32, as that app does)")
+    parser.add_argument("--augment", default=STUDENT_AUGMENT, choices=AUGMENTATIONS,
+                        help="the ce and default arms' training views (default: what a run uses); "
+                        "the reference-app arm keeps that app's")
     args = parser.parse_args()
     n_train = N_QUICK if args.quick else N_TRAIN
     heavy = args.steps or (8 if args.quick else n_train // BATCH)
@@ -366,10 +373,11 @@ def main() -> None:
         save_teachers(workdir, mean, std)
         print(f"Task-B layout: {n_train} train images {SIZE}x{SIZE}, 3 teachers ({TEACHER_ARCH}, 5 classes "
               f"each, ours in {precision}), student {STUDENT}, batch {BATCH}, "
-              f"default method {DEFAULT_METHOD}; "
+              f"default method {DEFAULT_METHOD}, views {args.augment}; "
               f"{args.warmup} warm-up + timed steps {steps}; load average {load_average()}", flush=True)
         for arm in args.arms:
-            r = results[arm] = run_arm(arm, workdir, steps[arm], args.warmup, args.teacher_precision)
+            r = results[arm] = run_arm(arm, workdir, steps[arm], args.warmup, args.teacher_precision,
+                                       args.augment)
             build = f", cache built in {r['cache_build_s']:.1f}s (untimed)" if "cache_build_s" in r else ""
             print(f"  {arm:<15} {r['images_per_s']:8.1f} images/s   peak RSS {r['peak_rss_mb']:7.0f} MiB"
                   f"   ({r['threads']} threads{build})", flush=True)
@@ -379,7 +387,7 @@ def main() -> None:
     print(f"  load average now {load_average()} (other processes on the machine distort all figures)")
     summary.update({"train_images": n_train, "quick": args.quick, "timed_steps": steps,
                     "warmup_steps": args.warmup, "teacher_arch": TEACHER_ARCH,
-                    "teacher_precision": precision, "load_average": load_average()})
+                    "teacher_precision": precision, "augment": args.augment, "load_average": load_average()})
     print(json.dumps(summary))
 
 
