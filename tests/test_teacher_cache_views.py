@@ -70,9 +70,8 @@ def test_both_flip_views_and_feature_maps_equal_online_teachers(tiny, precision)
                             FEATURE_TOLERANCE)
 
 
-def test_the_trainer_shows_the_student_the_view_it_asks_targets_for(tiny):
-    """The flip drawn per sample is the one passed with the batch: the student's view is the
-    mirror of the image exactly where `mirrored` is set."""
+def views_the_teachers_are_asked_about(tiny, augment: str) -> list[tuple]:
+    """(index, view, mirrored) of every batch one training epoch under `augment` hands the teachers."""
     spec, data, root = tiny
     seen = []
 
@@ -81,12 +80,20 @@ def test_the_trainer_shows_the_student_the_view_it_asks_targets_for(tiny):
         return online_source(ensemble)(index, view)
 
     ensemble = load_ensemble(spec, CPU, root)
-    config = TrainConfig(epochs=1, batch_size=8, augment="flip", quiet=True)
+    config = TrainConfig(epochs=1, batch_size=8, augment=augment, quiet=True)
     torch.manual_seed(0)
     trainer = Trainer(create_teacher("cnn-small", spec.num_classes), build_method("kd", spec.roster(),
                       MethodOptions()), ModelInput(SIZE, MEAN, STD), data.train, data.val, spec.num_classes,
                       config, spy)
     trainer.train_epoch()
+    return seen
+
+
+def test_the_trainer_shows_the_student_the_view_it_asks_targets_for(tiny):
+    """The flip drawn per sample is the one passed with the batch: the student's view is the
+    mirror of the image exactly where `mirrored` is set."""
+    _, data, _ = tiny
+    seen = views_the_teachers_are_asked_about(tiny, "flip")
     flips = torch.cat([m for _, _, m in seen])
     assert 0 < int(flips.sum()) < len(flips)
     for index, view, mirrored in seen:
@@ -122,20 +129,8 @@ def test_crop_flip_cached_shows_the_student_crops_and_asks_the_teachers_the_uncr
 
 
 def test_under_crop_flip_cached_the_trainer_asks_the_teachers_about_the_unshifted_view(tiny):
-    spec, data, root = tiny
-    seen = []
-
-    def spy(index, view, mirrored=None):
-        seen.append((index.clone(), view.clone(), mirrored))
-        return online_source(ensemble)(index, view)
-
-    ensemble = load_ensemble(spec, CPU, root)
-    config = TrainConfig(epochs=1, batch_size=8, augment="crop-flip-cached", quiet=True)
-    trainer = Trainer(create_teacher("cnn-small", spec.num_classes), build_method("kd", spec.roster(),
-                      MethodOptions()), ModelInput(SIZE, MEAN, STD), data.train, data.val, spec.num_classes,
-                      config, spy)
-    trainer.train_epoch()
-    for index, view, mirrored in seen:
+    _, data, _ = tiny
+    for index, view, mirrored in views_the_teachers_are_asked_about(tiny, "crop-flip-cached"):
         plain = to_unit_float(data.train.images[index], CPU)
         assert torch.equal(view, torch.where(mirrored.view(-1, 1, 1, 1), mirror(plain), plain))
 
