@@ -4,8 +4,9 @@ All arms train a MobileNetV3-small student from scratch on the same generated CA
 Task-B-layout data (three 5-class teachers of the reference app's CNN, 64x64 images, batch 32). Each
 arm runs in a fresh spawned process so its peak resident memory (`ru_maxrss`) is its own.
 
-    ce              amalgam Trainer, method "ce", the default augmentation (flips)
-    default         amalgam Trainer, the default recipe's method and options with flips, teachers from
+    ce              amalgam Trainer, method "ce", the default recipe's views (crop-flip-cached: for CE,
+                    which reads no teacher, crop-flip's views)
+    default         amalgam Trainer, the default recipe's method, options and views, teachers from
                     the cache (both flip views, feature maps when the method uses them); the
                     cache is built cold in the arm's own process before timing: its time, the
                     images each teacher ran on and its size on disk are reported, and the build
@@ -339,8 +340,8 @@ def summarise(results: dict[str, dict], n_train: int) -> dict:
 
 
 def main() -> None:
-    from amalgam.distill.engine.train_config import STUDENT_AUGMENT
     from amalgam.distill.engine.views import AUGMENTATIONS
+    from amalgam.distill.runs.recipes import LABELED_RECIPE
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
@@ -351,8 +352,8 @@ def main() -> None:
                         help="run only these arms (the ratios need all four)")
     parser.add_argument("--teacher-precision", default="auto", choices=("auto", "fp32", "bf16"),
                         help="our arms' frozen teachers (the reference-app arm runs fp32, as that app does)")
-    parser.add_argument("--augment", default=STUDENT_AUGMENT, choices=AUGMENTATIONS,
-                        help="the ce and default arms' training views (default: what a run uses); "
+    parser.add_argument("--augment", default=LABELED_RECIPE.values["augment"], choices=AUGMENTATIONS,
+                        help="the ce and default arms' training views (default: the default recipe's); "
                         "the reference-app arm keeps that app's")
     args = parser.parse_args()
     n_train = N_QUICK if args.quick else N_TRAIN

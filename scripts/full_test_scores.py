@@ -39,8 +39,15 @@ import torch
 from amalgam import PROJECT_ROOT
 from amalgam.distill.engine.label_modes import LABELED
 from amalgam.distill.engine.train_config import STUDENT_AUGMENT
+from amalgam.distill.engine.views import student_views
 from amalgam.distill.methods import METHODS, MethodOptions
-from amalgam.distill.runs.recipes import LABEL_FREE_RECIPE, LABELED_RECIPE
+from amalgam.distill.runs.recipes import (
+    LABEL_FREE_RECIPE,
+    LABELED_RECIPE,
+    SHORT_LABEL_FREE_RECIPE,
+    SHORT_RECIPE,
+    Recipe,
+)
 from amalgam.distill.runs.settings import DistilSettings
 from amalgam.distill.teachers.loading import load_ensemble
 from amalgam.errors import UserError
@@ -114,7 +121,7 @@ def score_runs(roots: list[Path], device: torch.device, split: str = "test",
         teachers = teachers_of[teachers_key]
         rows.append({
             "task": spec.name, "teachers": settings.teacher_recipe, "student": settings.student,
-            "epochs": settings.train.epochs, "method": settings.method,
+            "epochs": settings.train.epochs, "augment": settings.train.augment, "method": settings.method,
             "teacher trust": settings.method_options.teacher_trust,
             "target gate": settings.method_options.target_gate,
             "class prior": settings.method_options.class_prior, "options": changed_options(settings),
@@ -137,9 +144,9 @@ def run_table(rows: list[dict]) -> list[list]:
              " / ".join(percent(v) for v in r["combined"])] for r in rows]
 
 
-TARGET_COLUMNS = ("roster", "teachers", "student", "seeds", "CE, %", "best teachers-combined line, %",
-                  "labeled default, %", "labeled target (max + 2)", "label-free default, %",
-                  "label-free target (teachers + 1, >= CE)",
+TARGET_COLUMNS = ("roster", "teachers", "student", "schedule", "seeds", "CE, %",
+                  "best teachers-combined line, %", "labeled default, %", "labeled target (max + 2)",
+                  "label-free default, %", "label-free target (teachers + 1, >= CE)",
                   "largest ECE after T-scaling (labeled / label-free)")
 
 
@@ -151,35 +158,59 @@ def class_prior_of(row: dict) -> str:
     return found.group(1) if found else "none"
 
 
-RECIPE_LINES = (("labeled", LABELED_RECIPE), ("label-free", LABEL_FREE_RECIPE))
+def augment_of(row: dict) -> str:
+    """The run's --augment: as recorded, or, for rows cached before it was, its options say."""
+    if "augment" in row:
+        return row["augment"]
+    found = re.search(r"augment ([\w-]+)", row["options"])
+    return found.group(1) if found else STUDENT_AUGMENT
+
+
+# The recipes a run can be a line of, and each schedule's two lines (with labels, without): the
+# defaults and their short forms. A line is held to CE on its own schedule.
+RECIPE_LINES = (("labeled", LABELED_RECIPE), ("label-free", LABEL_FREE_RECIPE),
+                ("labeled, short", SHORT_RECIPE), ("label-free, short", SHORT_LABEL_FREE_RECIPE))
+SCHEDULES = (("default", "labeled", "label-free"), ("short", "labeled, short", "label-free, short"))
+RECIPE_OF = dict(RECIPE_LINES)
 
 
 def arm(row: dict) -> str | None:
-    """Which line of the targets a run is: CE (any schedule), the labeled default or the
-    label-free default (their method, settings and schedule)."""
+    """Which line of the targets a run is: CE (any schedule), or the line whose recipe it ran
+    (its method, settings, schedule and views)."""
     if row["method"] == "ce":
         return "ce"
+    ran = (row["method"], row["training labels"], row["teacher trust"],
+           row.get("target gate", "teachers"),  # no gate: a row cached before it was recorded
+           class_prior_of(row), row["epochs"], augment_of(row))
     for name, recipe in RECIPE_LINES:
         values = recipe.values
-        ran = (row["method"], row["training labels"], row["teacher trust"],
-               row.get("target gate", "teachers"),  # no gate: a row cached before it was recorded
-               class_prior_of(row), row["epochs"])
         wanted = (values["method"], values.get("labels", LABELED), values.get("teacher_trust", "fixed"),
-                  values.get("target_gate", "teachers"), values.get("class_prior", "none"), values["epochs"])
+                  values.get("target_gate", "teachers"), values.get("class_prior", "none"), values["epochs"],
+                  values.get("augment", STUDENT_AUGMENT))
         if ran == wanted:
             return name
     return None
 
 
-def ce_runs(rows: list[dict], student: str, epochs: int) -> list[dict]:
+def schedule_of(recipe: Recipe) -> tuple[int, str]:
+    """The epochs and the views the student sees: what CE must share to be compared with it."""
+    return recipe.values["epochs"], student_views(recipe.values.get("augment", STUDENT_AUGMENT))
+
+
+def ce_runs(rows: list[dict], student: str, recipe: Recipe) -> list[dict]:
     """CE reads no teacher, so its runs (wherever they are) serve every roster of the same
-    student; a line is compared with CE at its own schedule."""
-    return [r for r in rows if arm(r) == "ce" and r["student"] == student and r["epochs"] == epochs]
+    student; a line is compared with CE on its own schedule (epochs and the student's views)."""
+    return [r for r in rows if arm(r) == "ce" and r["student"] == student
+            and (r["epochs"], student_views(augment_of(r))) == schedule_of(recipe)]
+
+
+def mean_of(runs: list[dict]) -> float | None:
+    return statistics.mean(r["accuracy"] for r in runs) if runs else None
 
 
 def target_table(rows: list[dict]) -> list[list]:
-    """Per roster, teacher recipe and student: the mean over seeds of each line, each against
-    CE at its own recipe's epochs (the CE column: the labeled default's)."""
+    """Per roster, teacher recipe, student and schedule: the mean over seeds of each line, each
+    against CE on its own schedule (the CE column: the labeled line's)."""
     lines: dict[tuple, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for row in rows:
         which = arm(row)
@@ -187,36 +218,36 @@ def target_table(rows: list[dict]) -> list[list]:
             lines[(row["task"], row["teachers"], row["student"])][which].append(row)
     table = []
     for (task, teachers, student), found in sorted(lines.items()):
-        ce = {which: ce_runs(rows, student, recipe.values["epochs"]) for which, recipe in RECIPE_LINES}
-        ce_means = {which: statistics.mean(r["accuracy"] for r in runs) if runs else None
-                    for which, runs in ce.items()}
         best_line = max(next(iter(found.values()))[0]["combined"])
-        cells = [task, teachers, student, "/".join(
-            str(len(found.get(k, ()))) for k in ("labeled", "label-free")) + f" (CE {len(ce['labeled'])})",
-            "" if ce_means["labeled"] is None else percent(ce_means["labeled"]), percent(best_line)]
-        eces = []
-        for which, margin in (("labeled", 0.02), ("label-free", 0.01)):
-            runs, ce_mean = found.get(which, []), ce_means[which]
-            if not runs or ce_mean is None:
-                cells += ["", "not run"]
-                eces.append("-")
+        for schedule, *pair in SCHEDULES:
+            if not any(found.get(which) for which in pair):
                 continue
-            mean = statistics.mean(r["accuracy"] for r in runs)
-            bar = max(ce_mean, best_line) + margin if which == "labeled" else best_line + margin
-            met = mean >= bar and (which == "labeled" or mean >= ce_mean)
-            verdict = "met" if met else "missed"
-            cells += [percent(mean), f"{verdict} ({100 * (mean - bar):+.2f} vs {percent(bar)})"]
-            eces.append(f"{max(r['ece_ts'] for r in runs):.3f}")
-        cells.append(" / ".join(eces))
-        table.append(cells)
+            ce = {which: ce_runs(rows, student, RECIPE_OF[which]) for which in pair}
+            labeled, free = pair
+            cells = [task, teachers, student, schedule, "/".join(str(len(found.get(k, ()))) for k in pair)
+                     + f" (CE {len(ce[labeled])})",
+                     "" if not ce[labeled] else percent(mean_of(ce[labeled])), percent(best_line)]
+            eces = []
+            for which, margin in ((labeled, 0.02), (free, 0.01)):
+                runs, ce_mean = found.get(which, []), mean_of(ce[which])
+                if not runs or ce_mean is None:
+                    cells += ["", "not run"]
+                    eces.append("-")
+                    continue
+                mean = mean_of(runs)
+                bar = max(ce_mean, best_line) + margin if which == labeled else best_line + margin
+                met = mean >= bar and (which == labeled or mean >= ce_mean)
+                verdict = "met" if met else "missed"
+                cells += [percent(mean), f"{verdict} ({100 * (mean - bar):+.2f} vs {percent(bar)})"]
+                eces.append(f"{max(r['ece_ts'] for r in runs):.3f}")
+            cells.append(" / ".join(eces))
+            table.append(cells)
     return table
 
 
 CONFIGS = "../../../configs"  # from docs/benchmarks/data/, where the table is written
-HEADLINE_ARMS = (("ce", "`ce` (no teachers)", "yes"),
-                 ("labeled", f"**default** ([configs/default.toml]({CONFIGS}/default.toml))", "yes"),
-                 ("label-free", f"`--labels none` ([configs/label-free.toml]({CONFIGS}/label-free.toml))",
-                  "none"))
+LINE_NAMES = {"labeled": "**default**", "label-free": "`--labels none`",
+              "labeled, short": "short", "label-free, short": "short, `--labels none`"}
 
 
 def mean_sd(values: list[float], unit: str = "run") -> str:
@@ -233,9 +264,10 @@ def students_of(rows: list[dict]) -> list[str]:
 
 
 def headline_table(rows: list[dict]) -> list[list]:
-    """README's table: per teacher recipe, recipe and student, mean ± sd over every roster and
-    seed scored; CE (it reads no teacher) once; the teachers combined (UHC balanced, the best line
-    here) per teacher recipe, over the rosters."""
+    """README's table: per schedule, CE (it reads no teacher) once, then per recipe and teacher
+    recipe, mean ± sd over every roster and seed scored; the teachers combined (UHC balanced, the
+    best line here) per teacher recipe, over the rosters. The default schedule always shows; a
+    short one where it has runs."""
     students = students_of(rows)
     recipes = sorted({r["teachers"] for r in rows if arm(r) not in (None, "ce")},
                      key=lambda name: (name != "default", name))
@@ -243,22 +275,22 @@ def headline_table(rows: list[dict]) -> list[list]:
     def cells(chosen: list[dict]) -> list[str]:
         return [mean_sd([r["accuracy"] for r in chosen if r["student"] == student]) for student in students]
 
-    schedules = sorted({recipe.values["epochs"] for _, recipe in RECIPE_LINES})
-    epochs_of = {which: recipe.values["epochs"] for which, recipe in RECIPE_LINES}
-
-    def named(name: str, epochs: int) -> str:  # the schedule said only where the recipes differ
-        return name if len(schedules) == 1 else f"{name}, {epochs} epochs"
-
     table = []
-    for which, name, labels in HEADLINE_ARMS:
-        if which == "ce":
-            for epochs in schedules:
-                table.append([named(name, epochs), "—", labels,
-                              *cells([r for r in rows if arm(r) == "ce" and r["epochs"] == epochs])])
+    for schedule, *pair in SCHEDULES:
+        ran = [r for r in rows if arm(r) in pair]
+        if schedule != "default" and not ran:
             continue
-        for teachers in recipes:
-            table.append([named(name, epochs_of[which]), f"`{teachers}`", labels,
-                          *cells([r for r in rows if arm(r) == which and r["teachers"] == teachers])])
+        epochs, views = schedule_of(RECIPE_OF[pair[0]])
+        ce = [r for student in students for r in ce_runs(rows, student, RECIPE_OF[pair[0]])]
+        table.append([f"`ce` (no teachers), {epochs} epochs, {views}", "—", "yes", *cells(ce)])
+        for which in pair:
+            recipe = RECIPE_OF[which]
+            link = f"[{recipe.config_file}]({CONFIGS}/{recipe.name}.toml)"
+            name = f"{LINE_NAMES[which]}, {epochs} epochs ({link})"
+            labels = "none" if recipe.values.get("labels", LABELED) != LABELED else "yes"
+            for teachers in recipes:
+                table.append([name, f"`{teachers}`", labels,
+                              *cells([r for r in ran if arm(r) == which and r["teachers"] == teachers])])
     for teachers in recipes:
         combined = {r["task"]: r["combined"][2] for r in rows
                     if arm(r) not in (None, "ce") and r["teachers"] == teachers}

@@ -86,8 +86,8 @@ def test_distil_writes_a_complete_run_dir(distilled: Path):
     assert config["method_options"]["temperature"] == 3.0 and config["method"] == "fitnet+uhc-ka"
     assert config["train"]["epochs"] == 1 and config["student"] == "mobilenetv3_small"
     assert config["train"]["teacher_precision"] in {"fp32", "bf16"}  # `auto` resolved for this machine
-    # the default recipe: flipped views, cosine decay, hint weight 15 on the normalised hints
-    assert config["train"]["augment"] == "flip" and config["train"]["scheduler"] == "cosine"
+    # the default recipe: crops and flips for the student (cached targets), cosine decay, hint weight 15
+    assert config["train"]["augment"] == "crop-flip-cached" and config["train"]["scheduler"] == "cosine"
     assert config["method_options"]["hint_weight"] == 15.0
     assert config["roster"]["teacher_1"] == ["T-shirt/top", "Trouser", "Pullover", "Dress"]  # for the reader
 

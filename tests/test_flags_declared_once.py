@@ -32,14 +32,14 @@ from amalgam.tasks.spec import Roster
 GROUP = typer.main.get_command(app)
 COMMANDS = {"distil": GROUP, **{name: GROUP.commands[name] for name in ("compare", "teachers", "pipeline")}}
 # the commands that train, and the settings each one takes; teachers are trained with labels and
-# are not distilled from frozen teachers, and the pipeline passes on only these four and the
-# distilled student's method options
+# are not distilled from frozen teachers, and the pipeline passes on only these five (both its
+# students' schedule and views) and the distilled student's method options
 TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
 TAKES = {
     "distil": (TRAIN_FIELDS, {f.name for f in fields(MethodOptions)}),
     "compare": (TRAIN_FIELDS, {f.name for f in fields(MethodOptions)}),
     "teachers": (TRAIN_FIELDS - {"labels", "teacher_precision"}, set()),
-    "pipeline": ({"epochs", "seed", "device", "quiet"}, {f.name for f in fields(MethodOptions)}),
+    "pipeline": ({"epochs", "augment", "seed", "device", "quiet"}, {f.name for f in fields(MethodOptions)}),
 }
 OTHER_TEXT = {"opt": "sgd", "device": "cpu"}  # text settings without a list of choices
 

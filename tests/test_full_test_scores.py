@@ -32,13 +32,16 @@ def test_held_out_images_are_none_of_fashion_minis():
 
 
 LABELED_EPOCHS = full_test_scores.LABELED_RECIPE.values["epochs"]
+LABELED_VIEWS = full_test_scores.LABELED_RECIPE.values["augment"]
 
 
 def row(method: str, accuracy: float, labels: str = "train", student: str = "resnet18", trust: str = "fixed",
-        ece: float = 0.01, prior: str = "none", epochs: int = LABELED_EPOCHS) -> dict:
+        ece: float = 0.01, prior: str = "none", epochs: int = LABELED_EPOCHS,
+        augment: str = "crop-flip") -> dict:
     return {"task": "r500", "teachers": "default", "student": student, "method": method,
             "teacher trust": trust, "class prior": prior, "options": "", "training labels": labels,
-            "epochs": epochs, "accuracy": accuracy, "ece_ts": ece, "combined": (0.70, 0.75, 0.80)}
+            "epochs": epochs, "augment": augment, "accuracy": accuracy, "ece_ts": ece,
+            "combined": (0.70, 0.75, 0.80)}
 
 
 def recipe_row(recipe, accuracy: float, **fields) -> dict:
@@ -46,35 +49,42 @@ def recipe_row(recipe, accuracy: float, **fields) -> dict:
     values = recipe.values
     return row(values["method"], accuracy, labels=values.get("labels", "train"),
                trust=values.get("teacher_trust", "fixed"), prior=values.get("class_prior", "none"),
-               epochs=values["epochs"], **fields)
+               epochs=values["epochs"], augment=values.get("augment", "flip"), **fields)
 
 
 def test_a_run_is_the_default_only_with_every_setting_the_arm_reads():
     labeled = full_test_scores.LABELED_RECIPE
     assert full_test_scores.arm(recipe_row(labeled, 0.9)) == "labeled"
     assert full_test_scores.arm(recipe_row(full_test_scores.LABEL_FREE_RECIPE, 0.9)) == "label-free"
+    assert full_test_scores.arm(recipe_row(full_test_scores.SHORT_RECIPE, 0.9)) == "labeled, short"
     other_prior = "uniform" if labeled.values.get("class_prior", "none") == "none" else "none"
     assert full_test_scores.arm({**recipe_row(labeled, 0.9), "class prior": other_prior}) is None
-    # a row cached before it recorded its prior: read from its options
+    # a row cached before it recorded its prior or its views: read from its options
     cached = recipe_row(full_test_scores.LABEL_FREE_RECIPE, 0.9)
-    del cached["class prior"]
-    assert full_test_scores.arm({**cached, "options": "temperature 2.0; class_prior uniform"}) == "label-free"
-    # the recipe's settings on another schedule are not the recipe
+    del cached["class prior"], cached["augment"]
+    options = f"temperature 2.0; class_prior uniform; augment {LABELED_VIEWS}"
+    assert full_test_scores.arm({**cached, "options": options}) == "label-free"
+    short = recipe_row(full_test_scores.SHORT_LABEL_FREE_RECIPE, 0.9)
+    del short["augment"]  # no augment in its options: the default views, flips
+    assert full_test_scores.arm(short) == "label-free, short"
+    # the recipe's settings on another schedule, or with other views, are not the recipe
     assert full_test_scores.arm({**recipe_row(labeled, 0.9), "epochs": LABELED_EPOCHS + 1}) is None
+    assert full_test_scores.arm({**recipe_row(labeled, 0.9), "augment": "crop-flip"}) is None
 
 
-def test_each_line_is_held_to_ce_at_its_own_epochs():
-    labeled, free = full_test_scores.LABELED_RECIPE, full_test_scores.LABEL_FREE_RECIPE
-    free_epochs = free.values["epochs"]
-    other = LABELED_EPOCHS + 1
-    rows = [row("ce", 0.85), row("ce", 0.70, epochs=other), recipe_row(labeled, 0.88), recipe_row(free, 0.84)]
-    if free_epochs != LABELED_EPOCHS:
-        rows.append(row("ce", 0.83, epochs=free_epochs))
-    [cells] = full_test_scores.target_table(rows)
-    assert cells[3] == "1/1 (CE 1)" and cells[4] == "85.00"  # the 0.70 run at another schedule is no line's
-    assert cells[7] == "met (+1.00 vs 87.00)"
-    free_ce = 0.83 if free_epochs != LABELED_EPOCHS else 0.85
-    assert cells[9] == ("met" if 0.84 >= free_ce else "missed") + " (+3.00 vs 81.00)"
+def test_each_line_is_held_to_ce_on_its_own_schedule_and_views():
+    labeled, short = full_test_scores.LABELED_RECIPE, full_test_scores.SHORT_RECIPE
+    rows = [row("ce", 0.85),  # the default's schedule, with the student's crops
+            row("ce", 0.60, augment="flip"),  # the same epochs, other views: no line's CE
+            row("ce", 0.70, epochs=LABELED_EPOCHS + 1),  # another schedule: no line's CE
+            row("ce", 0.80, epochs=short.values["epochs"], augment="flip"),
+            recipe_row(labeled, 0.88), recipe_row(short, 0.83)]
+    default_cells, short_cells = full_test_scores.target_table(rows)
+    assert default_cells[3] == "default" and default_cells[4] == "1/0 (CE 1)" and default_cells[5] == "85.00"
+    assert default_cells[8] == "met (+1.00 vs 87.00)"
+    assert default_cells[10] == "not run"
+    assert short_cells[3] == "short" and short_cells[5] == "80.00"
+    assert short_cells[8] == "met (+1.00 vs 82.00)"
 
 
 def test_targets_are_means_over_seeds_against_ce_and_the_best_combined_line(monkeypatch):
@@ -83,23 +93,30 @@ def test_targets_are_means_over_seeds_against_ce_and_the_best_combined_line(monk
             recipe_row(labeled, 0.87), recipe_row(labeled, 0.89, ece=0.04),
             recipe_row(free, 0.815), recipe_row(free, 0.825)]
     [cells] = full_test_scores.target_table(rows)
-    assert cells[3] == "2/2 (CE 2)"
-    assert cells[4:6] == ["85.00", "80.00"]
-    assert cells[6:8] == ["88.00", "met (+1.00 vs 87.00)"]  # max(85, 80) + 2
+    assert cells[4] == "2/2 (CE 2)"
+    assert cells[5:7] == ["85.00", "80.00"]
+    assert cells[7:9] == ["88.00", "met (+1.00 vs 87.00)"]  # max(85, 80) + 2
     # label-free: 82.0 clears the teachers + 1 (81) but not CE (85)
-    assert cells[8] == "82.00" and cells[9].startswith("missed (+1.00 vs 81.00)")
-    assert cells[10] == "0.040 / 0.010"
+    assert cells[9] == "82.00" and cells[10].startswith("missed (+1.00 vs 81.00)")
+    assert cells[11] == "0.040 / 0.010"
 
 
-def test_headline_has_a_line_per_teacher_recipe_and_ce_once():
-    labeled = full_test_scores.LABELED_RECIPE
+def test_headline_has_a_line_per_teacher_recipe_and_ce_once_per_schedule():
+    labeled, short = full_test_scores.LABELED_RECIPE, full_test_scores.SHORT_RECIPE
     more = {"teachers": "more-data", "combined": (0.70, 0.80, 0.90)}
     rows = [row("ce", 0.84), row("ce", 0.86), recipe_row(labeled, 0.87), recipe_row(labeled, 0.89),
-            {**recipe_row(labeled, 0.91), **more}]
+            {**recipe_row(labeled, 0.91), **more},
+            row("ce", 0.75, epochs=short.values["epochs"], augment="flip"), recipe_row(short, 0.80)]
     table = full_test_scores.headline_table(rows)
-    ce, default_teachers, more_teachers = table[0], table[1], table[2]
-    assert ce[1:] == ["—", "yes", "85.00 ± 1.41 (2 runs)"]
-    assert default_teachers[1:] == ["`default`", "yes", "88.00 ± 1.41 (2 runs)"]
-    assert more_teachers[1:] == ["`more-data`", "yes", "91.00 (1 run)"]
+    assert table[0][0].startswith(f"`ce` (no teachers), {LABELED_EPOCHS} epochs")
+    assert table[0][1:] == ["—", "yes", "85.00 ± 1.41 (2 runs)"]
+    assert table[1][0].startswith("**default**")
+    assert table[1][1:] == ["`default`", "yes", "88.00 ± 1.41 (2 runs)"]
+    assert table[2][1:] == ["`more-data`", "yes", "91.00 (1 run)"]
+    assert table[3][0].startswith("`--labels none`") and table[3][3] == "not run"
+    short_ce = next(line for line in table if line[0].startswith("`ce`") and line is not table[0])
+    assert short_ce[3] == "75.00 (1 run)"
+    short_default = next(line for line in table if line[0].startswith("short,") and line[1] == "`default`")
+    assert short_default[3] == "80.00 (1 run)"
     combined = {line[1]: line[3] for line in table if line[0].startswith("teachers combined")}
     assert combined == {"`default`": "80.00 (1 roster)", "`more-data`": "90.00 (1 roster)"}

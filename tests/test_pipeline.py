@@ -38,6 +38,7 @@ def test_pipeline_trains_teachers_both_students_and_evaluates(tmp_path: Path,
         runs[config["method"]] = run_dir
         assert run_dir.name.endswith(f"_task_fashion-mini_pipeline_{config['method']}")
         assert config["student"] == "mobilenetv3_small" and config["train"]["epochs"] == 1
+        assert config["train"]["augment"] == LABELED_RECIPE.values["augment"]  # CE too: the same views
         assert len(json.loads((run_dir / "history.json").read_text())) == 1
         assert (run_dir / "best.safetensors").stat().st_size > 0
     assert sorted(runs) == sorted({"ce", DEFAULT_METHOD})

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from amalgam.cli import train_cli
 from amalgam.cli.config_file import read_config_file
+from amalgam.distill.engine.train_config import STUDENT_AUGMENT
 from amalgam.distill.losses.adjusted import knowledge_adjusted
 from amalgam.distill.methods import MethodOptions, TeacherOutputs, build_method
 from amalgam.distill.runs.recipes import LABEL_FREE_RECIPE, LABELED_RECIPE, RECIPES, Recipe, recipe_defaults
@@ -104,6 +105,7 @@ def test_the_main_job_distils_with_the_default_recipe(monkeypatch, capsys):
     plain, said = pipeline_call(monkeypatch, capsys, [])
     recipe = LABELED_RECIPE.values
     assert plain["method"] == recipe["method"] and plain["epochs"] == recipe["epochs"]
+    assert plain["augment"] == recipe["augment"]  # the CE baseline beside it sees the same views
     options = {k: v for k, v in recipe.items() if k in MethodOptions.__dataclass_fields__}
     assert plain["method_options"] == replace(MethodOptions(), **options)
     assert "does not use" not in said
@@ -112,6 +114,7 @@ def test_the_main_job_distils_with_the_default_recipe(monkeypatch, capsys):
     assert given["method_options"].teacher_trust == "per-class"
     named, said = pipeline_call(monkeypatch, capsys, ["--method", "kd", "--hint-weight", "3"])
     assert named["method_options"] == replace(MethodOptions(), hint_weight=3.0) and named["epochs"] == 15
+    assert named["augment"] == STUDENT_AUGMENT
     assert "method kd does not use --hint-weight" in said  # as train.py says it
 
 

@@ -98,7 +98,7 @@ def distil_command(
     """Distil a student from all of the task's teachers (`--alpha 0` or `--method ce`: no teachers).
 
     Without --method it runs the default recipe for any setting not given: configs/default.toml
-    (24 epochs), or with --labels none configs/label-free.toml."""
+    (96 epochs, crop-flip-cached views), or with --labels none configs/label-free.toml."""
     if ctx.invoked_subcommand is not None:
         return
     if resume_dir is not None:

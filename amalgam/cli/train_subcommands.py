@@ -81,7 +81,7 @@ def teachers_command(
 
 
 @with_method_options
-@with_field_flags(TrainConfig, TRAIN_FLAGS, "pipeline", only=("epochs", "seed", "device", "quiet"))
+@with_field_flags(TrainConfig, TRAIN_FLAGS, "pipeline", only=("epochs", "augment", "seed", "device", "quiet"))
 def pipeline_command(
     ctx: typer.Context,
     config: Path | None = ConfigOpt,
@@ -100,7 +100,8 @@ def pipeline_command(
     """Teachers → CE baseline → distilled student → evaluation, then one summary table.
 
     Without --method the student is distilled with the default recipe (configs/default.toml,
-    24 epochs) for any setting not given, as `python train.py` does."""
+    96 epochs) for any setting not given, as `python train.py` does; the CE baseline is trained
+    as long, on the same views."""
     from amalgam.workflows.pipeline import print_summary, run_pipeline
 
     method = apply_recipe(ctx, method, LABELED, train, method_options)
@@ -120,6 +121,7 @@ def pipeline_command(
         device=checked.device,
         quiet=checked.quiet,
         teacher_recipe=check_teacher_recipe(teacher_recipe),
+        augment=checked.augment,
     )
     print_summary(summary)
     say(f"reports in {summary['evaluation_dir']}")

@@ -43,13 +43,15 @@ def run_pipeline(
     root=PROJECT_ROOT,
     teacher_recipe: str = DEFAULT_TEACHER_RECIPE,
     method_options: MethodOptions | None = None,
+    augment: str = STUDENT_AUGMENT,
 ) -> dict:
     """The whole job; `method_options` (default: the method's own) configure the distilled
-    student only, the CE baseline reads no teacher."""
+    student only, the CE baseline reads no teacher. Both students see the same views
+    (`augment`, on the same schedule), so the baseline is CE trained as long and as varied."""
     options = method_options or MethodOptions()
     spec = with_teacher_recipe(get_task(task), teacher_recipe)
     build_method(method, spec.roster(), options)  # an unknown --method or option fails before any work
-    base, student_config = pipeline_configs(teacher_epochs, epochs, seed, device, quiet)
+    base, student_config = pipeline_configs(teacher_epochs, epochs, seed, device, quiet, augment)
     for folder, what in (("checkpoints", "teacher checkpoints"), ("runs", "runs"), ("evaluation", "reports")):
         check_writable(root / folder, what)  # all three before the teachers train, not after
     data = load_task_data(spec, data_dir, train_per_class=train_per_class)
@@ -103,7 +105,7 @@ def run_pipeline(
 
 
 def pipeline_configs(
-    teacher_epochs: int, epochs: int, seed: int, device: str, quiet: bool
+    teacher_epochs: int, epochs: int, seed: int, device: str, quiet: bool, augment: str = STUDENT_AUGMENT
 ) -> tuple[TrainConfig, TrainConfig]:
     """Teacher and student settings, both checked before anything trains, naming the user's flags."""
     if teacher_epochs < 1:
@@ -111,7 +113,7 @@ def pipeline_configs(
     teachers = TrainConfig(
         epochs=teacher_epochs, lr=2e-3, seed=seed, augment="crop-flip", device=device, quiet=quiet
     )
-    return teachers, replace(teachers, epochs=epochs, lr=1e-3, augment=STUDENT_AUGMENT)
+    return teachers, replace(teachers, epochs=epochs, lr=1e-3, augment=augment)
 
 
 SUMMARY_FILE = "pipeline_summary.csv"

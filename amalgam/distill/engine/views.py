@@ -30,6 +30,12 @@ CACHEABLE_VIEWS: dict[str, tuple[str, ...] | None] = {
 }
 
 
+def student_views(kind: str) -> str:
+    """The augmentation whose views the student sees under `kind`: what a run without teachers
+    (CE) trained alike must use to be the same schedule."""
+    return "crop-flip" if kind == SHIFTED_FOR_THE_STUDENT_ONLY else kind
+
+
 def to_unit_float(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     """uint8 → float in [0, 1] on the device (non-blocking when the source is pinned)."""
     return images.to(device, non_blocking=True).float().div_(255.0)
@@ -53,8 +59,7 @@ def augment_with_flips(
         return view, None
     if kind not in AUGMENTATIONS:
         raise UserError(f"unknown augmentation {kind!r}; use one of {list(AUGMENTATIONS)}")
-    if kind == SHIFTED_FOR_THE_STUDENT_ONLY:
-        kind = "crop-flip"  # the student's views are crop-flip's; only the teachers' targets differ
+    kind = student_views(kind)  # crop-flip-cached: crop-flip's views; only the teachers' targets differ
     n, _, h, w = view.shape
     flip = torch.rand(n, generator=generator) < 0.5
     if kind == "flip":
