@@ -18,7 +18,14 @@ from amalgam.cli.config_file import read_config_file
 from amalgam.distill.engine.train_config import STUDENT_AUGMENT
 from amalgam.distill.losses.adjusted import knowledge_adjusted
 from amalgam.distill.methods import MethodOptions, TeacherOutputs, build_method
-from amalgam.distill.runs.recipes import LABEL_FREE_RECIPE, LABELED_RECIPE, RECIPES, Recipe, recipe_defaults
+from amalgam.distill.runs.recipes import (
+    LABEL_FREE_RECIPE,
+    LABELED_RECIPE,
+    RECIPES,
+    SHORT_RECIPE,
+    Recipe,
+    recipe_defaults,
+)
 from amalgam.distill.runs.run import DistilSettings, distil
 from amalgam.tasks.images import ImageSet
 from amalgam.tasks.spec import DataSpec, TaskSpec, TeacherSpec
@@ -112,6 +119,8 @@ def test_the_main_job_distils_with_the_default_recipe(monkeypatch, capsys):
     given, _ = pipeline_call(monkeypatch, capsys, ["--epochs", "3", "--temperature", "2"])
     assert given["epochs"] == 3 and given["method_options"].temperature == 2.0
     assert given["method_options"].teacher_trust == "per-class"
+    short, _ = pipeline_call(monkeypatch, capsys, ["--config", recipe_file(SHORT_RECIPE)])  # the quick demo
+    assert (short["epochs"], short["augment"]) == (24, "flip") and short["method"] == recipe["method"]
     named, said = pipeline_call(monkeypatch, capsys, ["--method", "kd", "--hint-weight", "3"])
     assert named["method_options"] == replace(MethodOptions(), hint_weight=3.0) and named["epochs"] == 15
     assert named["augment"] == STUDENT_AUGMENT
