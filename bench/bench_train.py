@@ -26,14 +26,16 @@ Images/s are steady state: the first steps of each arm are a warm-up and not tim
 timed span includes fetching batches (the reference app's decoding). Arms that run teachers per
 batch are slower, so the cheap arms time more steps. `--quick` trains on 384 images (128
 from each teacher's file) so the one-off cache build fits the time budget; steady-state
-rates do not depend on the set's size. The last line is one JSON object.
+rates do not depend on the set's size. The last line is one JSON object; `--csv PATH` also
+writes the arms' table that docs/benchmarks/speed.md renders.
 
-    OMP_NUM_THREADS=1 python bench/bench_train.py --quick
+    OMP_NUM_THREADS=1 python bench/bench_train.py --quick --csv docs/benchmarks/data/training-speed.csv
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import itertools
 import json
 import resource
@@ -302,6 +304,23 @@ def load_average() -> str:
         return "unknown"
 
 
+def arm_names(method: str, views: str) -> dict[str, str]:
+    """What each arm is, as the speed table names it."""
+    return {"ce": f"`ce`, {views}", "default": f"default (`{method}`), {views}, teachers from the cache",
+            "default-online": "default, teachers online (random crops, or a cache over its budget)",
+            "reference-app": "the reference app's algorithm"}
+
+
+def write_table(path: Path, results: dict[str, dict], method: str, views: str) -> None:
+    """The arms that ran, one row each: the table docs/benchmarks/speed.md renders."""
+    names = arm_names(method, views)
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(["arm", "images/s", "peak RSS"])
+        for arm, r in results.items():
+            writer.writerow([names[arm], f"{r['images_per_s']:.1f}", f"{r['peak_rss_mb']:.0f} MiB"])
+
+
 def summarise(results: dict[str, dict], n_train: int) -> dict:
     """Print the ratios against the issue's targets; return them with the raw figures."""
     ips = {arm: r["images_per_s"] for arm, r in results.items()}
@@ -355,6 +374,7 @@ def main() -> None:
     parser.add_argument("--augment", default=LABELED_RECIPE.values["augment"], choices=AUGMENTATIONS,
                         help="the ce and default arms' training views (default: the default recipe's); "
                         "the reference-app arm keeps that app's")
+    parser.add_argument("--csv", type=Path, help="also write the arms' table here (docs/benchmarks/data/)")
     args = parser.parse_args()
     n_train = N_QUICK if args.quick else N_TRAIN
     heavy = args.steps or (8 if args.quick else n_train // BATCH)
@@ -382,6 +402,8 @@ def main() -> None:
             build = f", cache built in {r['cache_build_s']:.1f}s (untimed)" if "cache_build_s" in r else ""
             print(f"  {arm:<15} {r['images_per_s']:8.1f} images/s   peak RSS {r['peak_rss_mb']:7.0f} MiB"
                   f"   ({r['threads']} threads{build})", flush=True)
+    if args.csv is not None:
+        write_table(args.csv, results, DEFAULT_METHOD, args.augment)
     if set(results) != set(ARMS):
         return
     summary = summarise(results, n_train)
