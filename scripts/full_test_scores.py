@@ -150,20 +150,21 @@ TARGET_COLUMNS = ("roster", "teachers", "student", "schedule", "seeds", "CE, %",
                   "largest ECE after T-scaling (labeled / label-free)")
 
 
+def recorded(row: dict, field: str, option: str, default: str) -> str:
+    """A setting of the run as its row records it, or, for rows cached before it was recorded,
+    as its options say (an option left at its default is not in them)."""
+    if field in row:
+        return row[field]
+    found = re.search(rf"{option} ([\w-]+)", row["options"])
+    return found.group(1) if found else default
+
+
 def class_prior_of(row: dict) -> str:
-    """The run's --class-prior: as recorded, or, for rows cached before it was, its options say."""
-    if "class prior" in row:
-        return row["class prior"]
-    found = re.search(r"class_prior (\w+)", row["options"])
-    return found.group(1) if found else "none"
+    return recorded(row, "class prior", "class_prior", "none")
 
 
 def augment_of(row: dict) -> str:
-    """The run's --augment: as recorded, or, for rows cached before it was, its options say."""
-    if "augment" in row:
-        return row["augment"]
-    found = re.search(r"augment ([\w-]+)", row["options"])
-    return found.group(1) if found else STUDENT_AUGMENT
+    return recorded(row, "augment", "augment", STUDENT_AUGMENT)
 
 
 # The recipes a run can be a line of, and each schedule's two lines (with labels, without): the
@@ -208,6 +209,20 @@ def mean_of(runs: list[dict]) -> float | None:
     return statistics.mean(r["accuracy"] for r in runs) if runs else None
 
 
+def line_verdict(runs: list[dict], ce_mean: float | None, best_line: float,
+                 labeled: bool) -> tuple[list[str], str]:
+    """A line's mean, its verdict against its target and its largest ECE: with labels max(CE, the
+    best teachers-combined line) + 2; without, that line + 1 and no lower than CE."""
+    if not runs or ce_mean is None:
+        return ["", "not run"], "-"
+    mean = mean_of(runs)
+    bar = max(ce_mean, best_line) + 0.02 if labeled else best_line + 0.01
+    met = mean >= bar and (labeled or mean >= ce_mean)
+    verdict = "met" if met else "missed"
+    return ([percent(mean), f"{verdict} ({100 * (mean - bar):+.2f} vs {percent(bar)})"],
+            f"{max(r['ece_ts'] for r in runs):.3f}")
+
+
 def target_table(rows: list[dict]) -> list[list]:
     """Per roster, teacher recipe, student and schedule: the mean over seeds of each line, each
     against CE on its own schedule (the CE column: the labeled line's)."""
@@ -223,23 +238,16 @@ def target_table(rows: list[dict]) -> list[list]:
             if not any(found.get(which) for which in pair):
                 continue
             ce = {which: ce_runs(rows, student, RECIPE_OF[which]) for which in pair}
-            labeled, free = pair
+            labeled = pair[0]
             cells = [task, teachers, student, schedule, "/".join(str(len(found.get(k, ()))) for k in pair)
                      + f" (CE {len(ce[labeled])})",
                      "" if not ce[labeled] else percent(mean_of(ce[labeled])), percent(best_line)]
             eces = []
-            for which, margin in ((labeled, 0.02), (free, 0.01)):
-                runs, ce_mean = found.get(which, []), mean_of(ce[which])
-                if not runs or ce_mean is None:
-                    cells += ["", "not run"]
-                    eces.append("-")
-                    continue
-                mean = mean_of(runs)
-                bar = max(ce_mean, best_line) + margin if which == labeled else best_line + margin
-                met = mean >= bar and (which == labeled or mean >= ce_mean)
-                verdict = "met" if met else "missed"
-                cells += [percent(mean), f"{verdict} ({100 * (mean - bar):+.2f} vs {percent(bar)})"]
-                eces.append(f"{max(r['ece_ts'] for r in runs):.3f}")
+            for which in pair:
+                verdict, ece = line_verdict(found.get(which, []), mean_of(ce[which]), best_line,
+                                            labeled=which == labeled)
+                cells += verdict
+                eces.append(ece)
             cells.append(" / ".join(eces))
             table.append(cells)
     return table
