@@ -70,8 +70,9 @@ def main(argv: list[str] | None = None) -> int:
             _, balanced, _ = fit_class_prior(combined, "uniform", None)
             features = torch.cat(features)
             labels = data.train.labels
-            smoothed = [neighbour_mean(balanced, nearest_neighbours(features, k)) for k in NEIGHBOURS]
-            spread = propagated(balanced, nearest_neighbours(features, 20), 0.8)
+            near = {k: nearest_neighbours(features, k) for k in NEIGHBOURS}  # each search once
+            smoothed = [neighbour_mean(balanced, near[k]) for k in NEIGHBOURS]
+            spread = propagated(balanced, near[20], 0.8)
             scored = [combined, balanced, *smoothed, spread]
             writer.writerow([spec.name, recipe, *(percent_right(q, labels) for q in scored)])
     return 0
